@@ -1,0 +1,1 @@
+"""DuckDB views over the Parquet results, ranking, plots and reports."""

@@ -1,0 +1,1 @@
+"""Orchestration: Prefect flows, Dask cluster set-up and the ``ramanscreen`` CLI."""

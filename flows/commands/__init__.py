@@ -1,0 +1,1 @@
+"""CLI commands, one module per stage; each registers on :data:`flows.cli.app`."""

@@ -1,0 +1,138 @@
+"""Shared plumbing for every stage: input errors, units and atomic writes.
+
+Nothing here imports Prefect or Dask.
+
+>>> from tasks.common import CM1_PER_INV_FS, InputError
+>>> round(CM1_PER_INV_FS, 2)  # 1 fs^-1 expressed in cm^-1
+33356.41
+>>> str(InputError("must be positive", file="run.toml", field="dt_fs", fix="use e.g. 2.0"))
+'run.toml: dt_fs: must be positive (fix: use e.g. 2.0)'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+#: Speed of light in cm/s (exact, SI definition).
+C_CM_PER_S = 2.99792458e10
+#: A frequency of 1 fs^-1 (cycles per fs) in wavenumbers, cm^-1.
+CM1_PER_INV_FS = 1e15 / C_CM_PER_S
+#: 1 Å^2/fs in cm^2/s.
+CM2_PER_S_PER_A2_PER_FS = 1e-16 / 1e-15
+
+
+class InputError(ValueError):
+    """Bad user input, reported as one line naming the file, the field and the fix.
+
+    The CLI turns it into ``error: <file>: <field>: <message> (fix: <fix>)`` and exit code 2.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = None if file is None else str(file)
+        self.field = field
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.field) if p]
+        text = ": ".join([*parts, self.message])
+        if self.fix:
+            text += f" (fix: {self.fix})"
+        return " ".join(text.split())  # always one line
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; rename it over ``path`` only on success.
+
+    A crash or an exception leaves either the old file or no file, never a partial one.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_write(p, "w") as fh:
+    ...     _ = fh.write("hello")
+    >>> p.read_text()
+    'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for writers that want a file name
+    (matplotlib, pyarrow, ASE); rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_table(
+    columns: Mapping[str, Any], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write named 1-D columns as Parquet (``.parquet``) or CSV (``.csv``), atomically.
+
+    ``metadata`` goes into the Parquet schema metadata (ignored for CSV).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    table = pa.table({k: np.asarray(v) if not isinstance(v, (list, pa.Array)) else v for k, v in columns.items()})
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k: str(v) for k, v in metadata.items()}})
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            pq.write_table(table, tmp)
+        elif path.suffix == ".csv":
+            pacsv.write_csv(table, tmp)
+        else:
+            raise InputError(
+                f"unknown table format {path.suffix!r}", file=path, field="suffix", fix="use .parquet or .csv"
+            )
+    return path
+
+
+def require_finite(array: np.ndarray, *, file: str | os.PathLike[str] | None, field: str) -> None:
+    """Raise :class:`InputError` naming the first frame that holds NaN or inf."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise InputError(
+            f"non-finite value (NaN or inf) at frame {first}", file=file, field=field, fix="remove or repair that frame"
+        )
