@@ -30,9 +30,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 #: Modules under flows/commands that register commands on ``app`` (in --help order).
-COMMAND_MODULES = [
-    "spectra",
-    "transport",
+COMMAND_MODULES: list[str] = [
 ]
 
 _DEBUG_ENV = "RAMANSCREEN_DEBUG"
@@ -86,6 +84,3 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[red]error:[/] {type(exc).__name__}: {escape(text)} (rerun with --debug for the traceback)", markup=True)
         sys.exit(1)
 
-
-if __name__ == "__main__":
-    main()

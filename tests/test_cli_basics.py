@@ -10,7 +10,7 @@ from tasks.common import InputError, atomic_write
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "flows", *args], capture_output=True, text=True, timeout=120
     )
 
 
