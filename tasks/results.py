@@ -1,0 +1,681 @@
+"""Campaign results as hive-partitioned Parquet tables, written atomically and schema-versioned.
+
+One *run* is one material simulated once in one campaign; it is keyed by
+``(campaign, material, run_id)``. :func:`write_run` writes all seven tables of a run:
+
+========== ====================================================== ======================
+table      rows                                                   required columns
+========== ====================================================== ======================
+materials  one per run (the *commit record*, written last)        formula, temperature_k,
+                                                                  n_atoms, mlff,
+                                                                  reference_method, n_train
+spectra    one per frequency bin                                  freq_cm1, intensity
+transport  one per species                                        species, D_cm2_s
+descriptors one per run, one column per central-peak descriptor   (any numeric names)
+ml_metrics one per run                                            r2_diag, r2_offdiag,
+                                                                  rmse_diag_A3,
+                                                                  rmse_offdiag_A3
+msd        one per (species, time)                                species, time_ps, msd_A2
+vdos       one per (species, frequency)                           species, freq_cm1, vdos
+========== ====================================================== ======================
+
+Every row also carries ``campaign``, ``material``, ``run_id``, ``write_id`` and
+``schema_version``; the Parquet footer carries ``ramanscreen.schema_version`` too.
+
+Layout (hive partitions, readable by DuckDB, pyarrow, Polars, Spark)::
+
+    <root>/<table>/campaign=<c>/material=<m>/run_id=<r>/<write_id>.parquet   # data tables
+    <root>/materials/campaign=<c>/material=<m>/run_id=<r>/run.parquet        # commit record
+    <root>/_locks/campaign=<c>/material=<m>/run_id=<r>.lock                  # writer lock
+
+How a write stays atomic and idempotent:
+
+1. Everything is validated in memory first; bad input raises :class:`InputError` and writes nothing.
+2. A per-run ``flock`` is taken, so two writers of the *same* run serialize (different runs,
+   e.g. two campaigns, never wait for each other).
+3. Each data table goes to ``<write_id>.parquet`` through a hidden ``.tmp`` name, fsync, rename.
+   ``write_id`` is fresh for every write, so these files never overwrite the committed ones.
+4. The ``materials`` row, which names the ``write_id``, replaces ``run.parquet`` by one atomic
+   rename. That rename is the commit: readers (``analytics/views.sql``) only show data rows
+   whose ``write_id`` equals the committed one, so a crash before it leaves the previous
+   version (or nothing) visible, and never a mix.
+5. Files of other write ids for the same run (the superseded version, or a crashed write's
+   leftovers) are deleted. A crash here leaves only invisible files, removed by the next write.
+
+Re-writing a run therefore replaces it: no duplicate rows, no lost rows.
+
+>>> import tempfile, duckdb
+>>> root = tempfile.mkdtemp()
+>>> meta = dict(formula="AgI", temperature_k=500.0, n_atoms=128, mlff="chgnet",
+...             reference_method="embedded", n_train=140, mobile_species="Ag")
+>>> rec = write_run(root, "demo", "AgI", "T500", meta=meta,
+...                 spectrum={"freq_cm1": [0.0, 10.0, 20.0], "intensity": [0.0, 2.0, 1.0]},
+...                 transport=[{"species": "Ag", "D_cm2_s": 2.8e-5}, {"species": "I", "D_cm2_s": 1e-7}])
+>>> rec = write_run(root, "demo", "AgI", "T500", meta=meta,   # a re-run replaces, never duplicates
+...                 spectrum={"freq_cm1": [0.0, 10.0, 20.0], "intensity": [0.0, 2.0, 1.0]},
+...                 transport=[{"species": "Ag", "D_cm2_s": 2.9e-5}, {"species": "I", "D_cm2_s": 1e-7}])
+>>> committed_runs(root)
+[('demo', 'AgI', 'T500')]
+>>> duckdb.sql(f"SELECT count(*) FROM '{root}/transport/**/*.parquet'").fetchall()
+[(2,)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.common import InputError
+
+#: Version of the table layout below. Bump it when a column changes meaning or type.
+SCHEMA_VERSION = 1
+#: Parquet footer key holding :data:`SCHEMA_VERSION`.
+SCHEMA_VERSION_KEY = "ramanscreen.schema_version"
+
+KEY_COLUMNS = ("campaign", "material", "run_id")
+#: Columns every row carries besides its own data.
+BOOKKEEPING_COLUMNS = (*KEY_COLUMNS, "write_id", "schema_version")
+
+#: Data tables (written first) in write order; ``materials`` is written last, as the commit.
+DATA_TABLES = ("spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos")
+TABLES = ("materials", *DATA_TABLES)
+COMMIT_FILE = "run.parquet"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
+_COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+_F = pa.float64()
+_I = pa.int64()
+_S = pa.string()
+
+#: Fixed columns of each table: name -> (arrow type, required?, unit / meaning).
+COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
+    "materials": {
+        "formula": (_S, True, "chemical formula of the simulated cell, e.g. Na3SbS4"),
+        "temperature_k": (_F, True, "MD temperature, K"),
+        "n_atoms": (_I, True, "atoms in the simulation cell"),
+        "mobile_species": (_S, False, "element whose diffusion is ranked (default: largest D)"),
+        "mlff": (_S, True, "force field that drove the MD"),
+        "reference_method": (_S, True, "reference polarizability method (DFPT backend)"),
+        "n_train": (_I, True, "N_T, reference structures the alpha model was trained on"),
+        "md_dt_fs": (_F, False, "MD time step, fs"),
+        "md_equil_ps": (_F, False, "equilibration length, ps"),
+        "md_production_ps": (_F, False, "production length, ps"),
+        "alpha_stride": (_I, False, "alpha predicted every n-th MD frame"),
+        "pressure_gpa": (_F, False, "pressure for NPT runs, GPa (null: NVT)"),
+        "structure": (_S, False, "builder name or structure file the run started from"),
+        "code_version": (_S, False, "git describe of the code (filled in when omitted)"),
+        "settings_json": (_S, False, "any further settings, as JSON"),
+        "created_at": (pa.timestamp("us", tz="UTC"), False, "commit time (UTC, filled in)"),
+    },
+    "spectra": {
+        "freq_cm1": (_F, True, "Raman shift, cm^-1, strictly increasing"),
+        "intensity": (_F, True, "orientation-averaged intensity 45a2+7g2 (arb. units)"),
+        "band_low": (_F, False, "committee band, lower edge (same units)"),
+        "band_high": (_F, False, "committee band, upper edge (same units)"),
+        "intensity_parallel": (_F, False, "parallel-polarised intensity 45a2+4g2"),
+        "intensity_perpendicular": (_F, False, "perpendicular-polarised intensity 3g2"),
+        "a2": (_F, False, "isotropic invariant a^2(omega)"),
+        "gamma2": (_F, False, "anisotropic invariant gamma^2(omega)"),
+    },
+    "transport": {
+        "species": (_S, True, "element symbol"),
+        "D_cm2_s": (_F, True, "tracer diffusion coefficient, cm^2/s"),
+        "D_err_cm2_s": (_F, False, "its standard error, cm^2/s"),
+        "sigma_S_cm": (_F, False, "Nernst-Einstein conductivity, S/cm"),
+        "alpha2_peak": (_F, False, "peak of the non-Gaussian parameter alpha_2"),
+        "vdos0": (_F, False, "VDOS at omega -> 0 (arb. units)"),
+    },
+    "descriptors": {},
+    "ml_metrics": {
+        "r2_diag": (_F, True, "R^2 of the diagonal alpha components on the test set"),
+        "r2_offdiag": (_F, True, "R^2 of the off-diagonal components"),
+        "rmse_diag_A3": (_F, True, "RMSE of the diagonal components, A^3"),
+        "rmse_offdiag_A3": (_F, True, "RMSE of the off-diagonal components, A^3"),
+        "n_train": (_I, False, "training structures (default: materials.n_train)"),
+    },
+    "msd": {
+        "species": (_S, True, "element symbol"),
+        "time_ps": (_F, True, "lag time, ps"),
+        "msd_A2": (_F, True, "mean squared displacement, A^2"),
+    },
+    "vdos": {
+        "species": (_S, True, "element symbol"),
+        "freq_cm1": (_F, True, "frequency, cm^-1"),
+        "vdos": (_F, True, "atom-resolved vibrational density of states (arb. units)"),
+    },
+}
+#: Tables whose rows may carry extra numeric columns beyond :data:`COLUMNS`.
+_OPEN_TABLES = {"descriptors", "ml_metrics"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What :func:`write_run` committed."""
+
+    campaign: str
+    material: str
+    run_id: str
+    write_id: str
+    paths: dict[str, Path]
+    rows: dict[str, int]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InputError(
+            f"{value!r} cannot name a results partition",
+            field=field,
+            fix="use 1-128 characters from letters, digits and . _ + - (no spaces, '/' or '=')",
+        )
+    return value
+
+
+def _as_mapping(obj: Any, field: str) -> Mapping[str, Any]:
+    """Accept a mapping, a dataclass instance, or an object with attributes."""
+    if isinstance(obj, Mapping):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "__dict__"):
+        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    raise InputError(f"expected a mapping of columns, got {type(obj).__name__}", field=field)
+
+
+def _float_array(value: Any, field: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError("expected numbers", field=field) from None
+    return arr
+
+
+def _scalar_float(value: Any, field: str) -> float | None:
+    """A finite float, or None for a missing/NaN value; inf is an error."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"expected a number, got {value!r}", field=field) from None
+    if arr.size != 1:
+        raise InputError(f"expected one number, got shape {arr.shape}", field=field)
+    x = float(arr.reshape(()))
+    if math.isnan(x):
+        return None
+    if not math.isfinite(x):
+        raise InputError("infinite value", field=field, fix="store a finite number or NaN (stored as null)")
+    return x
+
+
+def _long_columns(obj: Any, table: str) -> dict[str, Any]:
+    """Normalise long-format input to a dict of equal-length columns.
+
+    Accepts ``{"species": [...], col: [...]}``, a list of row dicts, or
+    ``{species: {col: value-or-array}}`` (per-species mapping).
+    """
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        rows = [_as_mapping(r, f"{table}[{i}]") for i, r in enumerate(obj)]
+        names: list[str] = []
+        for r in rows:
+            names += [k for k in r if k not in names]
+        return {k: [r.get(k) for r in rows] for k in names}
+    mapping = _as_mapping(obj, table)
+    if "species" in mapping or not mapping or not all(
+        isinstance(v, Mapping) or dataclasses.is_dataclass(v) for v in mapping.values()
+    ):
+        return dict(mapping)
+    blocks: list[tuple[str, int, dict[str, Any]]] = []
+    names: list[str] = ["species"]
+    for species, sub in mapping.items():
+        sub = {k: v for k, v in _as_mapping(sub, f"{table}.{species}").items() if k != "species"}
+        lengths = {int(np.size(v)) for v in sub.values() if np.ndim(v) > 0}
+        if len(lengths) > 1:
+            raise InputError(f"columns of different lengths {sorted(lengths)}", field=f"{table}.{species}")
+        n = lengths.pop() if lengths else 1
+        blocks.append((str(species), n, sub))
+        names += [k for k in sub if k not in names]
+    cols: dict[str, list[Any]] = {k: [] for k in names}
+    for species, n, sub in blocks:
+        cols["species"] += [species] * n
+        for k in names[1:]:
+            v = sub.get(k)
+            cols[k] += list(np.ravel(v)) if np.ndim(v) > 0 else [v] * n
+    return cols
+
+
+def _build_table(table: str, columns: Mapping[str, Any], n_rows: int | None = None) -> pa.Table:
+    """Validate columns against :data:`COLUMNS` and build the Arrow table (no key columns yet)."""
+    spec = COLUMNS[table]
+    unknown = [k for k in columns if k not in spec]
+    if unknown and table not in _OPEN_TABLES:
+        raise InputError(
+            f"unknown column {unknown[0]!r}", field=f"{table}.{unknown[0]}",
+            fix=f"use the documented columns: {', '.join(spec)}",
+        )
+    missing = [k for k, (_, req, _) in spec.items() if req and columns.get(k) is None]
+    if missing:
+        raise InputError(f"required column missing", field=f"{table}.{missing[0]}",
+                         fix=f"{table} needs {', '.join(k for k, v in spec.items() if v[1])}")
+    arrays: dict[str, pa.Array] = {}
+    lengths: set[int] = set()
+    for name in [*spec, *[k for k in columns if k not in spec]]:
+        value = columns.get(name)
+        field = f"{table}.{name}"
+        if name in spec:
+            dtype = spec[name][0]
+        else:
+            if not _COLUMN_RE.match(str(name)) or name in BOOKKEEPING_COLUMNS:
+                raise InputError(f"{name!r} is not a usable column name", field=field,
+                                 fix="use letters, digits and underscores, not a key column name")
+            dtype = _F
+        if value is None:
+            arrays[name] = None  # filled with nulls once the length is known
+            continue
+        if dtype == _S:
+            vals = [value] if isinstance(value, str) else list(np.ravel(np.asarray(value, dtype=object)))
+            for v in vals:
+                if not isinstance(v, str) or not v:
+                    raise InputError(f"expected a non-empty string, got {v!r}", field=field)
+            arrays[name] = pa.array(vals, type=_S)
+        elif dtype == _F:
+            arr = _float_array(
+                [np.nan if v is None else v for v in value] if isinstance(value, list) else value, field
+            )
+            if np.isinf(arr).any():
+                raise InputError("infinite value", field=field, fix="store finite numbers or NaN (null)")
+            arr = np.atleast_1d(arr)
+            if arr.ndim != 1:
+                raise InputError(f"expected a 1-D column, got shape {arr.shape}", field=field)
+            arrays[name] = pa.array(arr, type=_F, from_pandas=True)  # NaN -> null
+        elif dtype == _I:
+            arr = np.atleast_1d(np.asarray(value, dtype=object))
+            try:
+                ok = arr.ndim == 1 and all(not isinstance(v, str) and float(v) == int(v) for v in arr)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InputError(f"expected integers, got {value!r}", field=field)
+            arrays[name] = pa.array([int(v) for v in arr], type=_I)
+        else:  # timestamps are filled in by the writer
+            arrays[name] = pa.array(list(np.atleast_1d(value)), type=dtype)
+        lengths.add(len(arrays[name]))
+    if n_rows is not None:
+        lengths.add(n_rows)
+    if len(lengths) > 1:
+        raise InputError(f"columns have different lengths {sorted(lengths)}", field=table,
+                         fix="give every column one value per row")
+    n = lengths.pop() if lengths else 0
+    out = {k: (pa.nulls(n, type=spec[k][0] if k in spec else _F) if v is None else v) for k, v in arrays.items()}
+    return pa.table(out)
+
+
+def _validate_spectra(t: pa.Table) -> None:
+    f = t.column("freq_cm1").to_numpy(zero_copy_only=False)
+    if len(f) < 2:
+        raise InputError("a spectrum needs at least two frequency bins", field="spectra.freq_cm1")
+    if np.isnan(f).any() or (np.diff(f) <= 0).any():
+        raise InputError("frequencies must be finite and strictly increasing", field="spectra.freq_cm1")
+    if t.column("intensity").null_count:
+        raise InputError("NaN in the intensity", field="spectra.intensity", fix="repair the spectrum")
+
+
+def _validate_long(t: pa.Table, table: str, x: str | None) -> None:
+    for name in COLUMNS[table]:
+        if COLUMNS[table][name][1] and t.column(name).null_count:
+            raise InputError("missing (null/NaN) value in a required column", field=f"{table}.{name}")
+    if x is None:
+        species = t.column("species").to_pylist()
+        if len(set(species)) != len(species):
+            raise InputError("a species appears twice", field=f"{table}.species", fix="one row per species")
+        return
+    species = np.asarray(t.column("species").to_pylist(), dtype=object)
+    xs = t.column(x).to_numpy(zero_copy_only=False)
+    for s in dict.fromkeys(species):
+        xi = xs[species == s]
+        if (np.diff(xi) <= 0).any():
+            raise InputError(f"{x} must increase within each species ({s} does not)", field=f"{table}.{x}")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """``git describe`` of the checkout this module lives in, else the package version.
+
+    >>> isinstance(code_version(), str) and len(code_version()) > 0
+    True
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        if out:
+            return out
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return f"ramanscreen {version('ramanscreen')}"
+    except Exception:  # noqa: BLE001 - metadata missing in a bare checkout
+        return "unknown"
+
+
+def build_tables(
+    campaign: str,
+    material: str,
+    run_id: str,
+    *,
+    meta: Mapping[str, Any],
+    spectrum: Any = None,
+    transport: Any = None,
+    descriptors: Mapping[str, Any] | None = None,
+    ml_metrics: Mapping[str, Any] | None = None,
+    msd: Any = None,
+    vdos: Any = None,
+    write_id: str | None = None,
+) -> dict[str, pa.Table]:
+    """Validate a run's results and build its seven Arrow tables, without touching disk.
+
+    Arguments are as for :func:`write_run`. Every table gets the bookkeeping columns and the
+    schema version in its metadata.
+
+    >>> t = build_tables("c", "m", "r", meta=dict(formula="X", temperature_k=300, n_atoms=8,
+    ...     mlff="f", reference_method="ref", n_train=10), descriptors={"frac_below_wc": 0.3})
+    >>> t["descriptors"].column("frac_below_wc").to_pylist(), t["spectra"].num_rows
+    ([0.3], 0)
+    """
+    for value, field in ((campaign, "campaign"), (material, "material"), (run_id, "run_id")):
+        _check_name(value, field)
+    write_id = write_id or uuid.uuid4().hex
+    meta = dict(_as_mapping(meta, "materials"))
+    if "settings" in meta:
+        settings = meta.pop("settings")
+        try:
+            meta["settings_json"] = json.dumps(settings, sort_keys=True, default=str)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"settings are not JSON-serialisable: {exc}", field="materials.settings") from None
+    if meta.get("code_version") is None:
+        meta["code_version"] = code_version()
+    if "created_at" in meta:
+        raise InputError("created_at is filled in by the writer", field="materials.created_at", fix="drop it")
+    for k in ("temperature_k", "n_atoms", "n_train"):
+        if k in meta and meta[k] is not None:
+            ok = _scalar_float(meta[k], f"materials.{k}")
+            if ok is None or ok < 0 or (k == "n_atoms" and ok == 0):
+                raise InputError(f"must be a positive number, got {meta[k]!r}", field=f"materials.{k}")
+    meta = {k: ([os.fspath(v) if isinstance(v, os.PathLike) else v] if v is not None else None)
+            for k, v in meta.items()}
+    tables: dict[str, pa.Table] = {}
+    mat = _build_table("materials", {**meta, "created_at": None}, n_rows=1)
+    tables["materials"] = mat
+
+    spec_cols = dict(_as_mapping(spectrum, "spectra")) if spectrum is not None else {}
+    # RamanSpectrum-like objects may carry extra fields (metadata, scalars); keep the columns.
+    if spectrum is not None and not isinstance(spectrum, Mapping):
+        spec_cols = {k: v for k, v in spec_cols.items() if k in COLUMNS["spectra"]}
+    for alias, name in (("intensity_par", "intensity_parallel"), ("intensity_perp", "intensity_perpendicular")):
+        if alias in spec_cols and name not in spec_cols:
+            spec_cols[name] = spec_cols.pop(alias)
+    if spectrum is None:
+        tables["spectra"] = _empty("spectra")
+    else:
+        tables["spectra"] = _build_table("spectra", spec_cols)
+        _validate_spectra(tables["spectra"])
+
+    if transport is None:
+        tables["transport"] = _empty("transport")
+    else:
+        tables["transport"] = _build_table("transport", _long_columns(transport, "transport"))
+        _validate_long(tables["transport"], "transport", None)
+
+    if descriptors is None:
+        tables["descriptors"] = _empty("descriptors")
+    else:
+        desc = dict(_as_mapping(descriptors, "descriptors"))
+        vals = {k: [_scalar_float(v, f"descriptors.{k}")] for k, v in desc.items()}
+        tables["descriptors"] = _build_table("descriptors", vals, n_rows=1)
+
+    if ml_metrics is None:
+        tables["ml_metrics"] = _empty("ml_metrics")
+    else:
+        mm = dict(_as_mapping(ml_metrics, "ml_metrics"))
+        if mm.get("n_train") is None:
+            mm["n_train"] = (meta.get("n_train") or [None])[0]
+        # NaN (e.g. an undefined R^2) is stored as null; a *missing* required key is an error.
+        vals = {k: ([v] if k == "n_train" else [_scalar_float(v, f"ml_metrics.{k}")]) for k, v in mm.items()}
+        tables["ml_metrics"] = _build_table("ml_metrics", vals, n_rows=1)
+
+    for name, curve, x in (("msd", msd, "time_ps"), ("vdos", vdos, "freq_cm1")):
+        if curve is None:
+            tables[name] = _empty(name)
+        else:
+            tables[name] = _build_table(name, _long_columns(curve, name))
+            _validate_long(tables[name], name, x)
+
+    mobile = mat.column("mobile_species")[0].as_py()
+    species = set(tables["transport"].column("species").to_pylist())
+    if mobile is not None and species and mobile not in species:
+        raise InputError(f"mobile species {mobile!r} has no transport row (have {sorted(species)})",
+                         field="materials.mobile_species", fix="add its row or fix the name")
+
+    return {name: _with_bookkeeping(t, name, campaign, material, run_id, write_id) for name, t in tables.items()}
+
+
+def _empty(table: str) -> pa.Table:
+    return pa.table({k: pa.array([], type=v[0]) for k, v in COLUMNS[table].items()})
+
+
+def _with_bookkeeping(t: pa.Table, name: str, campaign: str, material: str, run_id: str, write_id: str) -> pa.Table:
+    n = t.num_rows
+    key = {
+        "campaign": pa.array([campaign] * n, type=_S),
+        "material": pa.array([material] * n, type=_S),
+        "run_id": pa.array([run_id] * n, type=_S),
+        "write_id": pa.array([write_id] * n, type=_S),
+        "schema_version": pa.array([SCHEMA_VERSION] * n, type=pa.int32()),
+    }
+    out = pa.table({**key, **{c: t.column(c) for c in t.column_names}})
+    return out.replace_schema_metadata({
+        SCHEMA_VERSION_KEY: str(SCHEMA_VERSION),
+        "ramanscreen.table": name,
+        "ramanscreen.write_id": write_id,
+    })
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def run_dir(results_root: str | os.PathLike[str], table: str, campaign: str, material: str, run_id: str) -> Path:
+    """The partition directory holding one run's files of ``table``."""
+    return Path(results_root) / table / f"campaign={campaign}" / f"material={material}" / f"run_id={run_id}"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Write to a hidden ``.tmp`` name (never matched by ``*.parquet`` globs), fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _run_lock(results_root: Path, campaign: str, material: str, run_id: str) -> Iterator[None]:
+    import fcntl
+
+    lock = results_root / "_locks" / f"campaign={campaign}" / f"material={material}" / f"run_id={run_id}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _check_root(results_root: str | os.PathLike[str]) -> Path:
+    root = Path(results_root)
+    if root.exists() and not root.is_dir():
+        raise InputError("results root is a file, not a directory", file=root, fix="pass a directory")
+    stray = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
+             and p.name not in TABLES and p.name != "reports"] if root.is_dir() else []
+    if root.is_dir() and stray and not any((root / t).exists() for t in TABLES):
+        raise InputError(
+            f"{root} holds other data ({', '.join(sorted(stray)[:3])}), not ramanscreen results",
+            file=root, fix="choose an empty or a ramanscreen results directory",
+        )
+    return root
+
+
+def write_run(
+    results_root: str | os.PathLike[str],
+    campaign: str,
+    material: str,
+    run_id: str,
+    *,
+    meta: Mapping[str, Any],
+    spectrum: Any = None,
+    transport: Any = None,
+    descriptors: Mapping[str, Any] | None = None,
+    ml_metrics: Mapping[str, Any] | None = None,
+    msd: Any = None,
+    vdos: Any = None,
+) -> RunRecord:
+    """Write (or replace) every table of one run and commit it atomically.
+
+    Parameters
+    ----------
+    meta:
+        The ``materials`` row: ``formula, temperature_k, n_atoms, mlff, reference_method,
+        n_train`` (required) and optionally ``mobile_species, md_dt_fs, md_equil_ps,
+        md_production_ps, alpha_stride, pressure_gpa, structure, code_version`` and
+        ``settings`` (any JSON-serialisable mapping, stored as ``settings_json``).
+    spectrum:
+        Columns ``freq_cm1, intensity`` (required), ``band_low, band_high,
+        intensity_parallel, intensity_perpendicular, a2, gamma2`` (optional), as a mapping of
+        equal-length arrays or an object with those attributes (e.g. ``RamanSpectrum``).
+    transport:
+        Per-species rows ``species, D_cm2_s`` (required), ``D_err_cm2_s, sigma_S_cm,
+        alpha2_peak, vdos0``: a list of row dicts, a mapping of columns with ``species``,
+        or ``{species: {column: value}}``.
+    descriptors:
+        ``{name: number}``, e.g. the output of ``central_peak_descriptors``. NaN is stored as null.
+    ml_metrics:
+        ``r2_diag, r2_offdiag, rmse_diag_A3, rmse_offdiag_A3`` (required), ``n_train``
+        (defaults to ``meta["n_train"]``), and any further numeric metrics.
+    msd, vdos:
+        Long-format curves ``species, time_ps, msd_A2`` and ``species, freq_cm1, vdos``, as
+        columns or ``{species: {"time_ps": [...], "msd_A2": [...]}}``.
+
+    Omitted tables are written with zero rows, so every committed run has all seven files.
+    """
+    tables = build_tables(
+        campaign, material, run_id, meta=meta, spectrum=spectrum, transport=transport,
+        descriptors=descriptors, ml_metrics=ml_metrics, msd=msd, vdos=vdos,
+    )
+    root = _check_root(results_root)
+    write_id = tables["materials"].column("write_id")[0].as_py()
+    paths: dict[str, Path] = {}
+    with _run_lock(root, campaign, material, run_id):
+        for name in DATA_TABLES:
+            path = run_dir(root, name, campaign, material, run_id) / f"{write_id}.parquet"
+            _write_parquet(tables[name], path)
+            paths[name] = path
+        now = pa.array([_dt.datetime.now(_dt.timezone.utc)], type=pa.timestamp("us", tz="UTC"))
+        mat = tables["materials"]
+        mat = mat.set_column(mat.column_names.index("created_at"), "created_at", now)
+        commit = run_dir(root, "materials", campaign, material, run_id) / COMMIT_FILE
+        _write_parquet(mat, commit)  # <- the commit
+        paths["materials"] = commit
+        _remove_stale(root, campaign, material, run_id, keep=write_id)
+    return RunRecord(campaign, material, run_id, write_id, paths, {k: t.num_rows for k, t in tables.items()})
+
+
+def _remove_stale(root: Path, campaign: str, material: str, run_id: str, keep: str) -> None:
+    """Delete files of superseded or crashed writes of this run (caller holds the run lock)."""
+    for name in DATA_TABLES:
+        d = run_dir(root, name, campaign, material, run_id)
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if p.name != f"{keep}.parquet":
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+    mdir = run_dir(root, "materials", campaign, material, run_id)
+    for p in mdir.iterdir():
+        if p.name != COMMIT_FILE and p.name.endswith(".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def committed_write_id(results_root: str | os.PathLike[str], campaign: str, material: str, run_id: str) -> str | None:
+    """The ``write_id`` of the committed version of a run, or None if it was never committed.
+
+    The flow can use this to skip runs that are already complete.
+    """
+    path = run_dir(results_root, "materials", campaign, material, run_id) / COMMIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path, columns=["write_id"]).column("write_id")[0].as_py()
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"unreadable commit record: {exc}", file=path, fix="delete it and re-run that material") from None
+
+
+def committed_runs(results_root: str | os.PathLike[str], campaign: str | None = None) -> list[tuple[str, str, str]]:
+    """Sorted ``(campaign, material, run_id)`` of every committed run under ``results_root``."""
+    base = Path(results_root) / "materials"
+    pattern = f"campaign={campaign}/material=*/run_id=*/{COMMIT_FILE}" if campaign else f"campaign=*/material=*/run_id=*/{COMMIT_FILE}"
+    out = []
+    for p in base.glob(pattern):
+        run, mat, camp = p.parent.name, p.parent.parent.name, p.parent.parent.parent.name
+        out.append((camp.split("=", 1)[1], mat.split("=", 1)[1], run.split("=", 1)[1]))
+    return sorted(out)
+
+
+def schema_version_of(path: str | os.PathLike[str]) -> int:
+    """Read the schema version from a results Parquet file's footer."""
+    md = pq.read_schema(path).metadata or {}
+    raw = md.get(SCHEMA_VERSION_KEY.encode())
+    if raw is None:
+        raise InputError("not a ramanscreen results file (no schema version)", file=path)
+    return int(raw)
