@@ -1,0 +1,1147 @@
+"""The λ-SOAP model of the polarizability tensor α (Å³), with featomic and metatensor.
+
+α is symmetric, so it splits into a scalar (λ=0, the trace) and a symmetric traceless
+part (λ=2, five real spherical components); featomic's
+:func:`~featomic.clebsch_gordan.cartesian_to_spherical` does the split. Each part is a
+linear (ridge) function of the λ-SOAP features of the same λ: featomic's
+:class:`~featomic.clebsch_gordan.EquivariantPowerSpectrum` of a
+:class:`~featomic.SphericalExpansion`, keys (o3_lambda=0, o3_sigma=+1) and (2, +1),
+summed over the atoms of each structure (α is extensive). The λ=2 weights are shared by
+the five m-components, so a rotated structure gives exactly the rotated α.
+
+Prediction does not build the power spectrum. The model is linear in it, so for every
+(center type, l₁, l₂) block the weights are contracted straight into the density
+coefficients, ŷ_μ = Σ_i Σ_{m₁m₂} C^{l₁l₂λ}_{m₁m₂μ} ρ_{i,l₁m₁}ᵀ W ρ_{i,l₂m₂}, which costs a
+few small matrix products per atom instead of the full CG product (see
+``benchmarks/bench_alpha.py``). :meth:`AlphaModel.predict_plain` keeps the textbook path
+(features, then a dot product) and the tests hold the two to 1e-10.
+
+A committee of bootstrap ridge models (same regularisation, resampled structures),
+calibrated on out-of-bag residuals, gives an uncertainty per frame and, through the
+predicted α series, a confidence band on the Raman spectrum.
+
+>>> import numpy as np
+>>> from ase.build import bulk
+>>> frames = [bulk("NaCl", "rocksalt", a=5.64, cubic=True) for _ in range(12)]
+>>> rng = np.random.default_rng(0)
+>>> for f in frames:
+...     f.positions += rng.normal(0, 0.15, f.positions.shape)
+>>> truth = np.array([toy_alpha_A3(f) for f in frames])
+>>> model = AlphaModel.fit(frames[:10], truth[:10], hypers=SOAPHypers(max_radial=3, max_angular=2), n_committee=4)
+>>> model.predict(frames[10:]).shape
+(2, 3, 3)
+>>> model.predict_committee(frames[10:]).shape
+(4, 2, 3, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.common import InputError, atomic_path, atomic_write, require_finite
+
+#: Cartesian index pairs of the six independent components, in the order of the
+#: 6-column text format ``xx yy zz xy yz zx``.
+SIX_COMPONENTS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (2, 0))
+
+_FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- hypers
+
+
+@dataclass(frozen=True)
+class SOAPHypers:
+    """Hyperparameters of the λ-SOAP features (featomic ``SphericalExpansion``).
+
+    ``max_radial`` is featomic's largest radial index (``max_radial + 1`` GTO radial
+    functions); ``max_angular`` the largest l of the density expansion (it must be ≥ 1
+    for λ=2 features to exist).
+
+    >>> h = SOAPHypers()
+    >>> h.cutoff_A, h.max_radial, h.max_angular, h.width_A
+    (5.0, 5, 4, 0.4)
+    >>> h.to_featomic()["basis"]["radial"]
+    {'type': 'Gto', 'max_radial': 5}
+    """
+
+    cutoff_A: float = 5.0
+    max_radial: int = 5
+    max_angular: int = 4
+    width_A: float = 0.4
+    smoothing_width_A: float = 0.5
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("cutoff_A", self.cutoff_A > 0, "a positive radius, e.g. 5.0"),
+            ("width_A", self.width_A > 0, "a positive Gaussian width, e.g. 0.4"),
+            ("smoothing_width_A", 0 < self.smoothing_width_A <= self.cutoff_A, "0 < smoothing ≤ cutoff"),
+            ("max_radial", int(self.max_radial) == self.max_radial and self.max_radial >= 0, "an integer ≥ 0"),
+            ("max_angular", int(self.max_angular) == self.max_angular and self.max_angular >= 1, "an integer ≥ 1"),
+        ]
+        for name, ok, fix in checks:
+            if not ok:
+                raise InputError(f"invalid value {getattr(self, name)!r}", field=name, fix=f"use {fix}")
+
+    def to_featomic(self) -> dict[str, Any]:
+        """The ``SphericalExpansion`` hyperparameters in featomic 0.6 format."""
+        return {
+            "cutoff": {
+                "radius": float(self.cutoff_A),
+                "smoothing": {"type": "ShiftedCosine", "width": float(self.smoothing_width_A)},
+            },
+            "density": {"type": "Gaussian", "width": float(self.width_A)},
+            "basis": {
+                "type": "TensorProduct",
+                "max_angular": int(self.max_angular),
+                "radial": {"type": "Gto", "max_radial": int(self.max_radial)},
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SOAPHypers:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(
+                f"unknown hyperparameter(s) {sorted(unknown)}", field="hypers", fix=f"use only {sorted(known)}"
+            )
+        return cls(**data)
+
+
+# ------------------------------------------------------------------- Cartesian <-> λ
+
+
+def _alpha_tensormap(alpha_A3: np.ndarray):
+    import metatensor
+
+    n = alpha_A3.shape[0]
+    xyz = metatensor.Labels.range("xyz_1", 3), metatensor.Labels.range("xyz_2", 3)
+    block = metatensor.TensorBlock(
+        values=np.ascontiguousarray(alpha_A3, dtype=np.float64).reshape(n, 3, 3, 1),
+        samples=metatensor.Labels.range("system", n),
+        components=[xyz[0], xyz[1]],
+        properties=metatensor.Labels.range("alpha", 1),
+    )
+    return metatensor.TensorMap(metatensor.Labels.single(), [block])
+
+
+def alpha_to_spherical(alpha_A3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split α (n,3,3) into its λ=0 (n,1) and λ=2 (n,5) real spherical components.
+
+    Uses featomic's :func:`~featomic.clebsch_gordan.cartesian_to_spherical` (so the
+    components follow featomic's real spherical harmonics, the same basis as the
+    λ-SOAP features). The antisymmetric λ=1 part is dropped: α is symmetric.
+
+    >>> a0, a2 = alpha_to_spherical(np.eye(3)[None] * 2.0)
+    >>> np.round(a0, 6), bool(np.abs(a2).max() < 1e-12)
+    (array([[-3.464102]]), True)
+    """
+    from featomic.clebsch_gordan import cartesian_to_spherical
+
+    alpha_A3 = np.asarray(alpha_A3, dtype=np.float64)
+    sph = cartesian_to_spherical(_alpha_tensormap(alpha_A3), ["xyz_1", "xyz_2"], remove_blocks_threshold=None)
+    out = {}
+    for key, block in sph.items():
+        out[int(key["o3_lambda"])] = block.values[..., 0]
+    return out[0], out[2]
+
+
+def spherical_to_alpha(a0: np.ndarray, a2: np.ndarray) -> np.ndarray:
+    """Rebuild the symmetric Cartesian α (..., 3, 3) from λ=0 (..., 1) and λ=2 (..., 5).
+
+    The inverse of :func:`alpha_to_spherical`; the 6→9 linear map is obtained once from
+    featomic's :func:`~featomic.clebsch_gordan.spherical_to_cartesian` and cached.
+
+    >>> a = np.array([[[1.0, 0.2, 0.0], [0.2, 2.0, 0.3], [0.0, 0.3, 3.0]]])
+    >>> bool(np.allclose(spherical_to_alpha(*alpha_to_spherical(a)), a))
+    True
+    """
+    a0, a2 = np.asarray(a0, dtype=np.float64), np.asarray(a2, dtype=np.float64)
+    basis = _spherical_basis()
+    coeffs = np.concatenate([a0, a2], axis=-1)
+    return (coeffs @ basis).reshape(*coeffs.shape[:-1], 3, 3)
+
+
+@functools.lru_cache(maxsize=1)
+def _spherical_basis() -> np.ndarray:
+    """(6, 9): row k is the Cartesian α of unit spherical coefficient k (λ0, then λ2 μ=-2..2)."""
+    import metatensor
+    from featomic.clebsch_gordan import cartesian_to_spherical, spherical_to_cartesian
+
+    # Template spherical TensorMap (with all three λ) from a generic asymmetric tensor.
+    template = cartesian_to_spherical(
+        _alpha_tensormap(np.arange(9.0).reshape(1, 3, 3) + 1.0),
+        ["xyz_1", "xyz_2"],
+        keep_l_in_keys=True,
+        remove_blocks_threshold=None,
+    )
+    rows = []
+    for lam, mu in [(0, 0)] + [(2, m) for m in range(5)]:
+        blocks = []
+        for key, block in template.items():
+            values = np.zeros_like(block.values)
+            if int(key["o3_lambda"]) == lam:
+                values[0, mu, 0] = 1.0
+            blocks.append(metatensor.TensorBlock(values, block.samples, block.components, block.properties))
+        cart = spherical_to_cartesian(metatensor.TensorMap(template.keys, blocks))
+        rows.append(cart.block(0).values.reshape(9))
+    return np.array(rows)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def alpha_metrics(true_A3: np.ndarray, pred_A3: np.ndarray) -> dict[str, float]:
+    """R² and RMSE (Å³) of the diagonal (xx, yy, zz) and off-diagonal (xy, yz, zx)
+    Cartesian components, each pooled over frames and components (paper Fig. 2B/C).
+
+    R² = 1 − Σ(pred − true)² / Σ(true − mean(true))², the mean over the pooled values.
+
+    >>> t = np.array([np.diag([1.0, 2.0, 3.0]) + 0.5 * (1 - np.eye(3)) * k for k in range(4)])
+    >>> m = alpha_metrics(t, t)
+    >>> m["r2_diag"], m["r2_offdiag"], m["rmse_diag_A3"]
+    (1.0, 1.0, 0.0)
+    """
+    true_A3 = _check_alpha_array(true_A3, "true_A3")
+    pred_A3 = _check_alpha_array(pred_A3, "pred_A3")
+    if true_A3.shape != pred_A3.shape:
+        raise InputError(f"shapes differ: {true_A3.shape} vs {pred_A3.shape}", field="pred_A3")
+    out: dict[str, float] = {}
+    for name, idx in (("diag", [0, 1, 2]), ("offdiag", [3, 4, 5])):
+        rows = np.array([SIX_COMPONENTS[i][0] for i in idx])
+        cols = np.array([SIX_COMPONENTS[i][1] for i in idx])
+        t, p = true_A3[:, rows, cols].ravel(), pred_A3[:, rows, cols].ravel()
+        ss_res = float(np.sum((p - t) ** 2))
+        ss_tot = float(np.sum((t - t.mean()) ** 2))
+        out[f"r2_{name}"] = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else float("-inf"))
+        out[f"rmse_{name}_A3"] = math.sqrt(ss_res / t.size)
+    return out
+
+
+def plot_parity(true_A3: np.ndarray, pred_A3: np.ndarray, path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Parity plots of diagonal and off-diagonal components (paper Fig. 2B/C), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = alpha_metrics(true_A3, pred_A3)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
+    for ax, name, idx in ((axes[0], "diag", [0, 1, 2]), (axes[1], "offdiag", [3, 4, 5])):
+        for i in idx:
+            r, c = SIX_COMPONENTS[i]
+            ax.scatter(true_A3[:, r, c], pred_A3[:, r, c], s=6, alpha=0.6, label="xyz"[r] + "xyz"[c])
+        lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+        hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.set_xlabel("reference α (Å³)")
+        ax.set_ylabel("predicted α (Å³)")
+        ax.set_title(f"{'diagonal' if name == 'diag' else 'off-diagonal'}: "
+                     f"R² = {metrics[f'r2_{name}']:.3f}, RMSE = {metrics[f'rmse_{name}_A3']:.3g} Å³")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------- input checks
+
+
+def _check_alpha_array(alpha_A3: Any, field_name: str, file: Any = None) -> np.ndarray:
+    arr = np.asarray(alpha_A3, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 9:
+        arr = arr.reshape(-1, 3, 3)
+    if arr.ndim != 3 or arr.shape[1:] != (3, 3):
+        raise InputError(f"expected shape (n, 3, 3), got {arr.shape}", file=file, field=field_name,
+                         fix="pass one 3x3 polarizability per frame")
+    require_finite(arr, file=file, field=field_name)
+    return arr
+
+
+def _symmetrize(alpha_A3: np.ndarray, *, file: Any = None) -> np.ndarray:
+    """Return (α + αᵀ)/2, warning when a frame's antisymmetric part exceeds 1e-3 of |α|."""
+    asym = np.linalg.norm(alpha_A3 - alpha_A3.transpose(0, 2, 1), axis=(1, 2)) / 2
+    scale = np.maximum(np.linalg.norm(alpha_A3, axis=(1, 2)), 1e-300)
+    bad = np.flatnonzero(asym > 1e-3 * scale)
+    if bad.size:
+        warnings.warn(
+            f"{file + ': ' if file else ''}{bad.size} frame(s) have a non-symmetric α (first: frame {bad[0]}, "
+            f"|antisym|/|α| = {asym[bad[0]] / scale[bad[0]]:.2g}); the model fits the symmetric part",
+            stacklevel=3,
+        )
+    return 0.5 * (alpha_A3 + alpha_A3.transpose(0, 2, 1))
+
+
+def read_alpha_dataset(path: str | os.PathLike[str]) -> tuple[list, np.ndarray, str]:
+    """Read an extxyz α dataset → (frames, alpha_A3 (n,3,3), method).
+
+    Every frame must carry ``info["polarizability"]`` (9 numbers, Å³, row-major); the
+    frames must agree on ``info["alpha_method"]`` (a missing method is read as
+    ``"unknown"`` with a warning; mixing methods is an error: one model, one level of
+    theory). Cells, sizes and compositions may differ between frames.
+    """
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", file=path, fix="give an extxyz dataset written by the reference stage")
+    try:
+        frames = list(ase.io.iread(str(path), index=":", format="extxyz"))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input here
+        raise InputError(f"cannot read as extxyz ({type(exc).__name__}: {exc})", file=path,
+                         fix="write the dataset with ase.io.write(..., format='extxyz')") from exc
+    if not frames:
+        raise InputError("no frames", file=path, fix="add frames with info['polarizability']")
+    alphas, methods = [], set()
+    for i, atoms in enumerate(frames):
+        if "polarizability" not in atoms.info:
+            raise InputError(f"frame {i} has no polarizability", file=path, field="polarizability",
+                             fix="every frame needs info['polarizability'] (9 numbers, Å³); "
+                                 "compute it with the reference stage or import-vasp")
+        value = np.asarray(atoms.info["polarizability"], dtype=np.float64)
+        if value.size != 9:
+            raise InputError(f"frame {i}: expected 9 numbers, got {value.size}", file=path, field="polarizability",
+                             fix="store the full 3x3 tensor, row-major")
+        alphas.append(value.reshape(3, 3))
+        methods.add(str(atoms.info.get("alpha_method", "unknown")))
+    if len(methods) > 1:
+        raise InputError(f"frames mix α methods {sorted(methods)}", file=path, field="alpha_method",
+                         fix="train one model per level of theory (split the dataset by alpha_method)")
+    method = methods.pop()
+    if method == "unknown":
+        warnings.warn(f"{path}: no alpha_method in the frames; the model records method 'unknown'", stacklevel=2)
+    alpha = _check_alpha_array(np.array(alphas), "polarizability", file=path)
+    return frames, alpha, method
+
+
+def _check_frames(frames: Any, field_name: str = "frames") -> list:
+    from ase import Atoms
+
+    frames = [frames] if isinstance(frames, Atoms) else list(frames)
+    if not frames:
+        raise InputError("no frames given", field=field_name)
+    for i, f in enumerate(frames):
+        if not isinstance(f, Atoms):
+            raise InputError(f"item {i} is {type(f).__name__}, not ase.Atoms", field=field_name)
+        if len(f) == 0:
+            raise InputError(f"frame {i} has no atoms", field=field_name)
+        if not np.all(np.isfinite(f.positions)):
+            raise InputError(f"frame {i} has non-finite positions", field=field_name)
+        if f.pbc.any() and abs(f.cell.volume) < 1e-8 and f.pbc.all():
+            raise InputError(f"frame {i} is periodic with a zero-volume cell", field=field_name,
+                             fix="set the cell or pbc=False")
+    return frames
+
+
+# ------------------------------------------------------------------------ featurizer
+
+
+class _Featurizer:
+    """Summed λ-SOAP features (plain path) and dense density coefficients (fast path)."""
+
+    def __init__(self, hypers: SOAPHypers, elements: Sequence[int]) -> None:
+        import featomic
+        from featomic.clebsch_gordan import EquivariantPowerSpectrum
+
+        self.hypers = hypers
+        self.elements = [int(z) for z in sorted(elements)]
+        self.n_radial = hypers.max_radial + 1
+        self.calculator = featomic.SphericalExpansion(**hypers.to_featomic())
+        self.eps = EquivariantPowerSpectrum(self.calculator, neighbor_types=self.elements)
+
+    # -- metadata of the features: (center_type, l_1, l_2, neighbor_1_type, n_1, neighbor_2_type, n_2)
+    @functools.cached_property
+    def feature_labels(self) -> dict[int, np.ndarray]:
+        """λ → (p, 7) int array of feature labels, in feature-column order."""
+        from ase import Atoms
+
+        # A small probe structure with every element supplies the per-block properties,
+        # which depend only on hypers and neighbor_types.
+        probe = Atoms(numbers=self.elements, positions=np.arange(3 * len(self.elements)).reshape(-1, 3) * 0.7)
+        meta = self.eps.compute_metadata(probe, selected_keys=self._selected_keys(), neighbors_to_properties=True)
+        out = {}
+        for lam in (0, 2):
+            props = None
+            for key, block in meta.items():
+                if int(key["o3_lambda"]) == lam:
+                    names = block.properties.names
+                    assert names == ["l_1", "l_2", "neighbor_1_type", "n_1", "neighbor_2_type", "n_2"], names
+                    props = np.asarray(block.properties.values)
+                    break
+            assert props is not None
+            out[lam] = np.concatenate(
+                [np.column_stack([np.full(len(props), z), props]) for z in self.elements], axis=0
+            )
+        return out
+
+    def _selected_keys(self):
+        import metatensor
+
+        return metatensor.Labels(["o3_lambda", "o3_sigma"], np.array([[0, 1], [2, 1]], dtype=np.int32))
+
+    def features(self, frames: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """Plain path: X0 (n, p0) and X2 (n, 5, p2), the λ-SOAP summed over atoms."""
+        ps = self.eps.compute(list(frames), selected_keys=self._selected_keys(), neighbors_to_properties=True)
+        n = len(frames)
+        X = {0: None, 2: None}
+        labels = self.feature_labels
+        for lam in (0, 2):
+            n_per = len(labels[lam]) // len(self.elements)
+            X[lam] = np.zeros((n, 2 * lam + 1, len(self.elements) * n_per))
+        for key, block in ps.items():
+            lam, ct = int(key["o3_lambda"]), int(key["center_type"])
+            n_per = X[lam].shape[2] // len(self.elements)
+            c = self.elements.index(ct)
+            system = np.asarray(block.samples.column("system"))
+            np.add.at(X[lam][:, :, c * n_per:(c + 1) * n_per], system, block.values)
+        return X[0][:, 0, :], X[2]
+
+    def density(self, frames: Sequence) -> tuple[dict[tuple[int, int], tuple[np.ndarray, np.ndarray]], int]:
+        """Fast path input: {(center_type, l): (system index (n_i,), ρ (n_i, 2l+1, K))},
+        K = n_elements × n_radial, ordered (neighbor type, n)."""
+        rho = self.calculator.compute(list(frames))
+        n_el, n_rad = len(self.elements), self.n_radial
+        # Global atom index: offset[system] + atom, per center type a compact position.
+        numbers = [np.asarray(f.numbers) for f in frames]
+        offsets = np.concatenate([[0], np.cumsum([len(z) for z in numbers])])
+        all_z = np.concatenate(numbers)
+        all_sys = np.repeat(np.arange(len(frames)), [len(z) for z in numbers])
+        pos_in_type = np.empty(len(all_z), dtype=np.int64)
+        out: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        sys_of_type = {}
+        for ct in self.elements:
+            mask = all_z == ct
+            pos_in_type[mask] = np.arange(mask.sum())
+            sys_of_type[ct] = all_sys[mask]
+        for key, block in rho.items():
+            l, ct, nt = int(key["o3_lambda"]), int(key["center_type"]), int(key["neighbor_type"])
+            if (ct, l) not in out:
+                out[(ct, l)] = (sys_of_type[ct], np.zeros((len(sys_of_type[ct]), 2 * l + 1, n_el * n_rad)))
+            samples = np.asarray(block.samples.values)
+            rows = pos_in_type[offsets[samples[:, 0]] + samples[:, 1]]
+            j = self.elements.index(nt)
+            out[(ct, l)][1][rows, :, j * n_rad:(j + 1) * n_rad] = block.values
+        return out, len(frames)
+
+
+@functools.lru_cache(maxsize=4)
+def _cg_dense(max_l: int) -> dict[tuple[int, int, int], np.ndarray]:
+    """featomic's real Clebsch-Gordan coefficients C[m1, m2, μ] keyed by (l1, l2, λ)."""
+    from featomic.clebsch_gordan import calculate_cg_coefficients
+
+    cg = calculate_cg_coefficients(2 * max_l, "python-dense", "numpy", np.float64, "cpu")
+    out = {}
+    for key, block in cg.items():
+        l1, l2, lam = int(key["l1"]), int(key["l2"]), int(key["lambda"])
+        out[(l1, l2, lam)] = np.ascontiguousarray(block.values[0, :, :, :, 0])
+    return out
+
+
+# ------------------------------------------------------------------------------ ridge
+
+
+@dataclass(frozen=True)
+class RidgeSettings:
+    """How the ridge regressions are fitted.
+
+    ``reg_grid`` are regularisations relative to the mean diagonal of the (scaled)
+    Gram matrix; the value with the lowest ``n_folds``-fold cross-validated error
+    (folds split by structure) is chosen per λ.
+    """
+
+    n_folds: int = 5
+    reg_grid: tuple[float, ...] = tuple(float(x) for x in np.logspace(-9, 1, 21))
+
+
+def _center_gram(K: np.ndarray, tr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gram of training rows ``tr`` and of ``rows`` against them, both after centering the
+    features on the (multiset) mean of the training rows."""
+    Ktt = K[np.ix_(tr, tr)]
+    Krt = K[np.ix_(rows, tr)]
+    col = Ktt.mean(axis=0)
+    tot = col.mean()
+    Ktt_c = Ktt - col[None, :] - col[:, None] + tot
+    Krt_c = Krt - Krt.mean(axis=1, keepdims=True) - col[None, :] + tot
+    return Ktt_c, Krt_c
+
+
+def _solve_dual(Ktt: np.ndarray, y: np.ndarray, regs: np.ndarray) -> np.ndarray:
+    """Dual ridge coefficients (n_tr, len(regs)) for each regularisation."""
+    evals, evecs = np.linalg.eigh(Ktt)
+    evals = np.clip(evals, 0.0, None)
+    proj = evecs.T @ y
+    return evecs @ (proj[:, None] / (evals[:, None] + regs[None, :]))
+
+
+@dataclass
+class _LambdaFit:
+    weights: np.ndarray  # (1 + m, p) in raw summed-feature units
+    intercept_per_atom: np.ndarray  # (1 + m,)
+    reg: float
+    cv_rmse_per_atom: float
+
+
+def _fit_lambda(
+    Xa: np.ndarray, ya: np.ndarray, *, lam: int, settings: RidgeSettings, boot: list[np.ndarray], seed: int
+) -> tuple[_LambdaFit, np.ndarray]:
+    """Fit one λ channel on per-atom features Xa (n, 2λ+1, p) and targets ya (n, 2λ+1).
+
+    Rows of the regression are (structure, μ): the same weights serve every μ.
+    Returns the fit and the out-of-bag predictions of each committee member (m, n, 2λ+1)
+    (NaN where a structure was in the member's bootstrap sample).
+    """
+    n, n_mu, p = Xa.shape
+    intercept = lam == 0
+    # Column scale shared by all μ (keeps the λ=2 model equivariant).
+    scale = np.sqrt(np.mean(Xa**2, axis=(0, 1)))
+    scale[scale == 0] = 1.0
+    Xs = (Xa / scale).reshape(n * n_mu, p)
+    yv = ya.reshape(n * n_mu)
+    K = Xs @ Xs.T
+    reg_unit = max(float(np.trace(K)) / K.shape[0], 1e-300)
+    regs = np.asarray(settings.reg_grid) * reg_unit
+
+    def rows_of(structures: np.ndarray) -> np.ndarray:
+        return (structures[:, None] * n_mu + np.arange(n_mu)[None, :]).ravel()
+
+    def fit_rows(struct_idx: np.ndarray, regs_: np.ndarray, eval_struct: np.ndarray | None = None):
+        tr = rows_of(struct_idx)
+        ev = rows_of(eval_struct) if eval_struct is not None else tr
+        if intercept:
+            Ktt, Ket = _center_gram(K, tr, ev)
+            ymean = yv[tr].mean()
+        else:
+            Ktt, Ket = K[np.ix_(tr, tr)], K[np.ix_(ev, tr)]
+            ymean = 0.0
+        coef = _solve_dual(Ktt, yv[tr] - ymean, regs_)
+        return tr, coef, ymean, Ket
+
+    # Cross-validation over structures.
+    rng = np.random.default_rng(seed)
+    n_folds = min(settings.n_folds, n)
+    if n_folds >= 2:
+        folds = np.array_split(rng.permutation(n), n_folds)
+        sq_err = np.zeros(len(regs))
+        for k in range(n_folds):
+            val = folds[k]
+            train = np.concatenate([folds[j] for j in range(n_folds) if j != k])
+            _, coef, ymean, Kvt = fit_rows(train, regs, val)
+            pred = Kvt @ coef + ymean
+            sq_err += np.sum((pred - yv[rows_of(val)][:, None]) ** 2, axis=0)
+        best = int(np.argmin(sq_err))
+        cv_rmse = float(np.sqrt(sq_err[best] / (n * n_mu)))
+    else:
+        best, cv_rmse = len(regs) // 2, float("nan")
+    reg = regs[best]
+
+    weights, intercepts = [], []
+    oob = np.full((len(boot), n, n_mu), np.nan)
+    for k, sample in enumerate([np.arange(n), *boot]):
+        tr, coef, ymean, _ = fit_rows(sample, np.array([reg]))
+        Xtr = Xs[tr]
+        mu = Xtr.mean(axis=0) if intercept else np.zeros(p)
+        w_scaled = (Xtr - mu).T @ coef[:, 0]
+        weights.append(w_scaled / scale)
+        intercepts.append(ymean - float(mu @ w_scaled))
+        if k > 0:
+            out_of_bag = np.setdiff1d(np.arange(n), sample)
+            if out_of_bag.size:
+                rows = rows_of(out_of_bag)
+                oob[k - 1, out_of_bag] = (Xs[rows] @ w_scaled + intercepts[-1]).reshape(-1, n_mu)
+    fit = _LambdaFit(np.array(weights), np.array(intercepts), float(reg / reg_unit), cv_rmse)
+    return fit, oob
+
+
+# ------------------------------------------------------------------------------ model
+
+
+@dataclass
+class AlphaModel:
+    """A fitted λ-SOAP ridge model of α, with its bootstrap committee.
+
+    Build it with :meth:`fit` or :meth:`load`. ``weights[λ]`` has shape (1 + m, p_λ): row
+    0 is the model fitted on all training frames, rows 1..m the committee members, in
+    units of Å³ per unit of summed λ-SOAP feature. ``intercept_per_atom_A3`` (λ=0 only)
+    times the number of atoms is added to the λ=0 prediction.
+    """
+
+    hypers: SOAPHypers
+    elements: list[int]
+    weights: dict[int, np.ndarray]
+    intercept_per_atom_A3: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    committee_scale: float = 1.0
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(
+        cls,
+        frames: Sequence,
+        alpha_A3: np.ndarray,
+        *,
+        hypers: SOAPHypers | None = None,
+        n_committee: int = 8,
+        seed: int = 0,
+        method: str = "unknown",
+        ridge: RidgeSettings | None = None,
+        chunk: int = 32,
+    ) -> AlphaModel:
+        """Fit the model on ``frames`` (list of ase.Atoms) and their α (n,3,3), Å³.
+
+        ``n_committee`` bootstrap members (0 for none) share the cross-validated
+        regularisation of the full model; ``seed`` fixes folds and resamples, so a fit is
+        reproducible bit for bit. ``method`` names the level of theory of α.
+        """
+        frames = _check_frames(frames)
+        alpha_A3 = _symmetrize(_check_alpha_array(alpha_A3, "alpha_A3"))
+        if len(alpha_A3) != len(frames):
+            raise InputError(f"{len(frames)} frames but {len(alpha_A3)} α tensors", field="alpha_A3")
+        if len(frames) < 2:
+            raise InputError("need at least 2 training frames", field="frames", fix="add reference frames")
+        if int(n_committee) != n_committee or n_committee < 0:
+            raise InputError(f"n_committee must be an integer ≥ 0, got {n_committee!r}", field="n_committee")
+        hypers = hypers or SOAPHypers()
+        ridge = ridge or RidgeSettings()
+        elements = sorted({int(z) for f in frames for z in f.numbers})
+        featurizer = _Featurizer(hypers, elements)
+        X0, X2 = _features_chunked(featurizer, frames, chunk)
+        return cls._fit_features(
+            X0, X2, alpha_A3, frames=frames, hypers=hypers, elements=elements, n_committee=int(n_committee),
+            seed=int(seed), method=method, ridge=ridge, featurizer=featurizer,
+        )
+
+    @classmethod
+    def _fit_features(
+        cls, X0, X2, alpha_A3, *, frames, hypers, elements, n_committee, seed, method, ridge, featurizer=None,
+    ) -> AlphaModel:
+        import featomic
+
+        n_atoms = np.array([len(f) for f in frames], dtype=np.float64)
+        a0, a2 = alpha_to_spherical(alpha_A3)
+        rng = np.random.default_rng(seed)
+        n = len(frames)
+        boot = [np.sort(rng.integers(0, n, n)) for _ in range(n_committee)]
+        fits, oobs, targets = {}, {}, {}
+        for lam, X, y in ((0, X0[:, None, :], a0), (2, X2, a2)):
+            fits[lam], oobs[lam] = _fit_lambda(
+                X / n_atoms[:, None, None], y / n_atoms[:, None], lam=lam, settings=ridge, boot=boot, seed=seed
+            )
+            targets[lam] = y / n_atoms[:, None]
+        scale = _calibrate_committee(oobs, targets) if n_committee >= 2 else 1.0
+        z_counts = {}
+        for f in frames:
+            for z in f.numbers:
+                z_counts[int(z)] = z_counts.get(int(z), 0) + 1
+        meta = {
+            "alpha_method": str(method),
+            "n_train": n,
+            "n_committee": n_committee,
+            "seed": seed,
+            "n_atoms_range": [int(n_atoms.min()), int(n_atoms.max())],
+            "element_counts": {str(k): v for k, v in sorted(z_counts.items())},
+            "ridge": {"n_folds": ridge.n_folds, "reg_grid": list(ridge.reg_grid)},
+            "reg_relative": {str(lam): fits[lam].reg for lam in fits},
+            "cv_rmse_per_atom_A3": {str(lam): fits[lam].cv_rmse_per_atom for lam in fits},
+            "featomic_version": featomic.__version__,
+        }
+        model = cls(
+            hypers=hypers,
+            elements=list(elements),
+            weights={lam: fits[lam].weights for lam in fits},
+            intercept_per_atom_A3=fits[0].intercept_per_atom,
+            meta=meta,
+            committee_scale=float(scale),
+        )
+        if featurizer is not None:
+            model.__dict__["_featurizer"] = featurizer
+        return model
+
+    def refit(self, frames: Sequence, alpha_A3: np.ndarray) -> AlphaModel:
+        """Fit a new model on new data with this model's hyperparameters and settings."""
+        ridge = RidgeSettings(n_folds=int(self.meta["ridge"]["n_folds"]),
+                              reg_grid=tuple(float(x) for x in self.meta["ridge"]["reg_grid"]))
+        return AlphaModel.fit(frames, alpha_A3, hypers=self.hypers, n_committee=int(self.meta["n_committee"]),
+                              seed=int(self.meta["seed"]), method=self.meta.get("alpha_method", "unknown"), ridge=ridge)
+
+    # --------------------------------------------------------------- prediction
+    @property
+    def n_committee(self) -> int:
+        return self.weights[0].shape[0] - 1
+
+    @property
+    def featurizer(self) -> _Featurizer:
+        if "_featurizer" not in self.__dict__:
+            self.__dict__["_featurizer"] = _Featurizer(self.hypers, self.elements)
+        return self.__dict__["_featurizer"]
+
+    def check_frames(self, frames: Sequence, *, file: Any = None) -> list:
+        """Validate frames for prediction: unseen elements are an error; sizes outside
+        the training range give a warning (the model is extensive, so a supercell of a
+        training cell is fine, but other sizes are extrapolation in composition/shape)."""
+        frames = _check_frames(frames)
+        known = set(self.elements)
+        seen = {int(z) for f in frames for z in f.numbers}
+        unseen = seen - known
+        if unseen:
+            from ase.data import chemical_symbols
+
+            names = ", ".join(chemical_symbols[z] for z in sorted(unseen))
+            raise InputError(
+                f"element(s) {names} not in the training set "
+                f"({', '.join(chemical_symbols[z] for z in self.elements)})",
+                file=file, field="elements", fix="add reference frames containing them and refit the model",
+            )
+        lo, hi = self.meta.get("n_atoms_range", [0, 10**9])
+        sizes = np.array([len(f) for f in frames])
+        if ((sizes < lo) | (sizes > hi)).any() and not self.__dict__.get("_size_warned"):
+            self.__dict__["_size_warned"] = True
+            warnings.warn(
+                f"{file + ': ' if file else ''}frames with {sizes.min()}–{sizes.max()} atoms, the model was "
+                f"trained on {lo}–{hi}; α is predicted as an extensive sum of atomic terms",
+                stacklevel=3,
+            )
+        return frames
+
+    def _spherical_fast(self, frames: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """(1+m, n, 1) and (1+m, n, 5): contract the weights into the density expansion."""
+        W = self._contracted_weights
+        cg = _cg_dense(self.hypers.max_angular)
+        density, n = self.featurizer.density(frames)
+        n_models = self.weights[0].shape[0]
+        out = {0: np.zeros((n_models, n, 1)), 2: np.zeros((n_models, n, 5))}
+        for (lam, ct, l1, l2), w in W.items():
+            if (ct, l1) not in density:
+                continue
+            sys1, rho1 = density[(ct, l1)]
+            _, rho2 = density[(ct, l2)]
+            n_i = rho1.shape[0]
+            # T[M, i, m2, k1] = Σ_k2 W[M, k1, k2] ρ2[i, m2, k2]
+            T = np.matmul(rho2.reshape(1, n_i * (2 * l2 + 1), -1), w.transpose(0, 2, 1))
+            T = T.reshape(n_models, n_i, 2 * l2 + 1, -1)
+            # A[M, i, m1, m2] = Σ_k1 ρ1[i, m1, k1] T[M, i, m2, k1]
+            A = np.matmul(rho1[None], T.transpose(0, 1, 3, 2))
+            # Sum atoms into structures, then couple (m1, m2) → μ.
+            A_s = np.zeros((n_models, n, 2 * l1 + 1, 2 * l2 + 1))
+            np.add.at(A_s, (slice(None), sys1), A)
+            out[lam] += np.einsum("Msab,abu->Msu", A_s, cg[(l1, l2, lam)], optimize=True)
+        n_atoms = np.array([len(f) for f in frames], dtype=np.float64)
+        out[0] += self.intercept_per_atom_A3[:, None, None] * n_atoms[None, :, None]
+        return out[0], out[2]
+
+    @functools.cached_property
+    def _contracted_weights(self) -> dict[tuple[int, int, int, int], np.ndarray]:
+        """Weights reshaped per (λ, center type, l1, l2) into (1+m, K, K) blocks."""
+        labels = self.featurizer.feature_labels
+        n_rad = self.hypers.max_radial + 1
+        K = len(self.elements) * n_rad
+        el_index = {z: i for i, z in enumerate(self.elements)}
+        out: dict[tuple[int, int, int, int], np.ndarray] = {}
+        for lam in (0, 2):
+            lab = labels[lam]
+            w = self.weights[lam]
+            ct, l1, l2, t1, n1, t2, n2 = lab.T
+            k1 = np.array([el_index[z] for z in t1]) * n_rad + n1
+            k2 = np.array([el_index[z] for z in t2]) * n_rad + n2
+            for key in sorted(set(zip(ct.tolist(), l1.tolist(), l2.tolist()))):
+                sel = (ct == key[0]) & (l1 == key[1]) & (l2 == key[2])
+                block = np.zeros((w.shape[0], K, K))
+                np.add.at(block, (slice(None), k1[sel], k2[sel]), w[:, sel])
+                out[(lam, *key)] = block
+        return out
+
+    def _spherical_plain(self, frames: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        X0, X2 = self.featurizer.features(frames)
+        n_atoms = np.array([len(f) for f in frames], dtype=np.float64)
+        y0 = np.einsum("np,Mp->Mn", X0, self.weights[0])[..., None]
+        y0 += self.intercept_per_atom_A3[:, None, None] * n_atoms[None, :, None]
+        y2 = np.einsum("nup,Mp->Mnu", X2, self.weights[2])
+        return y0, y2
+
+    def _all_models(self, frames: Sequence, *, plain: bool = False) -> np.ndarray:
+        frames = self.check_frames(frames)
+        y0, y2 = (self._spherical_plain if plain else self._spherical_fast)(frames)
+        return spherical_to_alpha(y0, y2)
+
+    def predict(self, frames: Sequence) -> np.ndarray:
+        """α (n, 3, 3) in Å³ for a list of ase.Atoms (fast path, weights in the density)."""
+        return self._all_models(frames)[0]
+
+    def predict_plain(self, frames: Sequence) -> np.ndarray:
+        """α (n, 3, 3) through the full λ-SOAP features (the textbook path; slower)."""
+        return self._all_models(frames, plain=True)[0]
+
+    def predict_committee(self, frames: Sequence) -> np.ndarray:
+        """Calibrated committee predictions (m, n, 3, 3), Å³.
+
+        Member k is ȳ + s·(y_k − ȳ), with ȳ the committee mean and s the out-of-bag
+        calibration factor stored in the model, so the spread estimates the error.
+        """
+        if self.n_committee < 1:
+            raise InputError("the model has no committee", field="n_committee", fix="refit with n_committee ≥ 2")
+        return _calibrated(self._all_models(frames)[1:], self.committee_scale)
+
+    def predict_with_committee(self, frames: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """(α (n,3,3), calibrated committee (m,n,3,3)) from a single density evaluation."""
+        allm = self._all_models(frames)
+        committee = _calibrated(allm[1:], self.committee_scale) if self.n_committee else allm[:0]
+        return allm[0], committee
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Write ``<path>.mts`` (weights as a metatensor TensorMap) and ``<path>.json``
+        (hyperparameters, intercepts, metadata). Returns both paths."""
+        import metatensor
+
+        mts_path, json_path = _model_paths(path)
+        blocks = []
+        labels = self.featurizer.feature_labels
+        for lam in (0, 2):
+            blocks.append(metatensor.TensorBlock(
+                values=np.ascontiguousarray(self.weights[lam]),
+                samples=metatensor.Labels.range("model", self.weights[lam].shape[0]),
+                components=[],
+                properties=metatensor.Labels(
+                    ["center_type", "l_1", "l_2", "neighbor_1_type", "n_1", "neighbor_2_type", "n_2"],
+                    labels[lam].astype(np.int32),
+                ),
+            ))
+        tensor = metatensor.TensorMap(
+            metatensor.Labels(["o3_lambda", "o3_sigma"], np.array([[0, 1], [2, 1]], dtype=np.int32)), blocks
+        )
+        sidecar = {
+            "format": "ramanscreen-alpha-model",
+            "format_version": _FORMAT_VERSION,
+            "weights_file": mts_path.name,
+            "hypers": dataclasses.asdict(self.hypers),
+            "elements": self.elements,
+            "intercept_per_atom_A3": [float(x) for x in self.intercept_per_atom_A3],
+            "committee_scale": float(self.committee_scale),
+            "meta": self.meta,
+        }
+        with atomic_path(mts_path) as tmp:
+            metatensor.save(str(tmp), tensor)
+        with atomic_write(json_path, "w") as fh:
+            json.dump(sidecar, fh, indent=2)
+        return mts_path, json_path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> AlphaModel:
+        """Read a model written by :meth:`save` (no training data needed)."""
+        import metatensor
+
+        mts_path, json_path = _model_paths(path)
+        for p in (mts_path, json_path):
+            if not p.is_file():
+                raise InputError("model file not found", file=p, fix="write the model with `ramanscreen alpha fit`")
+        try:
+            side = json.loads(json_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg})", file=json_path) from exc
+        if side.get("format") != "ramanscreen-alpha-model":
+            raise InputError("not a ramanscreen α model", file=json_path, field="format")
+        if side.get("format_version", 0) > _FORMAT_VERSION:
+            raise InputError(f"format_version {side['format_version']} is newer than this ramanscreen reads",
+                             file=json_path, field="format_version", fix="upgrade ramanscreen")
+        try:
+            tensor = metatensor.load(str(mts_path))
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"cannot read metatensor data ({exc})", file=mts_path) from exc
+        model = cls(
+            hypers=SOAPHypers.from_dict(side["hypers"]),
+            elements=[int(z) for z in side["elements"]],
+            weights={},
+            intercept_per_atom_A3=np.array(side["intercept_per_atom_A3"], dtype=np.float64),
+            meta=side.get("meta", {}),
+            committee_scale=float(side.get("committee_scale", 1.0)),
+        )
+        expected = model.featurizer.feature_labels
+        for key, block in tensor.items():
+            lam = int(key["o3_lambda"])
+            if not np.array_equal(np.asarray(block.properties.values), expected[lam]):
+                raise InputError(f"λ={lam} weights do not match the hyperparameters in {json_path.name}",
+                                 file=mts_path, fix="keep the .mts and .json of one model together")
+            model.weights[lam] = np.array(block.values)
+        if set(model.weights) != {0, 2}:
+            raise InputError("missing λ=0 or λ=2 weights", file=mts_path)
+        return model
+
+
+def _model_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix in (".mts", ".json") else path
+    return base.with_name(base.name + ".mts"), base.with_name(base.name + ".json")
+
+
+def _calibrated(members: np.ndarray, scale: float) -> np.ndarray:
+    mean = members.mean(axis=0, keepdims=True)
+    return mean + scale * (members - mean)
+
+
+def _calibrate_committee(oobs: dict[int, np.ndarray], targets: dict[int, np.ndarray]) -> float:
+    """Scale s such that s²·(committee variance) matches the out-of-bag squared error
+    (Musil et al., JCTC 15, 906 (2019)), pooled over λ=0 and λ=2 components."""
+    err2, var = [], []
+    for lam in (0, 2):
+        oob = oobs[lam]
+        counts = np.sum(~np.isnan(oob[..., 0]), axis=0)
+        ok = counts >= 2
+        if not ok.any():
+            continue
+        mean = np.nanmean(oob[:, ok], axis=0)
+        v = np.nanvar(oob[:, ok], axis=0, ddof=1)
+        err2.append(((mean - targets[lam][ok]) ** 2).ravel())
+        var.append(v.ravel())
+    if not err2:
+        return 1.0
+    e, v = np.concatenate(err2), np.concatenate(var)
+    if v.sum() <= 0:
+        return 1.0
+    return float(np.sqrt(e.sum() / v.sum()))
+
+
+def _features_chunked(featurizer: _Featurizer, frames: Sequence, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    X0s, X2s = [], []
+    for start in range(0, len(frames), chunk):
+        X0, X2 = featurizer.features(frames[start:start + chunk])
+        X0s.append(X0)
+        X2s.append(X2)
+    return np.concatenate(X0s), np.concatenate(X2s)
+
+
+# ------------------------------------------------------------------ frame streaming
+
+
+def predict_frames(model: AlphaModel, frames: Sequence, *, committee: bool = False):
+    """Predict α for a list of frames: the unit of work of the campaign's parallel
+    chunk tasks. Returns α (n,3,3), or (α, committee (m,n,3,3)) with ``committee=True``."""
+    if committee:
+        return model.predict_with_committee(frames)
+    return model.predict(frames)
+
+
+def iter_trajectory_chunks(path: str | os.PathLike[str], *, stride: int = 1, chunk: int = 64) -> Iterator[list]:
+    """Yield lists of at most ``chunk`` ase.Atoms, every ``stride``-th frame of ``path``
+    (any format ASE reads); frames are read lazily, so memory is bounded by ``chunk``."""
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("trajectory not found", file=path)
+    if int(stride) != stride or stride < 1:
+        raise InputError(f"stride must be an integer ≥ 1, got {stride!r}", field="stride")
+    if int(chunk) != chunk or chunk < 1:
+        raise InputError(f"chunk must be an integer ≥ 1, got {chunk!r}", field="chunk")
+    buf: list = []
+    try:
+        for atoms in ase.io.iread(str(path), index=slice(None, None, int(stride))):
+            buf.append(atoms)
+            if len(buf) == chunk:
+                yield buf
+                buf = []
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken trajectory is bad input
+        raise InputError(f"cannot read trajectory ({type(exc).__name__}: {exc})", file=path) from exc
+    if buf:
+        yield buf
+
+
+def count_frames(path: str | os.PathLike[str], stride: int = 1) -> int | None:
+    """Number of frames ``iter_trajectory_chunks`` will yield, when cheap to know
+    (ASE ``.traj``), else None."""
+    path = Path(path)
+    if path.suffix == ".traj":
+        from ase.io.trajectory import Trajectory
+
+        with Trajectory(str(path)) as traj:
+            return len(range(0, len(traj), int(stride)))
+    return None
+
+
+def predict_trajectory(
+    model: AlphaModel,
+    traj_path: str | os.PathLike[str],
+    *,
+    stride: int = 1,
+    chunk: int = 64,
+    progress: Any | None = None,
+    committee: bool = False,
+):
+    """Stream a trajectory in chunks and predict α for every ``stride``-th frame.
+
+    Memory holds one chunk of frames plus the (n, 3, 3) result. ``progress`` is a Rich
+    :class:`~rich.progress.Progress` (a task is added to it) or None for no bar. Returns
+    α (n,3,3), or (α, committee (m,n,3,3)) with ``committee=True``.
+    """
+    total = count_frames(traj_path, stride)
+    task = progress.add_task("predicting α", total=total) if progress is not None else None
+    alphas, committees = [], []
+    for frames in iter_trajectory_chunks(traj_path, stride=stride, chunk=chunk):
+        frames = model.check_frames(frames, file=str(traj_path))
+        if committee:
+            a, c = model.predict_with_committee(frames)
+            committees.append(c)
+        else:
+            a = model.predict(frames)
+        alphas.append(a)
+        if progress is not None:
+            progress.advance(task, len(frames))
+    if not alphas:
+        raise InputError("no frames read", file=traj_path, fix="check the file and the stride")
+    alpha = np.concatenate(alphas)
+    if committee:
+        return alpha, np.concatenate(committees, axis=1)
+    return alpha
+
+
+# ------------------------------------------------------------------- learning curve
+
+
+@dataclass
+class LearningCurve:
+    """Test metrics per training size and repeat (paper Fig. 2A)."""
+
+    sizes: np.ndarray  # (s,)
+    metrics: dict[str, np.ndarray]  # name -> (s, repeats)
+    n_test: int
+
+    def summary(self) -> dict[str, np.ndarray]:
+        """Mean and standard deviation over repeats, per size."""
+        out: dict[str, np.ndarray] = {"n_train": self.sizes}
+        for k, v in self.metrics.items():
+            out[f"{k}_mean"] = v.mean(axis=1)
+            out[f"{k}_std"] = v.std(axis=1)
+        return out
+
+    def plot(self, path: str | os.PathLike[str], *, title: str = "") -> Path:
+        """Learning curve PNG: R² (diagonal / off-diagonal) against training size."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        s = self.summary()
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), constrained_layout=True)
+        for name, label in (("diag", "diagonal"), ("offdiag", "off-diagonal")):
+            axes[0].errorbar(self.sizes, s[f"r2_{name}_mean"], yerr=s[f"r2_{name}_std"], marker="o", capsize=3,
+                             label=label)
+            axes[1].errorbar(self.sizes, s[f"rmse_{name}_A3_mean"], yerr=s[f"rmse_{name}_A3_std"], marker="o",
+                             capsize=3, label=label)
+        axes[0].axhline(0.8, color="grey", lw=0.8, ls="--")
+        axes[0].set_ylabel("test R²")
+        axes[1].set_ylabel("test RMSE (Å³)")
+        axes[1].set_yscale("log")
+        for ax in axes:
+            ax.set_xlabel("training structures N_T")
+            ax.legend()
+        if title:
+            fig.suptitle(title)
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        return path
+
+
+def learning_curve(
+    frames: Sequence,
+    alpha_A3: np.ndarray,
+    sizes: Sequence[int],
+    *,
+    repeats: int = 3,
+    n_test: int | None = None,
+    hypers: SOAPHypers | None = None,
+    seed: int = 0,
+    ridge: RidgeSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LearningCurve:
+    """Test metrics against training-set size.
+
+    A fixed test set of ``n_test`` frames (default: a quarter, at least one) is held out;
+    for every size and repeat a training set is drawn at random from the rest, the model
+    fitted (with its own cross-validated regularisation) and scored on the test set.
+    Features are computed once.
+    """
+    frames = _check_frames(frames)
+    alpha_A3 = _symmetrize(_check_alpha_array(alpha_A3, "alpha_A3"))
+    if len(alpha_A3) != len(frames):
+        raise InputError(f"{len(frames)} frames but {len(alpha_A3)} α tensors", field="alpha_A3")
+    n = len(frames)
+    n_test = max(1, n // 4) if n_test is None else int(n_test)
+    sizes = np.array(sorted({int(s) for s in sizes}))
+    if sizes.size == 0 or sizes.min() < 2:
+        raise InputError(f"sizes must be integers ≥ 2, got {list(sizes)}", field="sizes")
+    if sizes.max() > n - n_test:
+        raise InputError(f"largest size {sizes.max()} exceeds the {n - n_test} frames left after holding out "
+                         f"{n_test} for testing", field="sizes", fix=f"use sizes ≤ {n - n_test} or more data")
+    hypers = hypers or SOAPHypers()
+    ridge = ridge or RidgeSettings()
+    elements = sorted({int(z) for f in frames for z in f.numbers})
+    featurizer = _Featurizer(hypers, elements)
+    X0, X2 = _features_chunked(featurizer, frames, 32)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    test, pool = order[:n_test], order[n_test:]
+    names = ["r2_diag", "r2_offdiag", "rmse_diag_A3", "rmse_offdiag_A3"]
+    metrics = {k: np.zeros((len(sizes), repeats)) for k in names}
+    done, total = 0, len(sizes) * repeats
+    for i, size in enumerate(sizes):
+        for r in range(repeats):
+            train = np.sort(rng.choice(pool, size=size, replace=False))
+            model = AlphaModel._fit_features(
+                X0[train], X2[train], alpha_A3[train], frames=[frames[j] for j in train], hypers=hypers,
+                elements=elements, n_committee=0, seed=seed + r, method="", ridge=ridge, featurizer=featurizer,
+            )
+            n_atoms = np.array([len(frames[j]) for j in test], dtype=np.float64)
+            y0 = X0[test] @ model.weights[0][0] + model.intercept_per_atom_A3[0] * n_atoms
+            y2 = X2[test] @ model.weights[2][0]
+            m = alpha_metrics(alpha_A3[test], spherical_to_alpha(y0[:, None], y2))
+            for k in names:
+                metrics[k][i, r] = m[k]
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return LearningCurve(sizes=sizes, metrics=metrics, n_test=n_test)
+
+
+# ---------------------------------------------------------------- synthetic target
+
+
+def toy_alpha_A3(atoms) -> np.ndarray:
+    """A smooth, equivariant, local toy α (Å³) used in docstrings: a sum over atom pairs
+    within 4 Å of isotropic and bond-direction terms. Not physics: tests and examples
+    that need a real level of theory use ``tasks.reference``.
+
+    >>> from ase import Atoms
+    >>> a = toy_alpha_A3(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1.0]]))
+    >>> bool(a[2, 2] > a[0, 0])
+    True
+    """
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijD", atoms, 4.0)
+    r = np.linalg.norm(d, axis=1)
+    f = np.where(r < 4.0, 0.5 * (1 + np.cos(np.pi * r / 4.0)), 0.0)
+    z = atoms.numbers
+    w_iso = 0.05 * f * (1 + 0.01 * z[i])
+    w_bond = 0.3 * f * np.exp(-r / 2) * (1 + 0.02 * z[j])
+    u = d / r[:, None]
+    alpha = np.eye(3) * (0.5 * len(atoms) + w_iso.sum())
+    alpha += np.einsum("p,pa,pb->ab", w_bond, u, u)
+    return alpha
