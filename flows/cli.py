@@ -31,6 +31,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 #: Modules under flows/commands that register commands on ``app`` (in --help order).
 COMMAND_MODULES: list[str] = [
+    "transport",
+    "analytics",
 ]
 
 _DEBUG_ENV = "RAMANSCREEN_DEBUG"

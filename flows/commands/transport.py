@@ -1,0 +1,114 @@
+"""``ramanscreen transport``: MSD, diffusivity, conductivity and VDOS of an MD trajectory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.cli import app
+from tasks.common import InputError, atomic_path, atomic_write, write_table
+
+
+def _parse_charges(items: list[str] | None) -> dict[str, float]:
+    charges: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            charges[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"cannot read charge {item!r}", field="--charge", fix="write e.g. --charge Na=1") from None
+    return charges
+
+
+@app.command()
+def transport(
+    trajectory: Path = typer.Argument(..., help="MD trajectory: extxyz, ASE .traj, XDATCAR, vasprun.xml, LAMMPS dump."),
+    species: list[str] = typer.Option(..., "--species", "-s", help="Species to analyse (repeat: --species Na --species S)."),
+    temperature_k: float = typer.Option(..., "--temperature-k", help="MD temperature in K (Nernst–Einstein)."),
+    dt_fs: float | None = typer.Option(
+        None, "--dt-fs", help="Time between stored frames in fs (MD step × write interval); required unless the file records time."),
+    out_dir: Path = typer.Option(Path("."), "--out-dir", "-o", help="Directory for <name>.transport.json and the Parquet tables."),
+    fmt: str | None = typer.Option(None, "--format", help="ASE format name if the file name does not tell (e.g. lammps-dump-text)."),
+    type_map: list[str] | None = typer.Option(None, "--type-map", help="LAMMPS dumps: element of type 1, 2, ... (repeat)."),
+    index: str = typer.Option(":", "--index", help="ASE frame selection, e.g. '1000:' to drop equilibration."),
+    stride: int = typer.Option(1, "--stride", help="Use every n-th stored frame."),
+    drift: str = typer.Option("framework", "--drift", help="Centre-of-mass drift removal: framework | system | none."),
+    framework: list[str] | None = typer.Option(None, "--framework", help="Framework species for --drift framework (default: all non-analysed species)."),
+    charge: list[str] | None = typer.Option(None, "--charge", help="Formal charge override, e.g. --charge Na=1."),
+    fit_start_ps: float | None = typer.Option(None, "--fit-start-ps", help="Start of the MSD fit window (default 10 % of the run)."),
+    fit_end_ps: float | None = typer.Option(None, "--fit-end-ps", help="End of the fit window for --method blocks (default 50 % of the run)."),
+    method: str = typer.Option("kinisi", "--method", help="D and its error: kinisi (Bayesian regression) | blocks (OLS + block averaging)."),
+    plot: bool = typer.Option(False, "--plot", help="Also write MSD/α₂ and VDOS PNGs."),
+) -> None:
+    """Diffusivity, Nernst–Einstein conductivity, VDOS and hopping descriptors from an MD trajectory."""
+    from tasks.trajectory import Trajectory
+    from tasks.transport import analyze_transport
+
+    traj = Trajectory.from_file(trajectory, dt_fs=dt_fs, fmt=fmt, index=index, type_map=type_map or None)
+    if stride != 1:
+        traj = traj.every(stride)
+    result = analyze_transport(
+        traj, species=species, temperature_k=temperature_k, drift=drift, framework_species=framework or None,
+        charges=_parse_charges(charge), fit_start_ps=fit_start_ps, fit_end_ps=fit_end_ps, method=method,
+    )
+    stem = trajectory.name.split(".")[0] or "trajectory"
+    meta = {"source": str(trajectory), "drift_removal": result.drift_removal, "units": "time_ps, msd_A2, freq_cm1, vdos 1/cm-1"}
+    figures = _figures(result) if plot else {}
+    write_table(result.msd_table(), out_dir / f"{stem}.msd.parquet", metadata=meta)
+    write_table(result.vdos_table(), out_dir / f"{stem}.vdos.parquet", metadata=meta)
+    for name, fig in figures.items():
+        with atomic_path(out_dir / f"{stem}.{name}.png") as tmp:
+            fig.savefig(tmp, dpi=150)
+    with atomic_write(out_dir / f"{stem}.transport.json", "w") as fh:
+        fh.write(result.to_json() + "\n")
+    _summary(result, out_dir / f"{stem}.transport.json")
+
+
+def _summary(result, json_path: Path) -> None:
+    table = Table(title=f"transport of {result.source} ({result.n_frames} frames, {result.duration_ps:.3g} ps)")
+    for col in ("species", "N", "D (cm²/s)", "σ (S/cm)", "MSD exponent", "α₂ peak (t/ps)", "VDOS(0)"):
+        table.add_column(col, justify="right")
+    for s in result.species:
+        sig = result.sigma_S_cm[s]
+        table.add_row(
+            s, str(result.n_atoms[s]),
+            f"{result.D_cm2_s[s]:.3e} ± {result.D_err_cm2_s[s]:.1e}",
+            "–" if sig is None else f"{sig:.3e} ± {result.sigma_err_S_cm[s]:.1e}",
+            f"{result.msd_exponent[s]:.2f}",
+            f"{result.alpha2_peak[s]:.2f} ({result.alpha2_peak_time_ps[s]:.3g})",
+            f"{result.vdos0[s]:.2e}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"fit window {result.fit_start_ps:.3g}–{result.fit_end_ps:.3g} ps; {result.D_method}", markup=False)
+    console.print(f"drift removed: {result.drift_removal}; velocities: {result.velocity_source}", markup=False)
+    console.print(f"wrote {json_path}", markup=False)
+
+
+def _figures(result) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for s in result.species:
+        ax1.loglog(result.time_ps, result.msd_A2[s], label=s)
+        ax2.semilogx(result.time_ps, result.alpha2[s], label=s)
+    ax1.axvspan(result.fit_start_ps, result.fit_end_ps, color="0.9", label="fit window")
+    ax1.set(xlabel="t (ps)", ylabel="MSD (Å²)", title="mean squared displacement")
+    ax2.set(xlabel="t (ps)", ylabel="α₂(t)", title="non-Gaussian parameter")
+    ax1.legend()
+    fig.tight_layout()
+    fig2, ax = plt.subplots(figsize=(6, 4))
+    for s in result.species:
+        ax.plot(result.freq_cm1, result.vdos[s], label=s)
+    ax.set(xlabel="frequency (cm⁻¹)", ylabel="VDOS (1/cm⁻¹, unit area)", title="VDOS per species")
+    ax.legend()
+    fig2.tight_layout()
+    return {"msd": fig, "vdos": fig2}
