@@ -1,0 +1,163 @@
+"""Ranking plots: central peak vs D (log axis), and a Fig. 3-style stacked spectra overlay.
+
+Both write PNGs atomically (temporary name, then rename) and use the Agg backend, so they
+run headless.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from analytics.ranking import HOPPING, LIQUID, NONCONDUCTING, UNKNOWN, RankSummary, Thresholds
+from tasks.common import atomic_path
+
+CLASS_COLORS = {LIQUID: "tab:red", HOPPING: "tab:orange", NONCONDUCTING: "tab:blue", UNKNOWN: "tab:gray"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(r: dict[str, Any]) -> str:
+    t = r.get("temperature_k")
+    return f"{r['material']} {t:.0f} K" if t is not None else str(r["material"])
+
+
+def scatter_cp_vs_d(
+    rows: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    summary: RankSummary | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> Path:
+    """Scatter of the central-peak metric against the mobile species' D on a log axis.
+
+    Points are coloured by conduction class, with D error bars and the committee band of
+    ``cp_fraction`` as vertical bars when known. D ≤ 0 (or below the plotted floor) is drawn
+    at the floor as a left-pointing triangle, an upper bound. Threshold lines are dashed.
+    """
+    plt = _pyplot()
+    pts = [r for r in rows if r.get("metric_value") is not None and r.get("D_cm2_s") is not None]
+    positive = [r["D_cm2_s"] for r in pts if r["D_cm2_s"] > 0]
+    floor = min([*positive, thresholds.d_hopping_cm2_s]) / 10
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
+    seen: set[str] = set()
+    for r in pts:
+        d, y = r["D_cm2_s"], r["metric_value"]
+        color = CLASS_COLORS.get(r["conduction"], "k")
+        label = r["conduction"] if r["conduction"] not in seen else None
+        seen.add(r["conduction"])
+        if d <= floor:
+            ax.scatter([floor], [y], marker="<", s=60, color=color, label=label, zorder=3)
+            x = floor
+        else:
+            err = r.get("D_err_cm2_s")
+            xerr = None
+            if err is not None and math.isfinite(err) and err > 0:
+                xerr = [[min(err, d - floor * 1.0001)], [err]]
+            yerr = None
+            if r.get("metric") == "cp_fraction" and r.get("cp_fraction_band_low") is not None \
+                    and r.get("cp_fraction_band_high") is not None:
+                lo, hi = sorted((r["cp_fraction_band_low"], r["cp_fraction_band_high"]))
+                yerr = [[max(y - lo, 0.0)], [max(hi - y, 0.0)]]
+            ax.errorbar([d], [y], xerr=xerr, yerr=yerr, fmt="o", ms=7, color=color, label=label,
+                        capsize=3, zorder=3)
+            x = d
+        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    for d in (thresholds.d_hopping_cm2_s, thresholds.d_liquid_cm2_s):
+        ax.axvline(d, ls="--", lw=0.8, color="0.5")
+    ax.axhline(thresholds.cp_threshold, ls=":", lw=0.8, color="0.5")
+    metric = pts[0]["metric"] if pts else "cp_fraction"
+    ax.set_xlabel("D of the mobile species (cm²/s)")
+    ax.set_ylabel(
+        "central-peak fraction (3–50 cm⁻¹)" if metric == "cp_fraction" else f"central-peak metric: {metric}"
+    )
+    title = "Raman central peak vs diffusivity"
+    if summary is not None:
+        title += "\n" + summary.line(metric)
+    ax.set_title(title, fontsize=10)
+    if seen:
+        ax.legend(fontsize=8, loc="best")
+    if not pts:
+        ax.text(0.5, 0.5, "no run has both a spectrum and D", transform=ax.transAxes, ha="center")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format="png")
+    plt.close(fig)
+    return path
+
+
+def spectra_overlay(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    low_max_cm1: float = 150.0,
+    window_cm1: tuple[float, float] = (3.0, 50.0),
+) -> Path:
+    """Stacked Raman spectra of the ranked runs, in the style of the paper's Fig. 3.
+
+    Left: the full range; right: 0–``low_max_cm1`` cm⁻¹ magnified (each spectrum rescaled to
+    its own maximum in that region), with the central-peak window shaded. Spectra are
+    normalised to their maximum above the first window edge (the ω → 0 bin is excluded),
+    offset vertically in ranking order, the committee band shaded where stored.
+    """
+    plt = _pyplot()
+    fig, (ax_full, ax_low) = plt.subplots(
+        1, 2, figsize=(9.0, 1.6 + 1.3 * max(len(rows), 1)), gridspec_kw={"width_ratios": [2.2, 1]},
+        constrained_layout=True,
+    )
+    lo = window_cm1[0]
+    for i, r in enumerate(rows):
+        data = con.execute(
+            "SELECT freq_cm1, intensity, band_low, band_high FROM spectra "
+            "WHERE campaign = $1 AND material = $2 AND run_id = $3 ORDER BY freq_cm1",
+            [r["campaign"], r["material"], r["run_id"]],
+        ).fetchnumpy()
+        f = np.asarray(data["freq_cm1"], dtype=float)
+        if f.size == 0:
+            continue
+        y = np.asarray(data["intensity"], dtype=float)
+        band = None
+        if not np.ma.is_masked(data["band_low"]) and not np.ma.is_masked(data["band_high"]):
+            band = (np.asarray(data["band_low"], dtype=float), np.asarray(data["band_high"], dtype=float))
+        offset = len(rows) - 1 - i  # the top-ranked run on top
+        color = CLASS_COLORS.get(r.get("conduction"), "k")
+        keep = f >= lo
+        for ax, sel in ((ax_full, keep), (ax_low, keep & (f <= low_max_cm1))):
+            if not sel.any():
+                continue
+            scale = float(np.max(y[sel])) or 1.0
+            ax.plot(f[sel], y[sel] / scale * 0.9 + offset, color=color, lw=1.0)
+            if band is not None:
+                ax.fill_between(f[sel], band[0][sel] / scale * 0.9 + offset, band[1][sel] / scale * 0.9 + offset,
+                                color=color, alpha=0.25, lw=0)
+        ax_full.text(0.99, offset + 0.55, f"{_label(r)} ({r.get('conduction', '')})", ha="right", fontsize=8,
+                     transform=ax_full.get_yaxis_transform())
+    ax_low.axvspan(window_cm1[0], window_cm1[1], color="0.85", zorder=0)
+    ax_full.set_xlabel("Raman shift (cm⁻¹)")
+    ax_low.set_xlabel("Raman shift (cm⁻¹)")
+    ax_full.set_ylabel("intensity (normalised, offset)")
+    ax_low.set_title(f"low frequency, magnified (shaded: {window_cm1[0]:g}–{window_cm1[1]:g} cm⁻¹)", fontsize=9)
+    ax_full.set_title("Raman spectra (band: ML committee)", fontsize=9)
+    ax_low.set_xlim(0, low_max_cm1)
+    for ax in (ax_full, ax_low):
+        ax.set_yticks([])
+        ax.set_ylim(-0.1, max(len(rows), 1) + 0.1)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format="png")
+    plt.close(fig)
+    return path

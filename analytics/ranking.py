@@ -1,0 +1,171 @@
+"""Rank materials by Raman central-peak intensity against diffusivity, and classify conduction.
+
+Classification of a run from its mobile species' tracer diffusivity ``D`` (cm²/s), with the
+defaults of :class:`Thresholds`:
+
+* ``liquid-like``     D ≥ 5e-6   (α-AgI 500 K ≈ 2.8e-5, γ/cubic Na₃PS₄ 900 K ≈ 1.4e-5)
+* ``hopping``         1e-7 ≤ D < 5e-6   (W-doped Na₃SbS₄: ~1 hop / 5 ps per cell ≈ 1e-6)
+* ``non-conducting``  D < 1e-7   (Na₃SbS₄ 300 K ≈ 0)
+
+and, separately, ``central_peak = cp_fraction ≥ 0.25``, where ``cp_fraction`` is the share of
+the Raman intensity (ω ≥ 3 cm⁻¹) lying in 3–50 cm⁻¹ (``central_peak`` view). The paper's claim
+is that the two agree: ``consistent`` is true when (class is liquid-like) == central_peak.
+All thresholds are heuristics for ranking, not fitted to the results; change them with
+:class:`Thresholds` (or ``ramanscreen rank --d-liquid/--d-hopping/--cp-threshold``).
+
+>>> Thresholds().classify(2.8e-5), Thresholds().classify(1e-6), Thresholds().classify(0.0)
+('liquid-like', 'hopping', 'non-conducting')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import duckdb
+
+from tasks.common import InputError
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+LIQUID, HOPPING, NONCONDUCTING, UNKNOWN = "liquid-like", "hopping", "non-conducting", "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """Classification thresholds (see the module docstring)."""
+
+    #: D of the mobile species at or above which conduction is called liquid-like, cm²/s.
+    d_liquid_cm2_s: float = 5e-6
+    #: D at or above which (and below ``d_liquid_cm2_s``) it is called hopping, cm²/s.
+    d_hopping_cm2_s: float = 1e-7
+    #: Central-peak metric at or above which a run is said to show a central peak.
+    cp_threshold: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (0 < self.d_hopping_cm2_s < self.d_liquid_cm2_s):
+            raise InputError(
+                f"need 0 < d_hopping ({self.d_hopping_cm2_s:g}) < d_liquid ({self.d_liquid_cm2_s:g})",
+                field="thresholds", fix="e.g. --d-hopping 1e-7 --d-liquid 5e-6",
+            )
+
+    def classify(self, d_cm2_s: float | None) -> str:
+        """Conduction class from the mobile species' D (``unknown`` when D is missing)."""
+        if d_cm2_s is None or (isinstance(d_cm2_s, float) and math.isnan(d_cm2_s)):
+            return UNKNOWN
+        if d_cm2_s >= self.d_liquid_cm2_s:
+            return LIQUID
+        if d_cm2_s >= self.d_hopping_cm2_s:
+            return HOPPING
+        return NONCONDUCTING
+
+    def describe(self, metric: str = "cp_fraction") -> str:
+        """One line stating the thresholds, for tables and plot captions."""
+        return (
+            f"liquid-like: D ≥ {self.d_liquid_cm2_s:.0e} cm²/s; hopping: {self.d_hopping_cm2_s:.0e} ≤ D < "
+            f"{self.d_liquid_cm2_s:.0e}; non-conducting: D < {self.d_hopping_cm2_s:.0e}; "
+            f"central peak: {metric} ≥ {self.cp_threshold:g}"
+        )
+
+
+def _metric_sql(con: duckdb.DuckDBPyConnection, metric: str) -> tuple[str, str]:
+    """SQL join + expression for the ranking metric: a ``screening`` column or a descriptor."""
+    if not _IDENT.match(metric):
+        raise InputError(f"{metric!r} is not a column name", field="metric", fix="e.g. cp_fraction")
+    screening_cols = {r[0] for r in con.execute("DESCRIBE screening").fetchall()}
+    if metric in screening_cols:
+        return "", f's."{metric}"'
+    desc_cols = {r[0] for r in con.execute("DESCRIBE descriptors").fetchall()}
+    if metric in desc_cols:
+        return (
+            'LEFT JOIN descriptors d ON d.campaign = s.campaign AND d.material = s.material AND d.run_id = s.run_id',
+            f'd."{metric}"',
+        )
+    options = sorted({"cp_fraction"} | (desc_cols - {"campaign", "material", "run_id", "write_id", "schema_version"}))
+    raise InputError(f"unknown ranking metric {metric!r}", field="metric", fix=f"use one of {', '.join(options)}")
+
+
+def ranking(
+    con: duckdb.DuckDBPyConnection,
+    campaign: str | None = None,
+    *,
+    metric: str = "cp_fraction",
+    thresholds: Thresholds = Thresholds(),
+) -> list[dict[str, Any]]:
+    """One dict per committed run, ordered by the central-peak ``metric`` (highest first).
+
+    ``metric`` is ``cp_fraction`` (from the stored spectrum, ``central_peak`` view) or the
+    name of any column of the ``descriptors`` table (e.g. a ``central_peak_descriptors``
+    output). Keys of each row: ``rank, campaign, material, run_id, formula, temperature_k,
+    mobile_species, D_cm2_s, D_err_cm2_s, sigma_S_cm, metric, metric_value, cp_fraction,
+    cp_fraction_band_low, cp_fraction_band_high, r2_diag, r2_offdiag, n_train, conduction,
+    central_peak, consistent``. Runs without a spectrum or transport rank last, class
+    ``unknown``.
+    """
+    join, expr = _metric_sql(con, metric)
+    where = "WHERE s.campaign = $1" if campaign is not None else ""
+    sql = f"""
+        SELECT s.campaign, s.material, s.run_id, s.formula, s.temperature_k, s.mobile_species,
+               s.D_cm2_s, s.D_err_cm2_s, s.sigma_S_cm, {expr} AS metric_value, s.cp_fraction,
+               s.cp_fraction_band_low, s.cp_fraction_band_high,
+               s.r2_diag, s.r2_offdiag, s.n_train
+        FROM screening s {join} {where}
+        ORDER BY metric_value DESC NULLS LAST, s.D_cm2_s DESC NULLS LAST, s.campaign, s.material, s.run_id
+    """
+    cur = con.execute(sql, [campaign] if campaign is not None else [])
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    if campaign is not None and not rows:
+        known = [r[0] for r in con.execute("SELECT DISTINCT campaign FROM materials ORDER BY 1").fetchall()]
+        raise InputError(f"no committed runs for campaign {campaign!r}", field="campaign",
+                         fix=f"use one of {', '.join(known)}" if known else "run the campaign first")
+    out = []
+    for i, r in enumerate(rows, start=1):
+        value = r.pop("metric_value")
+        cls = thresholds.classify(r["D_cm2_s"])
+        peak = None if value is None else bool(value >= thresholds.cp_threshold)
+        consistent = None if (peak is None or cls == UNKNOWN) else (cls == LIQUID) == peak
+        out.append({"rank": i, **r, "metric": metric, "metric_value": value,
+                    "conduction": cls, "central_peak": peak, "consistent": consistent})
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RankSummary:
+    """Spearman correlation between the central-peak metric and D over the ranked runs."""
+
+    n: int
+    spearman_rho: float | None
+    spearman_p: float | None
+    note: str
+
+    def line(self, metric: str = "cp_fraction") -> str:
+        if self.spearman_rho is None:
+            return f"Spearman({metric}, D): n/a ({self.note})"
+        return f"Spearman({metric}, D) = {self.spearman_rho:+.3f} (p = {self.spearman_p:.3g}, n = {self.n})"
+
+
+def summarize(rows: list[dict[str, Any]]) -> RankSummary:
+    """Spearman rank correlation of ``metric_value`` with ``D_cm2_s`` (scipy).
+
+    Needs at least three runs with both numbers; D ≤ 0 is kept (ranks only need the order).
+
+    >>> rows = [{"metric_value": v, "D_cm2_s": d} for v, d in [(0.6, 3e-5), (0.4, 1e-5), (0.1, 1e-6), (0.05, 0.0)]]
+    >>> summarize(rows).spearman_rho
+    1.0
+    """
+    from scipy.stats import spearmanr
+
+    pairs = [(r["metric_value"], r["D_cm2_s"]) for r in rows
+             if r.get("metric_value") is not None and r.get("D_cm2_s") is not None
+             and math.isfinite(r["metric_value"]) and math.isfinite(r["D_cm2_s"])]
+    n = len(pairs)
+    if n < 3:
+        return RankSummary(n, None, None, f"needs ≥ 3 runs with both numbers, have {n}")
+    xs, ys = zip(*pairs)
+    if len(set(xs)) == 1 or len(set(ys)) == 1:
+        return RankSummary(n, None, None, "one of the two columns is constant")
+    res = spearmanr(xs, ys)
+    return RankSummary(n, float(res.statistic), float(res.pvalue), "")

@@ -1,0 +1,121 @@
+-- ramanscreen results views (schema version 1). The one place the views are defined:
+-- `analytics.db.connect()` runs this file, and so can the duckdb CLI:
+--
+--   duckdb -cmd "SET VARIABLE results_root = 'results'" -cmd ".read analytics/views.sql"
+--
+-- (without the SET, the root defaults to ./results). See docs/results.md.
+--
+-- Only *committed* runs are visible: a data row shows only if its write_id equals the one
+-- named by the run's commit record (materials/.../run.parquet), so a crashed or in-flight
+-- write never shows, and a replaced version disappears at the commit.
+
+SET VARIABLE results_root = COALESCE(getvariable('results_root'), 'results');
+
+CREATE OR REPLACE VIEW materials AS
+SELECT * FROM read_parquet(
+    getvariable('results_root') || '/materials/campaign=*/material=*/run_id=*/run.parquet',
+    hive_partitioning = true, union_by_name = true,
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
+
+CREATE OR REPLACE VIEW spectra AS
+SELECT d.* FROM read_parquet(
+    getvariable('results_root') || '/spectra/campaign=*/material=*/run_id=*/*.parquet',
+    hive_partitioning = true, union_by_name = true,
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
+SEMI JOIN materials m
+    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+
+CREATE OR REPLACE VIEW transport AS
+SELECT d.* FROM read_parquet(
+    getvariable('results_root') || '/transport/campaign=*/material=*/run_id=*/*.parquet',
+    hive_partitioning = true, union_by_name = true,
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
+SEMI JOIN materials m
+    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+
+CREATE OR REPLACE VIEW descriptors AS
+SELECT d.* FROM read_parquet(
+    getvariable('results_root') || '/descriptors/campaign=*/material=*/run_id=*/*.parquet',
+    hive_partitioning = true, union_by_name = true,
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
+SEMI JOIN materials m
+    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+
+CREATE OR REPLACE VIEW ml_metrics AS
+SELECT d.* FROM read_parquet(
+    getvariable('results_root') || '/ml_metrics/campaign=*/material=*/run_id=*/*.parquet',
+    hive_partitioning = true, union_by_name = true,
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
+SEMI JOIN materials m
+    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+
+CREATE OR REPLACE VIEW msd AS
+SELECT d.* FROM read_parquet(
+    getvariable('results_root') || '/msd/campaign=*/material=*/run_id=*/*.parquet',
+    hive_partitioning = true, union_by_name = true,
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
+SEMI JOIN materials m
+    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+
+CREATE OR REPLACE VIEW vdos AS
+SELECT d.* FROM read_parquet(
+    getvariable('results_root') || '/vdos/campaign=*/material=*/run_id=*/*.parquet',
+    hive_partitioning = true, union_by_name = true,
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
+SEMI JOIN materials m
+    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+
+-- Central-peak fraction: the share of the Raman intensity, integrated over omega >= lo_cm1,
+-- that lies in [lo_cm1, hi_cm1]. lo_cm1 > 0 keeps the omega = 0 bin (where the 1/omega
+-- prefactor diverges) out of both integrals. Each bin is weighted by its width, so the
+-- grid need not be uniform. Also computed from the committee band edges.
+CREATE OR REPLACE MACRO central_peak_window(lo_cm1, hi_cm1) AS TABLE
+WITH binned AS (
+    SELECT campaign, material, run_id, freq_cm1, intensity, band_low, band_high,
+           (COALESCE(lead(freq_cm1) OVER w, freq_cm1) - COALESCE(lag(freq_cm1) OVER w, freq_cm1)) / 2.0
+               AS width_cm1
+    FROM spectra
+    WHERE freq_cm1 >= lo_cm1
+    WINDOW w AS (PARTITION BY campaign, material, run_id ORDER BY freq_cm1)
+)
+SELECT campaign, material, run_id,
+       any_value(lo_cm1)::DOUBLE AS cp_lo_cm1,
+       any_value(hi_cm1)::DOUBLE AS cp_hi_cm1,
+       sum(intensity * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1) AS cp_integral,
+       sum(intensity * width_cm1) AS total_integral,
+       sum(intensity * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1)
+           / NULLIF(sum(intensity * width_cm1), 0) AS cp_fraction,
+       sum(band_low * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1)
+           / NULLIF(sum(band_low * width_cm1), 0) AS cp_fraction_band_low,
+       sum(band_high * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1)
+           / NULLIF(sum(band_high * width_cm1), 0) AS cp_fraction_band_high,
+       count(*) FILTER (WHERE freq_cm1 <= hi_cm1) AS cp_bins
+FROM binned
+GROUP BY campaign, material, run_id;
+
+-- The default window: 3-50 cm^-1 (Ag I's central peak sits near 20 cm^-1).
+CREATE OR REPLACE VIEW central_peak AS
+SELECT * FROM central_peak_window(3.0, 50.0);
+
+-- The transport row of each run's mobile species: materials.mobile_species when given,
+-- otherwise the species with the largest D.
+CREATE OR REPLACE VIEW mobile_transport AS
+SELECT t.*, m.mobile_species IS NOT NULL AS mobile_species_given
+FROM transport t
+JOIN materials m ON t.campaign = m.campaign AND t.material = m.material AND t.run_id = m.run_id
+QUALIFY row_number() OVER (
+    PARTITION BY t.campaign, t.material, t.run_id
+    ORDER BY (t.species = m.mobile_species) DESC NULLS LAST, t.D_cm2_s DESC NULLS LAST) = 1;
+
+-- One row per committed run: what the ranking and the plots read.
+CREATE OR REPLACE VIEW screening AS
+SELECT m.campaign, m.material, m.run_id, m.formula, m.temperature_k, m.n_atoms,
+       t.species AS mobile_species, t.D_cm2_s, t.D_err_cm2_s, t.sigma_S_cm, t.alpha2_peak, t.vdos0,
+       c.cp_fraction, c.cp_fraction_band_low, c.cp_fraction_band_high, c.cp_lo_cm1, c.cp_hi_cm1,
+       ml.r2_diag, ml.r2_offdiag, ml.rmse_diag_A3, ml.rmse_offdiag_A3,
+       m.mlff, m.reference_method, m.n_train, m.md_production_ps, m.code_version, m.created_at,
+       m.write_id, m.schema_version
+FROM materials m
+LEFT JOIN mobile_transport t ON t.campaign = m.campaign AND t.material = m.material AND t.run_id = m.run_id
+LEFT JOIN central_peak c ON c.campaign = m.campaign AND c.material = m.material AND c.run_id = m.run_id
+LEFT JOIN ml_metrics ml ON ml.campaign = m.campaign AND ml.material = m.material AND ml.run_id = m.run_id;

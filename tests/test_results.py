@@ -1,0 +1,272 @@
+"""tasks/results.py: Parquet tables keyed by (campaign, material, run_id), atomic, versioned.
+
+Real files, real DuckDB, real processes (killed and concurrent). ``write_synthetic`` is also
+used by tests/test_analytics.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import results
+from tasks.common import InputError
+from tasks.results import SCHEMA_VERSION, committed_runs, committed_write_id, write_run
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+FREQ = np.arange(0.0, 1000.0 + 1e-9, 2.0)  # cm^-1
+
+#: name -> (formula, T, mobile species, D(mobile), D(other), central-peak amplitude, peaks)
+SYNTHETIC = {
+    "AgI": ("AgI", 500.0, "Ag", 2.8e-5, 4e-8, 6.0, [(90.0, 0.6, 25.0)]),
+    "Na3PS4": ("Na3PS4", 900.0, "Na", 1.4e-5, 2e-7, 3.0, [(420.0, 1.0, 8.0), (200.0, 0.3, 15.0)]),
+    "Na3SbS4-W": ("Na2.94Sb0.94W0.06S4", 300.0, "Na", 1.0e-6, 1e-9, 0.4,
+                  [(350.0, 1.0, 6.0), (470.0, 0.3, 6.0), (150.0, 0.4, 10.0)]),
+    "Na3SbS4": ("Na3SbS4", 300.0, "Na", 1.0e-9, 1e-10, 0.05, [(350.0, 1.0, 6.0), (150.0, 0.5, 10.0)]),
+}
+
+
+def synthetic_spectrum(cp_amp: float, peaks: list[tuple[float, float, float]]) -> dict[str, np.ndarray]:
+    """A central peak (Lorentzian at 0, width 15 cm^-1) plus Gaussian modes, with a ±10% band."""
+    f = FREQ
+    y = cp_amp / (1.0 + (f / 15.0) ** 2)
+    for centre, height, width in peaks:
+        y = y + height * np.exp(-0.5 * ((f - centre) / width) ** 2)
+    return {
+        "freq_cm1": f, "intensity": y, "band_low": 0.9 * y, "band_high": 1.1 * y,
+        "intensity_parallel": 0.8 * y, "intensity_perpendicular": 0.2 * y,
+    }
+
+
+def write_synthetic(root, campaign: str, name: str, run_id: str = "r1", scale: float = 1.0, **over):
+    """Write one synthetic material through the real writer; ``scale`` multiplies every D."""
+    formula, temp, mobile, d_mob, d_other, cp_amp, peaks = SYNTHETIC[name]
+    other = "I" if mobile == "Ag" else "S"
+    t = np.linspace(0.0, 10.0, 51)
+    kwargs = dict(
+        meta=dict(formula=formula, temperature_k=temp, n_atoms=128, mlff="chgnet", reference_method="embedded",
+                  n_train=140, mobile_species=mobile, md_dt_fs=2.0, md_equil_ps=1.0, md_production_ps=10.0,
+                  alpha_stride=10, structure=name, settings={"seed": 0, "campaign_file": "quick.toml"}),
+        spectrum=synthetic_spectrum(cp_amp, peaks),
+        transport=[
+            {"species": mobile, "D_cm2_s": d_mob * scale, "D_err_cm2_s": 0.1 * d_mob * scale,
+             "sigma_S_cm": 1e3 * d_mob * scale, "alpha2_peak": 0.5, "vdos0": 1.0},
+            {"species": other, "D_cm2_s": d_other * scale, "D_err_cm2_s": None, "sigma_S_cm": None,
+             "alpha2_peak": 0.1, "vdos0": 0.1},
+        ],
+        descriptors={"frac_below_wc": cp_amp / 10.0, "lowfreq_to_host_ratio": cp_amp, "lowfreq_slope": -1.0},
+        ml_metrics=dict(r2_diag=0.95, r2_offdiag=0.85, rmse_diag_A3=0.4, rmse_offdiag_A3=0.2),
+        msd={mobile: {"time_ps": t, "msd_A2": 6e4 * d_mob * scale * t}, other: {"time_ps": t, "msd_A2": 0.1 + 0 * t}},
+        vdos={"species": [mobile] * 3 + [other] * 3, "freq_cm1": [0.0, 50.0, 100.0] * 2, "vdos": [1.0, 2.0, 1.0, 0.1, 1.0, 2.0]},
+    )
+    kwargs.update(over)
+    return write_run(root, campaign, name, run_id, **kwargs)
+
+
+def sql(root, query: str):
+    con = duckdb.connect()
+    con.execute("SET VARIABLE results_root = $1", [str(root)])
+    con.execute((REPO / "analytics" / "views.sql").read_text())
+    return con.execute(query).fetchall()
+
+
+def test_layout_schema_version_and_roundtrip(tmp_path) -> None:
+    rec = write_synthetic(tmp_path, "camp", "AgI")
+    assert rec.rows == {"materials": 1, "spectra": FREQ.size, "transport": 2, "descriptors": 1,
+                        "ml_metrics": 1, "msd": 102, "vdos": 6}
+    commit = tmp_path / "materials/campaign=camp/material=AgI/run_id=r1/run.parquet"
+    assert rec.paths["materials"] == commit and commit.is_file()
+    data = tmp_path / f"spectra/campaign=camp/material=AgI/run_id=r1/{rec.write_id}.parquet"
+    assert rec.paths["spectra"] == data
+    for path in rec.paths.values():
+        assert results.schema_version_of(path) == SCHEMA_VERSION
+        assert pq.read_schema(path).metadata[b"ramanscreen.write_id"].decode() == rec.write_id
+    # Every table file also reads on its own (pyarrow), with keys and version as columns.
+    tr = pq.read_table(rec.paths["transport"]).to_pylist()
+    assert [r["species"] for r in tr] == ["Ag", "I"]
+    assert {r["campaign"] for r in tr} == {"camp"} and {r["schema_version"] for r in tr} == {SCHEMA_VERSION}
+    assert tr[0]["D_cm2_s"] == pytest.approx(2.8e-5) and tr[1]["D_err_cm2_s"] is None
+    # DuckDB over the hive-partitioned globs, through the shipped views.
+    assert sql(tmp_path, "SELECT count(*), min(freq_cm1), max(freq_cm1) FROM spectra") == [(FREQ.size, 0.0, 1000.0)]
+    (mat,) = sql(tmp_path, "SELECT formula, temperature_k, n_atoms, mobile_species, n_train, settings_json, "
+                           "schema_version, code_version IS NOT NULL, created_at IS NOT NULL FROM materials")
+    assert mat[:5] == ("AgI", 500.0, 128, "Ag", 140)
+    assert '"seed": 0' in mat[5] and mat[6:] == (SCHEMA_VERSION, True, True)
+    assert sql(tmp_path, "SELECT species, count(*), max(msd_A2) FROM msd GROUP BY 1 ORDER BY 1") == [
+        ("Ag", 51, pytest.approx(6e4 * 2.8e-5 * 10.0)), ("I", 51, pytest.approx(0.1))]
+    assert sql(tmp_path, "SELECT r2_diag, r2_offdiag, rmse_diag_A3, rmse_offdiag_A3, n_train FROM ml_metrics") == [
+        (0.95, 0.85, 0.4, 0.2, 140)]
+    assert sql(tmp_path, "SELECT frac_below_wc, lowfreq_to_host_ratio FROM descriptors") == [(0.6, 6.0)]
+    assert committed_runs(tmp_path) == [("camp", "AgI", "r1")]
+    assert committed_write_id(tmp_path, "camp", "AgI", "r1") == rec.write_id
+
+
+def test_rewrite_replaces_without_duplicates(tmp_path) -> None:
+    first = write_synthetic(tmp_path, "camp", "AgI")
+    write_synthetic(tmp_path, "camp", "Na3PS4")
+    second = write_synthetic(tmp_path, "camp", "AgI", scale=2.0)
+    assert second.write_id != first.write_id
+    for table, per_run in (("spectra", FREQ.size), ("transport", 2), ("msd", 102), ("materials", 1)):
+        assert sql(tmp_path, f"SELECT material, count(*) FROM {table} GROUP BY 1 ORDER BY 1") == [
+            ("AgI", per_run), ("Na3PS4", per_run)], table
+    assert sql(tmp_path, "SELECT D_cm2_s FROM transport WHERE material = 'AgI' AND species = 'Ag'") == [
+        (pytest.approx(5.6e-5),)]
+    # The superseded files are gone, not merely hidden.
+    files = sorted(p.name for p in (tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").iterdir())
+    assert files == [f"{second.write_id}.parquet"]
+
+
+def test_exception_midway_keeps_previous_version(tmp_path, monkeypatch) -> None:
+    old = write_synthetic(tmp_path, "camp", "AgI")
+    real = results._write_parquet
+    calls = []
+
+    def failing(table, path):
+        calls.append(path)
+        if len(calls) == 3:  # spectra and transport are written, descriptors is not
+            raise OSError("disk full (simulated)")
+        real(table, path)
+
+    monkeypatch.setattr(results, "_write_parquet", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_synthetic(tmp_path, "camp", "AgI", scale=3.0)
+    monkeypatch.setattr(results, "_write_parquet", real)
+    # The new spectra/transport files exist on disk but are invisible: the old run shows, whole.
+    assert len(list((tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").glob("*.parquet"))) == 2
+    assert sql(tmp_path, "SELECT DISTINCT write_id FROM transport") == [(old.write_id,)]
+    assert sql(tmp_path, "SELECT D_cm2_s FROM transport WHERE species = 'Ag'") == [(pytest.approx(2.8e-5),)]
+    assert sql(tmp_path, "SELECT count(*) FROM spectra") == [(FREQ.size,)]
+    # The next write removes the leftovers.
+    new = write_synthetic(tmp_path, "camp", "AgI", scale=3.0)
+    assert [p.name for p in (tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").iterdir()] == [
+        f"{new.write_id}.parquet"]
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from tasks import results
+    from test_results import write_synthetic
+    real, n = results._write_parquet, []
+    def dying(table, path):
+        n.append(1)
+        if len(n) == {die_at}:
+            os._exit(9)   # a hard kill: no cleanup, no finally blocks
+        real(table, path)
+    results._write_parquet = dying
+    write_synthetic({root!r}, "camp", "Na3PS4", scale=5.0)
+""")
+
+
+@pytest.mark.parametrize("die_at", [1, 4, 7])  # before any file, midway, just before the commit
+def test_killed_writer_leaves_no_visible_partial_run(tmp_path, die_at) -> None:
+    write_synthetic(tmp_path, "camp", "AgI")
+    script = _KILL_SCRIPT.format(tests=str(TESTS), die_at=die_at, root=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert committed_runs(tmp_path) == [("camp", "AgI", "r1")]
+    for table in ("materials", "spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos"):
+        assert sql(tmp_path, f"SELECT DISTINCT material FROM {table}") == [("AgI",)], table
+    # A re-run after the crash completes the material, once.
+    write_synthetic(tmp_path, "camp", "Na3PS4", scale=5.0)
+    assert sql(tmp_path, "SELECT material, count(*) FROM transport GROUP BY 1 ORDER BY 1") == [("AgI", 2), ("Na3PS4", 2)]
+
+
+_CONCURRENT_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_results import SYNTHETIC, write_synthetic
+    campaign, root = sys.argv[1], sys.argv[2]
+    for rep in range(3):
+        for name in SYNTHETIC:
+            write_synthetic(root, campaign, name, scale=1.0 + rep)
+        # Both processes also rewrite one shared run, to exercise the per-run lock.
+        write_synthetic(root, "shared", "AgI", scale=float(ord(campaign[-1])))
+""")
+
+
+def test_two_processes_write_one_root_concurrently(tmp_path) -> None:
+    script = _CONCURRENT_SCRIPT.format(tests=str(TESTS))
+    procs = [subprocess.Popen([sys.executable, "-c", script, c, str(tmp_path)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in ("campA", "campB")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    n = len(SYNTHETIC)
+    assert sql(tmp_path, "SELECT campaign, count(*) FROM materials GROUP BY 1 ORDER BY 1") == [
+        ("campA", n), ("campB", n), ("shared", 1)]
+    assert sql(tmp_path, "SELECT campaign, count(*) FROM spectra GROUP BY 1 ORDER BY 1") == [
+        ("campA", n * FREQ.size), ("campB", n * FREQ.size), ("shared", FREQ.size)]
+    # Both campaigns hold their last (third) write; the shared run holds one writer's version, whole.
+    assert sql(tmp_path, "SELECT DISTINCT D_cm2_s / 2.8e-5 FROM transport WHERE material = 'AgI' "
+                         "AND species = 'Ag' AND campaign LIKE 'camp%'") == [(pytest.approx(3.0),)]
+    shared = sql(tmp_path, "SELECT D_cm2_s / 2.8e-5, write_id FROM transport WHERE campaign = 'shared' AND species = 'Ag'")
+    assert len(shared) == 1 and round(shared[0][0]) in (ord("A"), ord("B"))
+    assert sql(tmp_path, "SELECT count(DISTINCT write_id) FROM msd WHERE campaign = 'shared'") == [(1,)]
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"meta": {"formula": "AgI"}}, "materials.temperature_k"),
+        ({"spectrum": {"freq_cm1": [0.0, 2.0, 1.0], "intensity": [1.0, 1.0, 1.0]}}, "spectra.freq_cm1"),
+        ({"spectrum": {"freq_cm1": [0.0, 1.0], "intensity": [1.0, 1.0, 1.0]}}, "spectra"),
+        ({"spectrum": {"freq_cm1": [0.0, 1.0], "intensity": [1.0, 1.0], "colour": [1, 2]}}, "spectra.colour"),
+        ({"transport": [{"species": "Ag", "D_cm2_s": 1e-5}, {"species": "Ag", "D_cm2_s": 2e-5}]}, "transport.species"),
+        ({"transport": [{"species": "Na", "D_cm2_s": float("inf")}]}, "transport.D_cm2_s"),
+        ({"transport": [{"species": "I", "D_cm2_s": 1e-9}]}, "materials.mobile_species"),
+        ({"ml_metrics": {"r2_diag": 0.9}}, "ml_metrics.r2_offdiag"),
+        ({"descriptors": {"bad name": 1.0}}, "descriptors.bad name"),
+        ({"msd": {"Ag": {"time_ps": [0.0, 1.0, 0.5], "msd_A2": [0.0, 1.0, 2.0]}}}, "msd.time_ps"),
+    ],
+)
+def test_bad_input_raises_and_writes_nothing(tmp_path, change, field) -> None:
+    with pytest.raises(InputError) as info:
+        write_synthetic(tmp_path, "camp", "AgI", **change)
+    assert info.value.field == field, str(info.value)
+    assert "\n" not in str(info.value)
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["a/b", "x=1", "", "has space", "../up"])
+def test_bad_partition_names_are_refused(tmp_path, name) -> None:
+    with pytest.raises(InputError, match="cannot name a results partition"):
+        write_synthetic(tmp_path, name, "AgI")
+
+
+def test_optional_tables_are_written_empty(tmp_path) -> None:
+    rec = write_run(tmp_path, "camp", "X", "r1", meta=dict(formula="X", temperature_k=300, n_atoms=8, mlff="f",
+                                                            reference_method="ref", n_train=4))
+    assert rec.rows == {"materials": 1, "spectra": 0, "transport": 0, "descriptors": 0, "ml_metrics": 0,
+                        "msd": 0, "vdos": 0}
+    assert all(p.is_file() for p in rec.paths.values())
+    assert sql(tmp_path, "SELECT count(*) FROM spectra") == [(0,)]
+    assert sql(tmp_path, "SELECT material, D_cm2_s, cp_fraction FROM screening") == [("X", None, None)]
+
+
+def test_spectrum_object_with_attributes_is_accepted(tmp_path) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Spectrum:  # shaped like tasks.spectra.RamanSpectrum; extra fields are ignored
+        freq_cm1: np.ndarray
+        intensity: np.ndarray
+        a2: np.ndarray
+        gamma2: np.ndarray
+        sigma_cm1: float = 4.0
+
+    f = np.array([0.0, 5.0, 10.0])
+    write_synthetic(tmp_path, "camp", "AgI", spectrum=Spectrum(f, f + 1, f, 2 * f))
+    assert sql(tmp_path, "SELECT intensity, gamma2, band_low FROM spectra ORDER BY freq_cm1") == [
+        (1.0, 0.0, None), (6.0, 10.0, None), (11.0, 20.0, None)]
