@@ -412,32 +412,38 @@ class _Featurizer:
             np.add.at(X[lam][:, :, c * n_per:(c + 1) * n_per], system, block.values)
         return X[0][:, 0, :], X[2]
 
-    def density(self, frames: Sequence) -> tuple[dict[tuple[int, int], tuple[np.ndarray, np.ndarray]], int]:
-        """Fast path input: {(center_type, l): (system index (n_i,), ρ (n_i, 2l+1, K))},
-        K = n_elements × n_radial, ordered (neighbor type, n)."""
+    def density(self, frames: Sequence) -> dict[tuple[int, int], np.ndarray]:
+        """Fast path input: {(center_type, l): ρ (n_frames, 2l+1, n_max, K)}, the density
+        coefficients of the atoms of each center type, padded with zeros to the largest
+        count n_max of that type in any frame; K = n_elements × n_radial, ordered
+        (neighbor type, n)."""
         rho = self.calculator.compute(list(frames))
-        n_el, n_rad = len(self.elements), self.n_radial
-        # Global atom index: offset[system] + atom, per center type a compact position.
-        numbers = [np.asarray(f.numbers) for f in frames]
-        offsets = np.concatenate([[0], np.cumsum([len(z) for z in numbers])])
-        all_z = np.concatenate(numbers)
-        all_sys = np.repeat(np.arange(len(frames)), [len(z) for z in numbers])
-        pos_in_type = np.empty(len(all_z), dtype=np.int64)
-        out: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        sys_of_type = {}
+        n_el, n_rad, n = len(self.elements), self.n_radial, len(frames)
+        # Per atom (global index offset[system] + atom): its slot among its frame's atoms
+        # of the same type.
+        sizes = np.array([len(f) for f in frames])
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        all_z = np.concatenate([np.asarray(f.numbers) for f in frames])
+        system = np.repeat(np.arange(n), sizes)
+        slot = np.empty(len(all_z), dtype=np.int64)
+        n_max = {}
         for ct in self.elements:
             mask = all_z == ct
-            pos_in_type[mask] = np.arange(mask.sum())
-            sys_of_type[ct] = all_sys[mask]
+            running = np.cumsum(mask)
+            before = np.concatenate([[0], running])[offsets[:-1]]  # count before each frame
+            slot[mask] = running[mask] - 1 - before[system[mask]]
+            n_max[ct] = int(np.max(np.bincount(system[mask], minlength=n))) if mask.any() else 0
+        out: dict[tuple[int, int], np.ndarray] = {}
         for key, block in rho.items():
             l, ct, nt = int(key["o3_lambda"]), int(key["center_type"]), int(key["neighbor_type"])
             if (ct, l) not in out:
-                out[(ct, l)] = (sys_of_type[ct], np.zeros((len(sys_of_type[ct]), 2 * l + 1, n_el * n_rad)))
+                out[(ct, l)] = np.zeros((n, 2 * l + 1, n_max[ct], n_el * n_rad))
             samples = np.asarray(block.samples.values)
-            rows = pos_in_type[offsets[samples[:, 0]] + samples[:, 1]]
             j = self.elements.index(nt)
-            out[(ct, l)][1][rows, :, j * n_rad:(j + 1) * n_rad] = block.values
-        return out, len(frames)
+            out[(ct, l)][samples[:, 0], :, slot[offsets[samples[:, 0]] + samples[:, 1]], j * n_rad:(j + 1) * n_rad] = (
+                block.values
+            )
+        return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -718,52 +724,72 @@ class AlphaModel:
             )
         return frames
 
-    def _spherical_fast(self, frames: Sequence) -> tuple[np.ndarray, np.ndarray]:
-        """(1+m, n, 1) and (1+m, n, 5): contract the weights into the density expansion."""
-        W = self._contracted_weights
+    def _spherical_fast(self, frames: Sequence, models: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """(M, n, 1) and (M, n, 5) for the models ``models`` (0 = full fit, 1.. = committee),
+        with the weights contracted into the density expansion:
+
+        ŷ_μ(s) = Σ_{l₁l₂} Σ_{m₁m₂} C^{l₁l₂λ}_{m₁m₂μ} Σ_{i∈s} Σ_{k₁k₂} ρ_{i,l₁m₁k₁} W_{k₁k₂} ρ_{i,l₂m₂k₂}
+
+        evaluated per (center type, l₁, l₂) as one GEMM for W·ρ, one batched GEMM over
+        frames for the sum over atoms and radial/species channels, and one small GEMM
+        with the Clebsch-Gordan coefficients.
+        """
+        from threadpoolctl import threadpool_limits
+
+        groups = self._contracted_weights
         cg = _cg_dense(self.hypers.max_angular)
-        density, n = self.featurizer.density(frames)
-        n_models = self.weights[0].shape[0]
-        out = {0: np.zeros((n_models, n, 1)), 2: np.zeros((n_models, n, 5))}
-        for (lam, ct, l1, l2), w in W.items():
-            if (ct, l1) not in density:
-                continue
-            sys1, rho1 = density[(ct, l1)]
-            _, rho2 = density[(ct, l2)]
-            n_i = rho1.shape[0]
-            # T[M, i, m2, k1] = Σ_k2 W[M, k1, k2] ρ2[i, m2, k2]
-            T = np.matmul(rho2.reshape(1, n_i * (2 * l2 + 1), -1), w.transpose(0, 2, 1))
-            T = T.reshape(n_models, n_i, 2 * l2 + 1, -1)
-            # A[M, i, m1, m2] = Σ_k1 ρ1[i, m1, k1] T[M, i, m2, k1]
-            A = np.matmul(rho1[None], T.transpose(0, 1, 3, 2))
-            # Sum atoms into structures, then couple (m1, m2) → μ.
-            A_s = np.zeros((n_models, n, 2 * l1 + 1, 2 * l2 + 1))
-            np.add.at(A_s, (slice(None), sys1), A)
-            out[lam] += np.einsum("Msab,abu->Msu", A_s, cg[(l1, l2, lam)], optimize=True)
+        density = self.featurizer.density(frames)
+        n = len(frames)
+        model_ids = range(self.weights[0].shape[0])[models]
+        out = {0: np.zeros((len(model_ids), n, 1)), 2: np.zeros((len(model_ids), n, 5))}
+        # The matrices are small: BLAS threads only contend with each other here.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for (ct, l2), (partners, wcat) in groups.items():
+                if (ct, l2) not in density:
+                    continue
+                rho2 = density[(ct, l2)]
+                _, B, n_max, K = rho2.shape
+                for out_idx, m in enumerate(model_ids):
+                    # T[s, b, i, p, k1] = Σ_k2 ρ2[s, b, i, k2] W_p[k1, k2], all partners p at once
+                    T = (rho2.reshape(-1, K) @ wcat[m]).reshape(n, B, n_max, len(partners), K)
+                    for p, (lam, l1) in enumerate(partners):
+                        rho1 = density[(ct, l1)]
+                        A = rho1.shape[1]
+                        # P[s, a, b] = Σ_{i, k1} ρ1[s, a, i, k1] T[s, b, i, p, k1]
+                        Tp = T[:, :, :, p, :].reshape(n, B, n_max * K)
+                        P = np.matmul(rho1.reshape(n, A, n_max * K), Tp.transpose(0, 2, 1))
+                        out[lam][out_idx] += P.reshape(n, A * B) @ cg[(l1, l2, lam)].reshape(A * B, 2 * lam + 1)
         n_atoms = np.array([len(f) for f in frames], dtype=np.float64)
-        out[0] += self.intercept_per_atom_A3[:, None, None] * n_atoms[None, :, None]
+        out[0] += self.intercept_per_atom_A3[model_ids][:, None, None] * n_atoms[None, :, None]
         return out[0], out[2]
 
     @functools.cached_property
-    def _contracted_weights(self) -> dict[tuple[int, int, int, int], np.ndarray]:
-        """Weights reshaped per (λ, center type, l1, l2) into (1+m, K, K) blocks."""
+    def _contracted_weights(self) -> dict[tuple[int, int], tuple[list[tuple[int, int]], np.ndarray]]:
+        """Weights regrouped for the fast path: for every (center type, l₂) the list of
+        partners (λ, l₁) and their K×K weight blocks side by side, (1+m, K, partners·K),
+        with column p·K + k₁ holding W_p[k₁, :] (K = n_elements × n_radial)."""
         labels = self.featurizer.feature_labels
         n_rad = self.hypers.max_radial + 1
         K = len(self.elements) * n_rad
         el_index = {z: i for i, z in enumerate(self.elements)}
-        out: dict[tuple[int, int, int, int], np.ndarray] = {}
+        blocks: dict[tuple[int, int, int, int], np.ndarray] = {}
         for lam in (0, 2):
-            lab = labels[lam]
             w = self.weights[lam]
-            ct, l1, l2, t1, n1, t2, n2 = lab.T
+            ct, l1, l2, t1, n1, t2, n2 = labels[lam].T
             k1 = np.array([el_index[z] for z in t1]) * n_rad + n1
             k2 = np.array([el_index[z] for z in t2]) * n_rad + n2
             for key in sorted(set(zip(ct.tolist(), l1.tolist(), l2.tolist()))):
                 sel = (ct == key[0]) & (l1 == key[1]) & (l2 == key[2])
                 block = np.zeros((w.shape[0], K, K))
                 np.add.at(block, (slice(None), k1[sel], k2[sel]), w[:, sel])
-                out[(lam, *key)] = block
-        return out
+                blocks[(lam, *key)] = block
+        groups: dict[tuple[int, int], tuple[list[tuple[int, int]], np.ndarray]] = {}
+        for (ct, l2) in sorted({(k[1], k[3]) for k in blocks}):
+            partners = [(lam, l1) for (lam, c, l1, l) in sorted(blocks) if c == ct and l == l2]
+            # (1+m, K2, p, K1): transpose each block so that ρ2 @ wcat gives W_p[k1, k2] ρ2[k2]
+            wcat = np.stack([blocks[(lam, ct, l1, l2)].transpose(0, 2, 1) for lam, l1 in partners], axis=2)
+            groups[(ct, l2)] = (partners, np.ascontiguousarray(wcat.reshape(wcat.shape[0], K, -1)))
+        return groups
 
     def _spherical_plain(self, frames: Sequence) -> tuple[np.ndarray, np.ndarray]:
         X0, X2 = self.featurizer.features(frames)
@@ -773,18 +799,22 @@ class AlphaModel:
         y2 = np.einsum("nup,Mp->Mnu", X2, self.weights[2])
         return y0, y2
 
-    def _all_models(self, frames: Sequence, *, plain: bool = False) -> np.ndarray:
+    def _all_models(self, frames: Sequence, *, plain: bool = False, models: slice = slice(None)) -> np.ndarray:
         frames = self.check_frames(frames)
-        y0, y2 = (self._spherical_plain if plain else self._spherical_fast)(frames)
+        if plain:
+            y0, y2 = self._spherical_plain(frames)
+            y0, y2 = y0[models], y2[models]
+        else:
+            y0, y2 = self._spherical_fast(frames, models)
         return spherical_to_alpha(y0, y2)
 
     def predict(self, frames: Sequence) -> np.ndarray:
         """α (n, 3, 3) in Å³ for a list of ase.Atoms (fast path, weights in the density)."""
-        return self._all_models(frames)[0]
+        return self._all_models(frames, models=slice(0, 1))[0]
 
     def predict_plain(self, frames: Sequence) -> np.ndarray:
         """α (n, 3, 3) through the full λ-SOAP features (the textbook path; slower)."""
-        return self._all_models(frames, plain=True)[0]
+        return self._all_models(frames, plain=True, models=slice(0, 1))[0]
 
     def predict_committee(self, frames: Sequence) -> np.ndarray:
         """Calibrated committee predictions (m, n, 3, 3), Å³.
@@ -794,7 +824,7 @@ class AlphaModel:
         """
         if self.n_committee < 1:
             raise InputError("the model has no committee", field="n_committee", fix="refit with n_committee ≥ 2")
-        return _calibrated(self._all_models(frames)[1:], self.committee_scale)
+        return _calibrated(self._all_models(frames, models=slice(1, None)), self.committee_scale)
 
     def predict_with_committee(self, frames: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """(α (n,3,3), calibrated committee (m,n,3,3)) from a single density evaluation."""
