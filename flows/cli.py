@@ -33,6 +33,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 COMMAND_MODULES: list[str] = [
     "transport",
     "analytics",
+    "alpha",
+    "spectra",
 ]
 
 _DEBUG_ENV = "RAMANSCREEN_DEBUG"

@@ -288,46 +288,26 @@ def _symmetrize(alpha_A3: np.ndarray, *, file: Any = None) -> np.ndarray:
     return 0.5 * (alpha_A3 + alpha_A3.transpose(0, 2, 1))
 
 
-def read_alpha_dataset(path: str | os.PathLike[str]) -> tuple[list, np.ndarray, str]:
-    """Read an extxyz α dataset → (frames, alpha_A3 (n,3,3), method).
+def read_training_set(path: str | os.PathLike[str]) -> tuple[list, np.ndarray, str]:
+    """Read an extxyz α dataset (``tasks.reference.read_alpha_dataset``) for training:
+    → (frames, alpha_A3 (n,3,3), method).
 
-    Every frame must carry ``info["polarizability"]`` (9 numbers, Å³, row-major); the
-    frames must agree on ``info["alpha_method"]`` (a missing method is read as
-    ``"unknown"`` with a warning; mixing methods is an error: one model, one level of
-    theory). Cells, sizes and compositions may differ between frames.
+    Every frame must carry ``info["polarizability"]`` (9 numbers, Å³, row-major), else
+    :class:`InputError`. The frames must agree on ``info["alpha_method"]``: one model, one
+    level of theory (a missing method reads as ``"unknown"``, with a warning). Cells,
+    sizes and compositions may differ between frames: the features are local.
     """
-    import ase.io
+    from tasks.reference import read_alpha_dataset
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=path, fix="give an extxyz dataset written by the reference stage")
-    try:
-        frames = list(ase.io.iread(str(path), index=":", format="extxyz"))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input here
-        raise InputError(f"cannot read as extxyz ({type(exc).__name__}: {exc})", file=path,
-                         fix="write the dataset with ase.io.write(..., format='extxyz')") from exc
-    if not frames:
-        raise InputError("no frames", file=path, fix="add frames with info['polarizability']")
-    alphas, methods = [], set()
-    for i, atoms in enumerate(frames):
-        if "polarizability" not in atoms.info:
-            raise InputError(f"frame {i} has no polarizability", file=path, field="polarizability",
-                             fix="every frame needs info['polarizability'] (9 numbers, Å³); "
-                                 "compute it with the reference stage or import-vasp")
-        value = np.asarray(atoms.info["polarizability"], dtype=np.float64)
-        if value.size != 9:
-            raise InputError(f"frame {i}: expected 9 numbers, got {value.size}", file=path, field="polarizability",
-                             fix="store the full 3x3 tensor, row-major")
-        alphas.append(value.reshape(3, 3))
-        methods.add(str(atoms.info.get("alpha_method", "unknown")))
+    ds = read_alpha_dataset(path)
+    methods = sorted(set(ds.methods))
     if len(methods) > 1:
-        raise InputError(f"frames mix α methods {sorted(methods)}", file=path, field="alpha_method",
+        raise InputError(f"frames mix α methods {methods}", file=path, field="alpha_method",
                          fix="train one model per level of theory (split the dataset by alpha_method)")
-    method = methods.pop()
-    if method == "unknown":
+    if methods[0] == "unknown":
         warnings.warn(f"{path}: no alpha_method in the frames; the model records method 'unknown'", stacklevel=2)
-    alpha = _check_alpha_array(np.array(alphas), "polarizability", file=path)
-    return frames, alpha, method
+    alpha = _check_alpha_array(ds.alpha_A3, "polarizability", file=path)
+    return list(ds.frames), alpha, methods[0]
 
 
 def _check_frames(frames: Any, field_name: str = "frames") -> list:
@@ -965,9 +945,12 @@ def predict_frames(model: AlphaModel, frames: Sequence, *, committee: bool = Fal
     return model.predict(frames)
 
 
-def iter_trajectory_chunks(path: str | os.PathLike[str], *, stride: int = 1, chunk: int = 64) -> Iterator[list]:
+def iter_trajectory_chunks(
+    path: str | os.PathLike[str], *, stride: int = 1, chunk: int = 64, fmt: str | None = None
+) -> Iterator[list]:
     """Yield lists of at most ``chunk`` ase.Atoms, every ``stride``-th frame of ``path``
-    (any format ASE reads); frames are read lazily, so memory is bounded by ``chunk``."""
+    (any format ASE reads; ``fmt`` names it when the file name does not); frames are read
+    lazily with ``ase.io.iread``, so memory is bounded by ``chunk`` whatever the length."""
     import ase.io
 
     path = Path(path)
@@ -979,7 +962,7 @@ def iter_trajectory_chunks(path: str | os.PathLike[str], *, stride: int = 1, chu
         raise InputError(f"chunk must be an integer ≥ 1, got {chunk!r}", field="chunk")
     buf: list = []
     try:
-        for atoms in ase.io.iread(str(path), index=slice(None, None, int(stride))):
+        for atoms in ase.io.iread(str(path), index=slice(None, None, int(stride)), format=fmt):
             buf.append(atoms)
             if len(buf) == chunk:
                 yield buf
@@ -1012,6 +995,7 @@ def predict_trajectory(
     chunk: int = 64,
     progress: Any | None = None,
     committee: bool = False,
+    fmt: str | None = None,
 ):
     """Stream a trajectory in chunks and predict α for every ``stride``-th frame.
 
@@ -1022,7 +1006,7 @@ def predict_trajectory(
     total = count_frames(traj_path, stride)
     task = progress.add_task("predicting α", total=total) if progress is not None else None
     alphas, committees = [], []
-    for frames in iter_trajectory_chunks(traj_path, stride=stride, chunk=chunk):
+    for frames in iter_trajectory_chunks(traj_path, stride=stride, chunk=chunk, fmt=fmt):
         frames = model.check_frames(frames, file=str(traj_path))
         if committee:
             a, c = model.predict_with_committee(frames)
