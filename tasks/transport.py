@@ -6,8 +6,9 @@ Conventions (see ``docs/transport.md`` for the full text):
   drift of a reference group is removed (:func:`remove_drift`; default: the *framework*, i.e.
   every atom not of an analysed species, mass-weighted).
 * MSD(t) per species with every time origin, by FFT (:func:`msd_fft`, O(F log F)).
-* D = slope / 6 of MSD(t) over the diffusive window, by default [10 %, 50 %] of the trajectory
-  duration.  Standard error from kinisi's Bayesian regression (default) or from block averaging.
+* D = slope / 6 of MSD(t) over the diffusive window, by default [10 %, 50 %] of one fifth of
+  the run (one block), i.e. [2 %, 10 %] of the run.  Standard error from kinisi's Bayesian
+  regression (default) or from block averaging over five blocks.
 * σ = n q² D / (k_B T) (Nernst–Einstein, Haven ratio 1), n from the mean cell volume.
 * VDOS per species from the velocity power spectrum (Welch, Hann window), normalised to unit
   area over ν ≥ 0 in cm⁻¹.
@@ -366,14 +367,15 @@ def analyze_transport(
         framework_species: species forming the framework for ``drift="framework"``.
         charges: formal charges in e, overriding :data:`FORMAL_CHARGES`; a species with no
             charge gets σ = None.
-        fit_start_ps, fit_end_ps: diffusive window of the MSD fit; default 10 % and 50 % of the
-            trajectory duration (skips ballistic/caged motion; stops before the number of
-            independent time origins gets small).
+        fit_start_ps, fit_end_ps: diffusive window of the MSD fit; default 10 % and 50 % of a
+            block (the run divided by ``n_blocks``), i.e. 2 % and 10 % of the run with five
+            blocks: skips ballistic/caged motion and stops where every block still has many
+            independent time origins, so full-run and block fits share one window.
         method: ``"kinisi"`` (default): D and its standard error are the mean and standard
             deviation of kinisi's Bayesian-regression posterior (MSD covariance model,
             window [fit_start, end of run]); ``"blocks"``: OLS fit of the FFT MSD over
             [fit_start, fit_end], standard error = std(D of ``n_blocks`` contiguous
-            blocks, fitted over the same fractional window) / √n_blocks.
+            blocks, each fitted over the same window) / √n_blocks.
         n_lags: number of log-spaced lags of the output curves (up to half the run).
         vdos_resolution_cm1: VDOS bin spacing (Welch segment length).
         vdos0_max_cm1: VDOS(ω→0) is the mean of the VDOS over bins 0 … ``vdos0_max_cm1``
@@ -412,8 +414,9 @@ def analyze_transport(
     dt = float(traj.dt_fs)
     n_frames = len(traj)
     duration_fs = (n_frames - 1) * dt
-    start_fs = 0.1 * duration_fs if fit_start_ps is None else fit_start_ps * 1e3
-    end_fs = 0.5 * duration_fs if fit_end_ps is None else fit_end_ps * 1e3
+    block_fs = duration_fs / max(1, n_blocks)
+    start_fs = 0.1 * block_fs if fit_start_ps is None else fit_start_ps * 1e3
+    end_fs = 0.5 * block_fs if fit_end_ps is None else fit_end_ps * 1e3
     if not (0 <= start_fs < end_fs <= duration_fs) or end_fs - start_fs < 2 * dt:
         raise InputError(
             f"fit window [{start_fs / 1e3:g}, {end_fs / 1e3:g}] ps does not fit in the {duration_fs / 1e3:g} ps run",
@@ -473,7 +476,7 @@ def analyze_transport(
                 method = "blocks"
         if method == "blocks":
             D = fit_msd_line(time_fs_all, msd, start_fs, end_fs)
-            Derr = _block_error(p, dt, start_fs / duration_fs, end_fs / duration_fs, n_blocks)
+            Derr = _block_error(p, dt, start_fs, end_fs, n_blocks)
         m2, m4 = displacement_moments(p, lags)
         a2 = non_gaussian_alpha2(m2, m4)
         msd_lags = msd[lags]
@@ -515,16 +518,20 @@ def analyze_transport(
     )
 
 
-def _block_error(p: np.ndarray, dt: float, start_frac: float, end_frac: float, n_blocks: int) -> float:
-    """Standard error of D (cm²/s): std of D over contiguous blocks / √n_blocks."""
+def _block_error(p: np.ndarray, dt: float, start_fs: float, end_fs: float, n_blocks: int) -> float:
+    """Standard error of D (cm²/s): std of D fitted over the same window in contiguous blocks / √n.
+
+    Every block must be at least twice as long as the window end, so fewer blocks are used
+    when the window is long; fewer than two blocks → NaN.
+    """
     n_frames = p.shape[0]
-    n_blocks = min(n_blocks, n_frames // MIN_FRAMES)
+    n_blocks = min(n_blocks, int((n_frames - 1) * dt // (2 * end_fs)), n_frames // MIN_FRAMES)
     if n_blocks < 2:
+        warnings.warn("fit window too long for two blocks: no standard error", stacklevel=3)
         return float("nan")
     length = n_frames // n_blocks
     t = np.arange(length) * dt
-    dur = (length - 1) * dt
-    ds = [fit_msd_line(t, msd_fft(p[b * length:(b + 1) * length]), start_frac * dur, end_frac * dur)
+    ds = [fit_msd_line(t, msd_fft(p[b * length:(b + 1) * length]), start_fs, end_fs)
           for b in range(n_blocks)]  # loop over a few blocks
     return float(np.std(ds, ddof=1) / np.sqrt(n_blocks))
 
