@@ -1,0 +1,126 @@
+"""``ramanscreen md`` / ``structure`` / ``import-md`` / ``force-check``: the MD stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from flows.cli import app
+from tasks.common import InputError
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _parse_kwargs(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, true, lists)."""
+    kwargs: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"cannot read {item!r}", field="--calc-kw", fix="write KEY=VALUE, e.g. --calc-kw model=0.3.0")
+        try:
+            kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = value
+    return kwargs
+
+
+@app.command()
+def md(
+    structure: str = typer.Argument(..., help="Builder name (AgI, Na3SbS4, Na3SbS4-W, Na3PS4, LLZO) or a CIF/POSCAR/extxyz file."),
+    temperature_k: float = typer.Option(..., "--temperature-k", help="Temperature in K."),
+    dt_fs: float = typer.Option(..., "--dt-fs", help="MD time step in fs."),
+    steps: int = typer.Option(..., "--steps", help="Production steps."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory (md.traj + md.json when done; rerun to resume)."),
+    equil_steps: int = typer.Option(0, "--equil-steps", help="Equilibration steps before production (not stored)."),
+    ensemble: str = typer.Option("nvt-nhc", "--ensemble", help="nvt-nhc (Nosé-Hoover chain) | langevin | npt."),
+    pressure_gpa: float = typer.Option(0.0, "--pressure-gpa", help="Pressure for --ensemble npt, GPa."),
+    calculator: str = typer.Option("chgnet", "--calculator", "-c", help="chgnet | sevenn | ase:module:Class."),
+    calc_kw: list[str] | None = typer.Option(None, "--calc-kw", help="Calculator keyword KEY=VALUE (repeat)."),
+    write_every: int = typer.Option(1, "--write-every", help="Store a frame every k production steps."),
+    alpha_stride: int = typer.Option(10, "--alpha-stride", help="Predict α on every n-th stored frame (recorded)."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Checkpoint every N steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed for velocities, disorder and Langevin noise."),
+    n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size (builder default: the paper's)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: settings num_threads)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard a partial or finished run in --out and start over."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run MLFF molecular dynamics: equilibrate, then store positions + velocities every k steps."""
+    from tasks.md import MDSettings, RichProgress, run_md
+    from tasks.structures import load_structure
+
+    settings = MDSettings(
+        temperature_k=temperature_k, dt_fs=dt_fs, steps=steps, equil_steps=equil_steps, ensemble=ensemble,
+        pressure_gpa=pressure_gpa, write_every=write_every, alpha_stride=alpha_stride,
+        checkpoint_every=checkpoint_every, seed=seed, calculator=calculator,
+        calculator_kwargs=_parse_kwargs(calc_kw), num_threads=threads,
+    )
+    settings.validate()
+    atoms = load_structure(structure, n_atoms=n_atoms, seed=seed)
+    with RichProgress(f"MD {atoms.get_chemical_formula()} {temperature_k:g} K", disable=quiet) as bar:
+        result = run_md(atoms, settings, out_dir, progress=bar, restart=restart)
+    m = result.metadata
+    resumed = f", resumed {m['n_resumes']}x" if m.get("n_resumes") else ""
+    out.print(
+        f"{result.traj_path}: {m['n_frames']} frames, {m['duration_ps']:.3g} ps of {m['formula']} with {m['model']}, "
+        f"<T> = {m['temperature_mean_k']:.1f} K, {m['ps_per_day']:.1f} ps/day{resumed}"
+    )
+
+
+@app.command()
+def structure(
+    name: str = typer.Argument(..., help="Builder name or alias (AgI, Na3SbS4, Na3SbS4-W, Na3PS4, LLZO) or a file."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Output file: .cif, .xyz (extxyz), .traj or POSCAR."),
+    n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size (default: the paper's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for disordered sublattices (AgI, LLZO, W-doping)."),
+) -> None:
+    """Write a built structure to a file."""
+    from tasks.structures import formal_charge, load_structure, min_distance_A, write_structure
+
+    atoms = load_structure(name, n_atoms=n_atoms, seed=seed)
+    write_structure(atoms, out_file)
+    out.print(f"{out_file}: {atoms.get_chemical_formula()} ({len(atoms)} atoms), charge {formal_charge(atoms):+d}, "
+              f"min distance {min_distance_A(atoms):.2f} Å")
+
+
+@app.command("import-md")
+def import_md_cmd(
+    trajectory: Path = typer.Argument(..., help="Your MD: vasprun.xml, XDATCAR, extxyz, LAMMPS dump, ASE .traj."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Output .traj (a sidecar .json is written next to it)."),
+    dt_fs: float | None = typer.Option(None, "--dt-fs", help="Time between stored frames in fs."),
+    temperature_k: float | None = typer.Option(None, "--temperature-k", help="MD temperature in K (recorded)."),
+    alpha_stride: int = typer.Option(10, "--alpha-stride", help="Predict α on every n-th frame (recorded)."),
+    fmt: str | None = typer.Option(None, "--format", help="ASE format name if the file name does not tell."),
+    type_map: list[str] | None = typer.Option(None, "--type-map", help="LAMMPS dumps: element of type 1, 2, ... (repeat)."),
+) -> None:
+    """Convert MD you already ran into ramanscreen's trajectory + metadata files."""
+    from tasks.md import import_md
+
+    res = import_md(trajectory, out_file, dt_fs=dt_fs, fmt=fmt, type_map=type_map or None,
+                    temperature_k=temperature_k, alpha_stride=alpha_stride)
+    m = res.metadata
+    out.print(f"{res.traj_path}: {m['n_frames']} frames of {m['formula']}, {m['frame_dt_fs']:g} fs apart")
+
+
+@app.command("force-check")
+def force_check_cmd(
+    reference: list[Path] = typer.Argument(..., help="Reference forces: extxyz with forces, VASP OUTCARs or vasprun.xml."),
+    calculator: str = typer.Option("chgnet", "--calculator", "-c", help="chgnet | sevenn | ase:module:Class."),
+    calc_kw: list[str] | None = typer.Option(None, "--calc-kw", help="Calculator keyword KEY=VALUE (repeat)."),
+    plot: Path = typer.Option(Path("force_parity.png"), "--out", "-o", help="Parity plot (PNG)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads."),
+) -> None:
+    """Force RMSE of the MLFF against reference forces, with a parity plot (paper Fig. S1)."""
+    from tasks.common import atomic_write
+    from tasks.md import force_check
+
+    res = force_check([str(p) for p in reference], calculator, plot_path=plot,
+                      calculator_kwargs=_parse_kwargs(calc_kw), num_threads=threads)
+    with atomic_write(plot.with_suffix(".json"), "w") as fh:
+        json.dump(res.summary(), fh, indent=2)
+    per = ", ".join(f"{k} {v:.3f}" for k, v in res.rmse_by_element_eV_A.items())
+    out.print(f"force RMSE {res.rmse_eV_A:.3f} eV/Å over {res.n_frames} frames ({per}); plot: {plot}")
