@@ -33,6 +33,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 COMMAND_MODULES: list[str] = [
     "transport",
     "analytics",
+    "md",
     "alpha",
     "spectra",
 ]
