@@ -1,0 +1,344 @@
+"""analytics/: DuckDB views, ranking, Spearman, classification, plots, and the rank/query CLI.
+
+Results are written through the real writer into real Parquet files; DuckDB reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from analytics.db import check_read_only, connect, run_query, views_sql
+from analytics.ranking import Thresholds, ranking, summarize
+from analytics.report import write_report
+from tasks.common import InputError
+from tasks.results import write_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_results import FREQ, SYNTHETIC, synthetic_spectrum, write_synthetic  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+STEP_FREQ = np.arange(0.0, 1000.0 + 1e-9, 1.0)
+
+#: name -> (target cp_fraction, D of Na in cm^2/s); see test_ranking_order_spearman_and_classes.
+STEP_RUNS = {"A": (0.6, 2.8e-5), "B": (0.4, 5e-6), "C": (0.2, 1e-7), "D": (0.1, 8e-6), "E": (0.05, 0.0)}
+
+
+def step_amplitude(cp: float) -> float:
+    """Intensity a on [0, 50] and 1 above, on a 1 cm^-1 grid to 1000 cm^-1, gives
+    cp_fraction = 47.5 a / (47.5 a + 949.5): bins 4..50 weigh 1, the window edge bin 3 and the
+    last bin 1000 weigh 1/2, bins 51..999 weigh 1 (3 <= omega <= 50 is the window)."""
+    return 949.5 * cp / (47.5 * (1.0 - cp))
+
+
+def write_step_run(root, campaign: str, name: str, cp: float, d: float, **meta_over) -> None:
+    a = step_amplitude(cp)
+    meta = dict(formula=name, temperature_k=600.0, n_atoms=64, mlff="chgnet", reference_method="embedded",
+                n_train=100, mobile_species="Na")
+    meta.update(meta_over)
+    write_run(root, campaign, name, "r1", meta=meta,
+              spectrum={"freq_cm1": STEP_FREQ, "intensity": np.where(STEP_FREQ <= 50.0, a, 1.0)},
+              transport=[{"species": "Na", "D_cm2_s": d, "D_err_cm2_s": 0.1 * d}, {"species": "S", "D_cm2_s": 1e-10}],
+              descriptors={"lowfreq_to_host_ratio": 10 * cp if name != "D" else 10.0},
+              ml_metrics=dict(r2_diag=0.9, r2_offdiag=0.8, rmse_diag_A3=0.5, rmse_offdiag_A3=0.3))
+
+
+@pytest.fixture(scope="module")
+def step_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("step")
+    for name, (cp, d) in STEP_RUNS.items():
+        write_step_run(root, "steps", name, cp, d)
+    return root
+
+
+@pytest.fixture(scope="module")
+def paper_root(tmp_path_factory) -> Path:
+    """The paper's four materials as synthetic spectra, plus a second campaign."""
+    root = tmp_path_factory.mktemp("paper")
+    for name in SYNTHETIC:
+        write_synthetic(root, "quick", name)
+    write_synthetic(root, "other", "AgI", scale=0.5)
+    return root
+
+
+def tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "reports" not in p.parts and "_locks" not in p.parts:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+# --------------------------------------------------------------------------- central peak
+
+
+def test_cp_fraction_matches_the_hand_computed_step(step_root) -> None:
+    con = connect(step_root)
+    got = dict(con.execute("SELECT material, cp_fraction FROM central_peak").fetchall())
+    assert got == pytest.approx({k: v[0] for k, v in STEP_RUNS.items()}, rel=1e-12)
+    # The window is a parameter of the table macro: 3..1000 holds all the intensity.
+    assert con.execute("SELECT min(cp_fraction), max(cp_fraction) FROM central_peak_window(3, 1000)").fetchall() == [
+        (pytest.approx(1.0), pytest.approx(1.0))]
+
+
+def test_cp_fraction_matches_a_numpy_reference(paper_root) -> None:
+    con = connect(paper_root)
+    got = dict(con.execute("SELECT material, cp_fraction FROM central_peak WHERE campaign = 'quick'").fetchall())
+    for name, (*_, cp_amp, peaks) in SYNTHETIC.items():
+        spec = synthetic_spectrum(cp_amp, peaks)
+        f, y = spec["freq_cm1"], spec["intensity"]
+        keep = f >= 3.0
+        f, y = f[keep], y[keep]
+        w = np.gradient(f) * 1.0
+        w[0], w[-1] = (f[1] - f[0]) / 2, (f[-1] - f[-2]) / 2
+        expect = np.sum((y * w)[f <= 50.0]) / np.sum(y * w)
+        assert got[name] == pytest.approx(expect, rel=1e-12), name
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def test_ranking_order_spearman_and_classes(step_root) -> None:
+    from scipy.stats import permutation_test, spearmanr
+
+    con = connect(step_root)
+    rows = ranking(con, "steps")
+    assert [r["material"] for r in rows] == ["A", "B", "C", "D", "E"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["metric_value"] for r in rows] == pytest.approx([0.6, 0.4, 0.2, 0.1, 0.05])
+    # D = 5e-6 and 1e-7 sit exactly on the thresholds: "at or above" is the stated rule.
+    assert [r["conduction"] for r in rows] == ["liquid-like", "liquid-like", "hopping", "liquid-like", "non-conducting"]
+    assert [r["central_peak"] for r in rows] == [True, True, False, False, False]
+    assert [r["consistent"] for r in rows] == [True, True, True, False, True]
+    assert all(r["mobile_species"] == "Na" for r in rows)
+    # Ranks of cp: A1 B2 C3 D4 E5; of D: A1 D2 B3 C4 E5 -> sum d^2 = 6, rho = 1 - 6*6/(5*24) = 0.7.
+    s = summarize(rows)
+    assert s.n == 5 and s.spearman_rho == pytest.approx(0.7)
+    cps, ds = [r["metric_value"] for r in rows], [r["D_cm2_s"] for r in rows]
+    ref = permutation_test((cps, ds), lambda x, y: spearmanr(x, y).statistic, permutation_type="pairings",
+                           n_resamples=np.inf, alternative="two-sided")
+    assert s.spearman_p == pytest.approx(ref.pvalue)
+    # Other thresholds move the classes.
+    strict = ranking(con, "steps", thresholds=Thresholds(d_liquid_cm2_s=1e-5, d_hopping_cm2_s=1e-6, cp_threshold=0.5))
+    assert [r["conduction"] for r in strict] == ["liquid-like", "hopping", "non-conducting", "hopping", "non-conducting"]
+    assert [r["central_peak"] for r in strict] == [True, False, False, False, False]
+
+
+def test_ranking_by_a_descriptor_and_bad_metric(step_root) -> None:
+    con = connect(step_root)
+    rows = ranking(con, metric="lowfreq_to_host_ratio")
+    assert [r["material"] for r in rows] == ["D", "A", "B", "C", "E"]
+    assert rows[0]["metric"] == "lowfreq_to_host_ratio" and rows[0]["metric_value"] == 10.0
+    with pytest.raises(InputError, match="unknown ranking metric") as info:
+        ranking(con, metric="nope")
+    assert "lowfreq_to_host_ratio" in str(info.value)
+    with pytest.raises(InputError, match="not a column name"):
+        ranking(con, metric="x; DROP VIEW spectra")
+    with pytest.raises(InputError, match="no committed runs for campaign 'missing'"):
+        ranking(con, "missing")
+    with pytest.raises(InputError, match="d_hopping"):
+        Thresholds(d_liquid_cm2_s=1e-7, d_hopping_cm2_s=1e-6)
+
+
+def test_mobile_species_defaults_to_the_fastest(tmp_path) -> None:
+    write_run(tmp_path, "c", "LLZO", "r1",
+              meta=dict(formula="Li7La3Zr2O12", temperature_k=900, n_atoms=192, mlff="chgnet", reference_method="x",
+                        n_train=10),
+              spectrum={"freq_cm1": STEP_FREQ, "intensity": np.ones_like(STEP_FREQ)},
+              transport=[{"species": "O", "D_cm2_s": 1e-9}, {"species": "Li", "D_cm2_s": 7e-6},
+                         {"species": "La", "D_cm2_s": 1e-10}])
+    (row,) = ranking(connect(tmp_path))
+    assert (row["mobile_species"], row["D_cm2_s"], row["conduction"]) == ("Li", 7e-6, "liquid-like")
+    assert summarize([row]).spearman_rho is None
+
+
+def test_campaigns_are_ranked_separately_and_together(paper_root) -> None:
+    con = connect(paper_root)
+    quick = ranking(con, "quick")
+    assert [r["material"] for r in quick] == ["AgI", "Na3PS4", "Na3SbS4-W", "Na3SbS4"]
+    assert [r["conduction"] for r in quick] == ["liquid-like", "liquid-like", "hopping", "non-conducting"]
+    assert summarize(quick).spearman_rho == pytest.approx(1.0)
+    both = ranking(con)
+    assert len(both) == 5 and {r["campaign"] for r in both} == {"quick", "other"}
+    (other,) = ranking(con, "other")
+    assert other["D_cm2_s"] == pytest.approx(1.4e-5)
+
+
+# --------------------------------------------------------------------------- read-only SQL
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM transport",
+        "COPY transport TO '{root}/stolen.csv'",
+        "COPY (SELECT * FROM spectra) TO '{root}/spectra/x.parquet' (FORMAT parquet)",
+        "CREATE TABLE t AS SELECT * FROM transport",
+        "CREATE OR REPLACE VIEW transport AS SELECT 1",
+        "DROP VIEW transport",
+        "INSERT INTO transport SELECT * FROM transport",
+        "UPDATE transport SET D_cm2_s = 1",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "ATTACH '{root}/x.db'",
+        "SET enable_external_access = true",
+        "SET VARIABLE results_root = '/etc'",
+        "PRAGMA enable_profiling",
+        "EXPORT DATABASE '{root}/dump'",
+        "EXPLAIN ANALYZE DELETE FROM transport",
+        "SELECT 1; DELETE FROM transport",
+    ],
+)
+def test_query_refuses_anything_but_select(paper_root, statement) -> None:
+    before = tree_digest(paper_root)
+    con = connect(paper_root)
+    with pytest.raises(InputError) as info:
+        run_query(con, statement.format(root=paper_root))
+    assert "\n" not in str(info.value)
+    assert info.value.field == "query"
+    assert run_query(con, "SELECT count(*) FROM transport").rows == [(10,)]
+    assert tree_digest(paper_root) == before
+
+
+def test_query_reads_views_but_no_files_outside_the_root(paper_root) -> None:
+    con = connect(paper_root)
+    res = run_query(con, "SELECT material, round(cp_fraction, 3) AS cp FROM screening WHERE campaign = 'quick' "
+                         "ORDER BY cp DESC")
+    assert res.columns == ["material", "cp"] and [r[0] for r in res.rows] == list(SYNTHETIC)
+    assert run_query(con, "EXPLAIN SELECT * FROM spectra").columns
+    assert run_query(con, "SELECT * FROM msd", limit=5).truncated
+    with pytest.raises(InputError, match="disabled by configuration"):
+        run_query(con, "SELECT * FROM read_csv('/etc/passwd')")
+    # The sandbox is locked: even the raw connection cannot lift it.
+    with pytest.raises(duckdb.Error, match="locked"):
+        con.execute("SET enable_external_access = true")
+    with pytest.raises(InputError, match="cannot parse"):
+        check_read_only("SELEC 1")
+
+
+# --------------------------------------------------------------------------- roots and the SQL file
+
+
+def test_malformed_results_roots_give_one_line_errors(tmp_path, paper_root) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    junk = tmp_path / "junk"
+    (junk / "stuff").mkdir(parents=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root, text in ((tmp_path / "missing", "does not exist"), (afile, "is a file"),
+                       (empty, "no committed ramanscreen runs"), (junk, "no committed ramanscreen runs")):
+        with pytest.raises(InputError, match=text):
+            connect(root)
+    # A damaged Parquet file: one line naming the root, not a DuckDB traceback.
+    broken = tmp_path / "broken"
+    write_step_run(broken, "c", "A", 0.5, 1e-5)
+    victim = next((broken / "spectra").rglob("*.parquet"))
+    victim.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(InputError, match="cannot read the results") as info:
+        ranking(connect(broken))
+    assert "\n" not in str(info.value) and str(broken) in str(info.value)
+
+
+def test_views_sql_runs_as_the_duckdb_cli_would(paper_root, tmp_path, monkeypatch) -> None:
+    # `duckdb -cmd "SET VARIABLE results_root = '<root>'" -cmd ".read analytics/views.sql"`
+    con = duckdb.connect()
+    con.execute(f"SET VARIABLE results_root = '{paper_root}'")
+    con.execute(views_sql())
+    assert con.execute("SELECT count(*) FROM screening").fetchall() == [(5,)]
+    # Without the SET the root defaults to ./results.
+    (tmp_path / "results").symlink_to(paper_root, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    con = duckdb.connect()
+    con.execute((REPO / "analytics" / "views.sql").read_text())
+    assert con.execute("SELECT count(*) FROM materials").fetchall() == [(5,)]
+
+
+def test_newer_schema_version_is_refused(tmp_path, monkeypatch) -> None:
+    from tasks import results
+
+    monkeypatch.setattr(results, "SCHEMA_VERSION", 99)
+    write_step_run(tmp_path, "c", "A", 0.5, 1e-5)
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="schema version 99"):
+        connect(tmp_path)
+
+
+# --------------------------------------------------------------------------- report and CLI
+
+
+def test_write_report_files(paper_root, tmp_path) -> None:
+    paths = write_report(paper_root, "quick", tmp_path / "rep")
+    for key in ("scatter_png", "spectra_png"):
+        data = paths[key].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, key
+    csv = paths["ranking_csv"].read_text().splitlines()
+    assert csv[0].startswith("rank,campaign,material") and len(csv) == 5
+    assert [line.split(",")[2] for line in csv[1:]] == list(SYNTHETIC)
+    md = paths["ranking_md"].read_text()
+    assert "Spearman(cp_fraction, D) = +1.000" in md and "liquid-like: D ≥ 5e-06 cm²/s" in md
+    import json
+
+    summary = json.loads(paths["summary_json"].read_text())
+    assert summary["n_runs"] == 4 and summary["spearman_rho"] == pytest.approx(1.0)
+    again = write_report(paper_root, "quick", tmp_path / "rep")
+    assert again == paths
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == sorted(p.name for p in paths.values())
+
+
+def test_cli_rank_prints_table_and_writes_plots(paper_root, tmp_path) -> None:
+    out = cli("rank", str(paper_root), "--campaign", "quick", "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    order = [next(i for i, ln in enumerate(lines) if f" {name} " in ln) for name in SYNTHETIC]
+    assert order == sorted(order)
+    assert "Spearman(cp_fraction, D) = +1.000" in out.stdout
+    assert "non-conducting: D < 1e-07" in out.stdout
+    assert (tmp_path / "r" / "central_peak_vs_D.png").is_file()
+    assert (tmp_path / "r" / "spectra_overlay.png").is_file()
+
+
+def test_cli_query_and_refusals(paper_root, tmp_path) -> None:
+    ok = cli("query", "SELECT material, species FROM mobile_transport WHERE campaign = 'quick' ORDER BY material",
+             "--results-root", str(paper_root))
+    assert ok.returncode == 0, ok.stderr
+    assert "Na3SbS4-W" in ok.stdout and "4 rows" in ok.stdout
+    target = tmp_path / "out.csv"
+    for sql in ("DELETE FROM spectra", f"COPY spectra TO '{target}'", "CREATE TABLE x AS SELECT 1"):
+        bad = cli("query", sql, "--results-root", str(paper_root))
+        assert bad.returncode == 2, bad.stdout
+        assert bad.stderr.count("\n") == 1 and "only read queries" in bad.stderr
+    assert not target.exists()
+    for args in (["rank", str(tmp_path / "nowhere")], ["query", "SELECT 1", "-r", str(tmp_path)]):
+        bad = cli(*args)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:"), bad.stderr
+
+
+def test_duckdb_shell_reads_the_same_views(paper_root) -> None:
+    """docs/results.md's recipe, run with the real `duckdb` shell (test extra `duckdb-cli`)."""
+    import shutil
+
+    exe = Path(sys.executable).with_name("duckdb")
+    exe = str(exe) if exe.exists() else shutil.which("duckdb")
+    if exe is None:
+        pytest.skip("the duckdb shell is not installed (pip install duckdb-cli)")
+    out = subprocess.run(
+        [exe, "-csv", "-cmd", f"SET VARIABLE results_root = '{paper_root}'", "-cmd", ".read analytics/views.sql",
+         "-c", "SELECT material, mobile_species FROM screening WHERE campaign = 'quick' ORDER BY cp_fraction DESC"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["material,mobile_species", "AgI,Ag", "Na3PS4,Na", "Na3SbS4-W,Na", "Na3SbS4,Na"]
