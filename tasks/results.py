@@ -553,16 +553,10 @@ def _run_lock(results_root: Path, campaign: str, material: str, run_id: str) -> 
 
 
 def _check_root(results_root: str | os.PathLike[str]) -> Path:
+    """The root may hold other things (caches, reports); it only has to be a directory."""
     root = Path(results_root)
     if root.exists() and not root.is_dir():
         raise InputError("results root is a file, not a directory", file=root, fix="pass a directory")
-    stray = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
-             and p.name not in TABLES and p.name != "reports"] if root.is_dir() else []
-    if root.is_dir() and stray and not any((root / t).exists() for t in TABLES):
-        raise InputError(
-            f"{root} holds other data ({', '.join(sorted(stray)[:3])}), not ramanscreen results",
-            file=root, fix="choose an empty or a ramanscreen results directory",
-        )
     return root
 
 

@@ -270,3 +270,15 @@ def test_spectrum_object_with_attributes_is_accepted(tmp_path) -> None:
     write_synthetic(tmp_path, "camp", "AgI", spectrum=Spectrum(f, f + 1, f, 2 * f))
     assert sql(tmp_path, "SELECT intensity, gamma2, band_low FROM spectra ORDER BY freq_cm1") == [
         (1.0, 0.0, None), (6.0, 10.0, None), (11.0, 20.0, None)]
+
+
+def test_transport_as_per_species_mapping_and_root_with_other_data(tmp_path) -> None:
+    (tmp_path / "prefect-cache").mkdir()  # a results root may hold other things
+    write_synthetic(tmp_path, "camp", "AgI", transport={"Ag": {"D_cm2_s": 2e-5, "D_err_cm2_s": 1e-6},
+                                                        "I": {"D_cm2_s": 3e-9}})
+    assert sql(tmp_path, "SELECT species, D_cm2_s, D_err_cm2_s FROM transport ORDER BY 1") == [
+        ("Ag", 2e-5, 1e-6), ("I", 3e-9, None)]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        write_synthetic(afile, "camp", "AgI")
