@@ -159,7 +159,7 @@ def msd_fft(positions_A: np.ndarray, *, atoms_per_block: int | None = None) -> n
 
 
 def displacement_moments(
-    positions_A: np.ndarray, lags: np.ndarray, *, max_origins: int = 2000
+    positions_A: np.ndarray, lags: np.ndarray, *, max_origins: int = 1000
 ) -> tuple[np.ndarray, np.ndarray]:
     """⟨|Δr|²⟩ and ⟨|Δr|⁴⟩ at the given lags (frames), by direct differences.
 

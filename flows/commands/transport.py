@@ -40,8 +40,8 @@ def transport(
     drift: str = typer.Option("framework", "--drift", help="Centre-of-mass drift removal: framework | system | none."),
     framework: list[str] | None = typer.Option(None, "--framework", help="Framework species for --drift framework (default: all non-analysed species)."),
     charge: list[str] | None = typer.Option(None, "--charge", help="Formal charge override, e.g. --charge Na=1."),
-    fit_start_ps: float | None = typer.Option(None, "--fit-start-ps", help="Start of the MSD fit window (default 10 % of the run)."),
-    fit_end_ps: float | None = typer.Option(None, "--fit-end-ps", help="End of the fit window for --method blocks (default 50 % of the run)."),
+    fit_start_ps: float | None = typer.Option(None, "--fit-start-ps", help="Start of the MSD fit window (default 2 % of the run: 10 % of one of five blocks)."),
+    fit_end_ps: float | None = typer.Option(None, "--fit-end-ps", help="End of the fit window for --method blocks (default 10 % of the run; kinisi fits to the end)."),
     method: str = typer.Option("kinisi", "--method", help="D and its error: kinisi (Bayesian regression) | blocks (OLS + block averaging)."),
     plot: bool = typer.Option(False, "--plot", help="Also write MSD/α₂ and VDOS PNGs."),
 ) -> None:
