@@ -2,6 +2,15 @@
 
 Both write PNGs atomically (temporary name, then rename) and use the Agg backend, so they
 run headless.
+
+>>> import tempfile, pathlib
+>>> rows = [{"material": "AgI", "temperature_k": 500.0, "D_cm2_s": 2.8e-5, "D_err_cm2_s": 3e-6,
+...          "metric": "cp_fraction", "metric_value": 0.6, "conduction": "liquid-like"},
+...         {"material": "Na3SbS4", "temperature_k": 300.0, "D_cm2_s": 0.0, "metric": "cp_fraction",
+...          "metric_value": 0.03, "conduction": "non-conducting"}]
+>>> png = scatter_cp_vs_d(rows, pathlib.Path(tempfile.mkdtemp()) / "cp_vs_D.png")
+>>> png.read_bytes()[:4]
+b'\x89PNG'
 """
 
 from __future__ import annotations

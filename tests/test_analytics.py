@@ -219,6 +219,8 @@ def test_query_reads_views_but_no_files_outside_the_root(paper_root) -> None:
                          "ORDER BY cp DESC")
     assert res.columns == ["material", "cp"] and [r[0] for r in res.rows] == list(SYNTHETIC)
     assert run_query(con, "EXPLAIN SELECT * FROM spectra").columns
+    assert run_query(con, "EXPLAIN ANALYZE SELECT count(*) FROM spectra").rows
+    assert "cp_fraction" in [r[0] for r in run_query(con, "DESCRIBE screening").rows]
     assert run_query(con, "SELECT * FROM msd", limit=5).truncated
     with pytest.raises(InputError, match="disabled by configuration"):
         run_query(con, "SELECT * FROM read_csv('/etc/passwd')")
@@ -342,3 +344,13 @@ def test_duckdb_shell_reads_the_same_views(paper_root) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["material,mobile_species", "AgI,Ag", "Na3PS4,Na", "Na3SbS4-W,Na", "Na3SbS4,Na"]
+
+
+@pytest.mark.parametrize("module", ["tasks.results", "analytics.db", "analytics.ranking", "analytics.plots",
+                                    "analytics.report"])
+def test_docstring_examples_run(module) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
