@@ -1,0 +1,295 @@
+"""λ-SOAP polarizability model: equivariance, invariance, persistence, learning, bad input.
+
+The data come from the embedded Thole point-dipole reference model (tasks.reference) on
+disordered 16-atom α-AgI cells, so the targets are anisotropic, geometry-dependent and
+physically shaped, not a function the model was built around.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from ase import Atoms
+from scipy.spatial.transform import Rotation
+
+from tasks.common import InputError
+from tasks.polarizability import (
+    AlphaModel,
+    SOAPHypers,
+    alpha_metrics,
+    alpha_to_spherical,
+    iter_trajectory_chunks,
+    learning_curve,
+    predict_frames,
+    predict_trajectory,
+    read_training_set,
+    spherical_to_alpha,
+)
+
+N_FRAMES = 64
+N_TRAIN = 40
+
+
+def _agi_frames(n: int, seed: int) -> list[Atoms]:
+    from tasks.structures import build_structure
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n):
+        atoms = build_structure("AgI", n_atoms=16, seed=seed * 1000 + k)
+        atoms.positions += rng.normal(0.0, 0.25, atoms.positions.shape)
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def dataset() -> tuple[list[Atoms], np.ndarray, str]:
+    from tasks.reference import get_backend
+
+    backend = get_backend("dipole")
+    frames = _agi_frames(N_FRAMES, seed=1)
+    results = [backend.compute(a) for a in frames]
+    return frames, np.array([r.alpha_A3 for r in results]), results[0].method
+
+
+@pytest.fixture(scope="module")
+def model(dataset) -> AlphaModel:
+    frames, alpha, method = dataset
+    return AlphaModel.fit(frames[:N_TRAIN], alpha[:N_TRAIN], n_committee=6, seed=3, method=method)
+
+
+@pytest.fixture(scope="module")
+def dataset_file(dataset, tmp_path_factory):
+    from tasks.reference import ReferenceResult, write_alpha_dataset
+
+    frames, alpha, method = dataset
+    path = tmp_path_factory.mktemp("alpha") / "agi.extxyz"
+    write_alpha_dataset(frames, [ReferenceResult(a, method) for a in alpha], path)
+    return path
+
+
+def _rotate(atoms: Atoms, R: np.ndarray) -> Atoms:
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ R.T, scale_atoms=False)
+    out.positions = atoms.positions @ R.T
+    return out
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+# --------------------------------------------------------------------- λ decomposition
+
+
+def test_spherical_round_trip_and_trace(rng) -> None:
+    a = rng.normal(size=(7, 3, 3))
+    a = a + a.transpose(0, 2, 1)
+    a0, a2 = alpha_to_spherical(a)
+    assert a0.shape == (7, 1) and a2.shape == (7, 5)
+    np.testing.assert_allclose(spherical_to_alpha(a0, a2), a, atol=1e-13)
+    # λ=0 carries exactly the trace: |a0| = tr(α)/√3; λ=2 is traceless.
+    np.testing.assert_allclose(np.abs(a0[:, 0]), np.abs(np.trace(a, axis1=1, axis2=2)) / np.sqrt(3), rtol=1e-12)
+    np.testing.assert_allclose(np.trace(spherical_to_alpha(np.zeros_like(a0), a2), axis1=1, axis2=2), 0, atol=1e-13)
+    # The λ=2 components rotate with a Wigner matrix: their norm is rotation invariant.
+    R = Rotation.random(random_state=4).as_matrix()
+    _, a2r = alpha_to_spherical(R @ a @ R.T)
+    np.testing.assert_allclose(np.linalg.norm(a2r, axis=1), np.linalg.norm(a2, axis=1), rtol=1e-12)
+
+
+def test_metrics_analytic() -> None:
+    true = np.array([np.diag([1.0, 2.0, 3.0]) + k * (np.ones((3, 3)) - np.eye(3)) for k in range(5)])
+    pred = true + 0.5 * np.eye(3)  # diagonal off by exactly 0.5, off-diagonal exact
+    m = alpha_metrics(true, pred)
+    assert m["rmse_diag_A3"] == pytest.approx(0.5)
+    assert m["rmse_offdiag_A3"] == 0.0 and m["r2_offdiag"] == 1.0
+    pooled = true[:, [0, 1, 2], [0, 1, 2]].ravel()
+    assert m["r2_diag"] == pytest.approx(1 - 0.25 * pooled.size / np.sum((pooled - pooled.mean()) ** 2))
+
+
+# --------------------------------------------------------------------------- symmetry
+
+
+def test_rotated_structure_gives_rotated_alpha(model, dataset) -> None:
+    frames = dataset[0][N_TRAIN:N_TRAIN + 4]
+    pred = model.predict(frames)
+    committee = model.predict_committee(frames)
+    for k, seed in enumerate([0, 1, 2, 3]):
+        R = Rotation.random(random_state=seed).as_matrix()
+        if k == 3:
+            R = -R  # an improper rotation: α is a true tensor, σ=+1 features are inversion-even
+        rot = model.predict([_rotate(frames[k], R)])[0]
+        assert _rel(rot, R @ pred[k] @ R.T) < 1e-10
+        rot_c = model.predict_committee([_rotate(frames[k], R)])[:, 0]
+        assert _rel(rot_c, np.einsum("ab,mbc,dc->mad", R, committee[:, k], R)) < 1e-10
+
+
+def test_permuted_atoms_give_same_alpha(model, dataset) -> None:
+    atoms = dataset[0][N_TRAIN + 1]
+    perm = np.random.default_rng(7).permutation(len(atoms))
+    assert _rel(model.predict([atoms[perm]])[0], model.predict([atoms])[0]) < 1e-12
+
+
+def test_fast_path_matches_plain_features(model, dataset) -> None:
+    frames = dataset[0][N_TRAIN:]
+    fast, plain = model.predict(frames), model.predict_plain(frames)
+    assert _rel(fast, plain) < 1e-10
+    # All committee members too (the fast path contracts each member's weights).
+    y0, y2 = model._spherical_plain(frames)
+    np.testing.assert_allclose(model._all_models(frames), spherical_to_alpha(y0, y2), rtol=0, atol=1e-10 * np.abs(plain).max())
+
+
+def test_supercell_and_mixed_cells(model, dataset) -> None:
+    """α is extensive: a 2x supercell of a cell predicts exactly twice its α (with a
+    warning, as 32 atoms lie outside the 16-atom training range); frames of different
+    cells and sizes train together."""
+    atoms = dataset[0][N_TRAIN + 2]
+    with pytest.warns(UserWarning, match="trained on 16–16"):
+        double = model.predict([atoms.repeat((1, 1, 2))])[0]
+    assert _rel(double, 2 * model.predict([atoms])[0]) < 1e-10
+    frames, alpha, _ = dataset
+    mixed = frames[:20] + [f.repeat((2, 1, 1)) for f in frames[20:30]]
+    mixed_alpha = np.concatenate([alpha[:20], 2 * alpha[20:30]])
+    m = AlphaModel.fit(mixed, mixed_alpha, hypers=SOAPHypers(max_radial=3, max_angular=2), n_committee=0)
+    assert m.meta["n_atoms_range"] == [16, 32]
+    assert np.all(np.isfinite(m.predict(frames[40:42])))
+
+
+# ------------------------------------------------------------------------ persistence
+
+
+def test_save_load_predicts_identically_and_refits_exactly(model, dataset, tmp_path) -> None:
+    frames, alpha, method = dataset
+    mts, side = model.save(tmp_path / "agi")
+    assert mts.name == "agi.mts" and side.name == "agi.json"
+    meta = json.loads(side.read_text())
+    assert meta["elements"] == [47, 53] and meta["meta"]["alpha_method"] == method
+    assert meta["meta"]["n_train"] == N_TRAIN and meta["meta"]["featomic_version"] == "0.6.7"
+    loaded = AlphaModel.load(tmp_path / "agi.mts")
+    test = frames[N_TRAIN:]
+    np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
+    np.testing.assert_array_equal(loaded.predict_committee(test), model.predict_committee(test))
+    refit = loaded.refit(frames[:N_TRAIN], alpha[:N_TRAIN])
+    for lam in (0, 2):
+        np.testing.assert_array_equal(refit.weights[lam], model.weights[lam])
+    np.testing.assert_array_equal(refit.intercept_per_atom_A3, model.intercept_per_atom_A3)
+    # A weights file from other hyperparameters is refused, not silently misread.
+    other = AlphaModel.fit(frames[:10], alpha[:10], hypers=SOAPHypers(max_radial=2, max_angular=2), n_committee=0)
+    other.save(tmp_path / "other")
+    (tmp_path / "other.json").write_text(side.read_text())
+    with pytest.raises(InputError, match="do not match"):
+        AlphaModel.load(tmp_path / "other.mts")
+
+
+# ----------------------------------------------------------------- accuracy, committee
+
+
+def test_learning_curve_improves_with_n(dataset) -> None:
+    frames, alpha, _ = dataset
+    curve = learning_curve(frames, alpha, [6, 16, 44], repeats=2, n_test=16, seed=5)
+    s = curve.summary()
+    assert list(s["n_train"]) == [6, 16, 44]
+    for name in ("r2_diag", "r2_offdiag"):
+        assert s[f"{name}_mean"][0] < s[f"{name}_mean"][1] < s[f"{name}_mean"][2], s
+    for name in ("rmse_diag_A3", "rmse_offdiag_A3"):
+        assert s[f"{name}_mean"][2] < 0.7 * s[f"{name}_mean"][0], s
+    assert s["r2_diag_mean"][2] > 0.8 and s["r2_offdiag_mean"][2] > 0.8, s
+
+
+def test_committee_uncertainty_tracks_error(model, dataset) -> None:
+    frames, alpha, _ = dataset
+    test = frames[N_TRAIN:]
+    pred, committee = predict_frames(model, test, committee=True)
+    np.testing.assert_array_equal(pred, model.predict(test))
+    assert committee.shape == (6, len(test), 3, 3)
+    sigma = committee.std(axis=0)
+    err = np.abs(pred - alpha[N_TRAIN:])
+    assert np.all(sigma > 0) and np.isfinite(model.committee_scale) and model.committee_scale > 0
+    # Calibrated on out-of-bag residuals, the spread is of the size of the test error.
+    ratio = np.sqrt(np.mean(err**2)) / np.sqrt(np.mean(sigma**2))
+    assert 0.3 < ratio < 3.0, ratio
+
+
+def test_stream_trajectory_in_chunks(model, dataset, tmp_path) -> None:
+    import ase.io
+
+    frames = dataset[0][N_TRAIN:N_TRAIN + 11]
+    path = tmp_path / "md.traj"
+    ase.io.write(path, frames)
+    chunks = list(iter_trajectory_chunks(path, stride=2, chunk=4))
+    assert [len(c) for c in chunks] == [4, 2]
+    alpha = predict_trajectory(model, path, stride=2, chunk=4)
+    np.testing.assert_allclose(alpha, model.predict(frames[::2]), rtol=0, atol=1e-12 * np.abs(alpha).max())
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_unseen_element_is_an_error(model, dataset) -> None:
+    atoms = dataset[0][0].copy()
+    atoms.symbols[0] = "Cu"
+    with pytest.raises(InputError, match="Cu not in the training set"):
+        model.predict([atoms])
+
+
+def test_dataset_without_alpha_and_mixed_methods(dataset_file, tmp_path) -> None:
+    import ase.io
+
+    frames = ase.io.read(dataset_file, index=":")
+    del frames[3].info["polarizability"]
+    bad = tmp_path / "no_alpha.extxyz"
+    ase.io.write(bad, frames, format="extxyz")
+    with pytest.raises(InputError, match="frame 3 has no 'polarizability'"):
+        read_training_set(bad)
+    frames = ase.io.read(dataset_file, index=":")
+    frames[5].info["alpha_method"] = "cp2k-dfpt"
+    mixed = tmp_path / "mixed.extxyz"
+    ase.io.write(mixed, frames, format="extxyz")
+    with pytest.raises(InputError, match="mix α methods"):
+        read_training_set(mixed)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows", "alpha", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_fit_predict_and_errors(dataset_file, dataset, tmp_path) -> None:
+    import ase.io
+
+    from tasks.spectra import read_alpha
+
+    model_path = tmp_path / "agi.mts"
+    res = _cli("fit", str(dataset_file), "--n-train", "48", "--seed", "1", "--out", str(model_path),
+               "--n-committee", "4", "--max-radial", "4", "--max-angular", "3")
+    assert res.returncode == 0, res.stderr
+    assert "test R² diagonal" in res.stdout
+    side = json.loads((tmp_path / "agi.json").read_text())
+    assert side["meta"]["test_metrics"]["n_test"] == 16 and side["hypers"]["max_radial"] == 4
+    assert (tmp_path / "agi.parity.png").stat().st_size > 0
+
+    traj = tmp_path / "md.extxyz"
+    ase.io.write(traj, dataset[0][:40], format="extxyz")  # 20 frames at stride 2
+    res = _cli("predict", str(model_path), str(traj), "--stride", "2", "--out", str(tmp_path / "alpha.txt"),
+               "--committee-out", str(tmp_path / "committee.npy"), "--chunk", "3")
+    assert res.returncode == 0, res.stderr
+    alpha = read_alpha(tmp_path / "alpha.txt")
+    expected = AlphaModel.load(model_path).predict(ase.io.read(traj, index="::2"))  # extxyz rounds positions
+    np.testing.assert_allclose(alpha, expected, rtol=1e-10)
+    assert np.load(tmp_path / "committee.npy").shape == (4, 20, 3, 3)
+
+    # Bad input: one line, exit 2, nothing written.
+    frames = ase.io.read(dataset_file, index=":")
+    for f in frames:
+        f.info.pop("polarizability")
+    bare = tmp_path / "bare.extxyz"
+    ase.io.write(bare, frames, format="extxyz")
+    res = _cli("fit", str(bare), "--out", str(tmp_path / "bad.mts"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "polarizability" in res.stderr and not (tmp_path / "bad.mts").exists()
+    res = _cli("predict", str(model_path), str(traj), "--out", str(tmp_path / "alpha.csv"))
+    assert res.returncode == 2 and not (tmp_path / "alpha.csv").exists()
