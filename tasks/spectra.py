@@ -96,6 +96,8 @@ SPECTRUM_COLUMNS = (
     "gamma2",
     "depolarization_ratio",
 )
+#: Gaussian kernels are truncated at this many standard deviations (relative weight < 1e-14).
+_TRUNCATE = 8.0
 #: Version of the spectrum conventions written into the Parquet metadata.
 CONVENTIONS_VERSION = "1"
 
@@ -277,7 +279,8 @@ def _decompose(
     """
     n = alpha.shape[-3]
     flat = alpha.reshape(alpha.shape[:-3] + (n, 9))
-    comps = np.matmul(_DECOMPOSE, np.swapaxes(flat, -1, -2))  # (..., 9, n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        comps = np.matmul(_DECOMPOSE, np.swapaxes(flat, -1, -2))  # (..., 9, n)
     if not np.isfinite(comps.sum()):
         finite = np.isfinite(flat).all(axis=-1)  # (..., n)
         if not finite.all():
@@ -473,10 +476,10 @@ def _smoothing_layout(m: int, sigma_bins: float) -> tuple[int, int]:
     """(pad, buffer length) for smoothing rows of ``m`` bins with a Gaussian of ``sigma_bins``."""
     if sigma_bins <= 0:
         return 0, m
-    pad = int(math.ceil(6.0 * sigma_bins)) + 1
+    pad = int(math.ceil(_TRUNCATE * sigma_bins)) + 1
     if pad > m - 1:
         raise InputError(
-            f"the smoothing kernel (6σ = {pad} bins) is wider than the spectrum ({m} bins)",
+            f"the smoothing kernel ({_TRUNCATE:g}σ = {pad} bins) is wider than the spectrum ({m} bins)",
             field="sigma_cm1",
             fix="use a smaller sigma_cm1 or a longer α series",
         )
@@ -513,6 +516,7 @@ def _smooth_buffer(buf: np.ndarray, m: int, pad: int, sigma_bins: float, odd: np
         r = np.arange(-pad, pad + 1)
         w = np.exp(-0.5 * (r / sigma_bins) ** 2)
         out = correlate1d(rows, w / w.sum(), axis=-1, mode="constant")[:, pad : pad + m]
+    out[odd, 0] = 0.0  # exact for an odd continuation
     return out.reshape(buf.shape[:-1] + (m,))
 
 
@@ -525,7 +529,7 @@ def gaussian_smooth(
     function, or an odd one where ``odd_at_zero`` is true (bin 0 is then taken as 0); beyond the
     last bin as an even function. Kernels of σ ≥ 4 bins are applied by FFT with the exact
     Gaussian transform exp(−2π²σ²q²) (aliasing < 1e−100); narrower ones directly with the
-    sampled, normalised Gaussian. Both are truncated at 6σ (relative weight < 2e−8 beyond).
+    sampled, normalised Gaussian. Both are truncated at 8σ (relative weight < 1e−14 beyond).
     The area under a peak far from the ends is preserved.
 
     >>> y = np.zeros(201); y[100] = 1.0
@@ -575,7 +579,7 @@ def _spectra_arrays(
             fix="use a shorter laser wavelength or set max_freq_cm1 below the laser frequency",
         )
     sigma_bins = sigma_cm1 / df_cm1
-    k_in = min(nyquist_bin, k_out + int(math.ceil(6.0 * sigma_bins)) + 2) if sigma_bins > 0 else k_out
+    k_in = min(nyquist_bin, k_out + int(math.ceil(_TRUNCATE * sigma_bins)) + 2) if sigma_bins > 0 else k_out
     m_in = k_in + 1
     pad, length = _smoothing_layout(m_in, sigma_bins)
 
@@ -802,7 +806,7 @@ def central_peak_descriptors(
     host_max = float(host_i[k_host])
     int_low = float(np.trapezoid(i_low, nu_low))
     int_total = float(np.trapezoid(inten[total], nu[total]))
-    floor = max(float(np.abs(inten).max()), 1e-300) * 1e-12
+    floor = max(float(np.abs(inten[total]).max()), 1e-300) * 1e-12
     slope = float(np.polyfit(np.log(nu_low), np.log(np.maximum(i_low, floor)), 1)[0])
     nan = float("nan")
     return {
