@@ -91,7 +91,7 @@ def scatter_cp_vs_d(
     metric = pts[0]["metric"] if pts else "cp_fraction"
     ax.set_xlabel("D of the mobile species (cm²/s)")
     ax.set_ylabel(
-        "central-peak fraction (3–50 cm⁻¹)" if metric == "cp_fraction" else f"central-peak metric: {metric}"
+        "central-peak fraction (5–50 of 5–1000 cm⁻¹)" if metric == "cp_fraction" else f"central-peak metric: {metric}"
     )
     title = "Raman central peak vs diffusivity"
     if summary is not None:
@@ -114,7 +114,7 @@ def spectra_overlay(
     path: str | os.PathLike[str],
     *,
     low_max_cm1: float = 150.0,
-    window_cm1: tuple[float, float] = (3.0, 50.0),
+    window_cm1: tuple[float, float] = (5.0, 50.0),
 ) -> Path:
     """Stacked Raman spectra of the ranked runs, in the style of the paper's Fig. 3.
 

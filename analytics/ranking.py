@@ -8,7 +8,7 @@ defaults of :class:`Thresholds`:
 * ``non-conducting``  D < 1e-7   (Na₃SbS₄ 300 K ≈ 0)
 
 and, separately, ``central_peak = cp_fraction ≥ 0.25``, where ``cp_fraction`` is the share of
-the Raman intensity (ω ≥ 3 cm⁻¹) lying in 3–50 cm⁻¹ (``central_peak`` view). The paper's claim
+the Raman intensity in 5–1000 cm⁻¹ lying in 5–50 cm⁻¹ (``central_peak`` view). The paper's claim
 is that the two agree: ``consistent`` is true when (class is liquid-like) == central_peak.
 All thresholds are heuristics for ranking, not fitted to the results; change them with
 :class:`Thresholds` (or ``ramanscreen rank --d-liquid/--d-hopping/--cp-threshold``).

@@ -65,22 +65,24 @@ SELECT d.* FROM read_parquet(
 SEMI JOIN materials m
     ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
 
--- Central-peak fraction: the share of the Raman intensity, integrated over omega >= lo_cm1,
+-- Central-peak fraction: the share of the Raman intensity integrated over [lo_cm1, top_cm1]
 -- that lies in [lo_cm1, hi_cm1]. lo_cm1 > 0 keeps the omega = 0 bin (where the 1/omega
--- prefactor diverges) out of both integrals. Each bin is weighted by its width, so the
--- grid need not be uniform. Also computed from the committee band edges.
-CREATE OR REPLACE MACRO central_peak_window(lo_cm1, hi_cm1) AS TABLE
+-- prefactor diverges) out of both integrals. Each bin is weighted by half the distance to its
+-- neighbours inside [lo, top] (the trapezoid rule), so the grid need not be uniform. Also
+-- computed from the committee band edges.
+CREATE OR REPLACE MACRO central_peak_window(lo_cm1, hi_cm1, top_cm1) AS TABLE
 WITH binned AS (
     SELECT campaign, material, run_id, freq_cm1, intensity, band_low, band_high,
            (COALESCE(lead(freq_cm1) OVER w, freq_cm1) - COALESCE(lag(freq_cm1) OVER w, freq_cm1)) / 2.0
                AS width_cm1
     FROM spectra
-    WHERE freq_cm1 >= lo_cm1
+    WHERE freq_cm1 >= lo_cm1 AND freq_cm1 <= top_cm1
     WINDOW w AS (PARTITION BY campaign, material, run_id ORDER BY freq_cm1)
 )
 SELECT campaign, material, run_id,
        any_value(lo_cm1)::DOUBLE AS cp_lo_cm1,
        any_value(hi_cm1)::DOUBLE AS cp_hi_cm1,
+       any_value(top_cm1)::DOUBLE AS cp_top_cm1,
        sum(intensity * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1) AS cp_integral,
        sum(intensity * width_cm1) AS total_integral,
        sum(intensity * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1)
@@ -93,9 +95,10 @@ SELECT campaign, material, run_id,
 FROM binned
 GROUP BY campaign, material, run_id;
 
--- The default window: 3-50 cm^-1 (Ag I's central peak sits near 20 cm^-1).
+-- The default: 5-50 cm^-1 of 5-1000 cm^-1 (AgI's central peak sits near 20 cm^-1), the same
+-- windows as tasks.spectra.central_peak_descriptors' fraction_below_omega_c.
 CREATE OR REPLACE VIEW central_peak AS
-SELECT * FROM central_peak_window(3.0, 50.0);
+SELECT * FROM central_peak_window(5.0, 50.0, 1000.0);
 
 -- The transport row of each run's mobile species: materials.mobile_species when given,
 -- otherwise the species with the largest D.
@@ -111,7 +114,7 @@ QUALIFY row_number() OVER (
 CREATE OR REPLACE VIEW screening AS
 SELECT m.campaign, m.material, m.run_id, m.formula, m.temperature_k, m.n_atoms,
        t.species AS mobile_species, t.D_cm2_s, t.D_err_cm2_s, t.sigma_S_cm, t.alpha2_peak, t.vdos0,
-       c.cp_fraction, c.cp_fraction_band_low, c.cp_fraction_band_high, c.cp_lo_cm1, c.cp_hi_cm1,
+       c.cp_fraction, c.cp_fraction_band_low, c.cp_fraction_band_high, c.cp_lo_cm1, c.cp_hi_cm1, c.cp_top_cm1,
        ml.r2_diag, ml.r2_offdiag, ml.rmse_diag_A3, ml.rmse_offdiag_A3,
        m.mlff, m.reference_method, m.n_train, m.md_production_ps, m.code_version, m.created_at,
        m.write_id, m.schema_version

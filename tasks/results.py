@@ -132,6 +132,7 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "intensity_perpendicular": (_F, False, "perpendicular-polarised intensity 3g2"),
         "a2": (_F, False, "isotropic invariant a^2(omega)"),
         "gamma2": (_F, False, "anisotropic invariant gamma^2(omega)"),
+        "depolarization_ratio": (_F, False, "I_perp / I_par (null where I_par = 0)"),
     },
     "transport": {
         "species": (_S, True, "element symbol"),
@@ -140,6 +141,9 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "sigma_S_cm": (_F, False, "Nernst-Einstein conductivity, S/cm"),
         "alpha2_peak": (_F, False, "peak of the non-Gaussian parameter alpha_2"),
         "vdos0": (_F, False, "VDOS at omega -> 0 (arb. units)"),
+        "sigma_err_S_cm": (_F, False, "standard error of sigma, S/cm"),
+        "msd_exponent": (_F, False, "slope of log MSD vs log t in the fit window (1: diffusive)"),
+        "alpha2_peak_time_ps": (_F, False, "lag time of the alpha_2 peak, ps"),
     },
     "descriptors": {},
     "ml_metrics": {
@@ -153,6 +157,8 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "species": (_S, True, "element symbol"),
         "time_ps": (_F, True, "lag time, ps"),
         "msd_A2": (_F, True, "mean squared displacement, A^2"),
+        "alpha2": (_F, False, "non-Gaussian parameter alpha_2(t)"),
+        "msd_slope": (_F, False, "d log MSD / d log t"),
     },
     "vdos": {
         "species": (_S, True, "element symbol"),
@@ -208,8 +214,8 @@ def _float_array(value: Any, field: str) -> np.ndarray:
     return arr
 
 
-def _scalar_float(value: Any, field: str) -> float | None:
-    """A finite float, or None for a missing/NaN value; inf is an error."""
+def _scalar_float(value: Any, field: str, allow_inf: bool = False) -> float | None:
+    """A float, or None for a missing/NaN value; inf is an error unless ``allow_inf``."""
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -223,7 +229,7 @@ def _scalar_float(value: Any, field: str) -> float | None:
     x = float(arr.reshape(()))
     if math.isnan(x):
         return None
-    if not math.isfinite(x):
+    if not math.isfinite(x) and not allow_inf:
         raise InputError("infinite value", field=field, fix="store a finite number or NaN (stored as null)")
     return x
 
@@ -264,6 +270,29 @@ def _long_columns(obj: Any, table: str) -> dict[str, Any]:
     return cols
 
 
+def _transport_rows(obj: Any) -> Any:
+    """Per-species rows from a ``TransportResult``-like object or its ``to_dict()``: ``species``
+    is a list and each transport column a ``{species: value}`` mapping. Anything else is
+    returned unchanged.
+
+    >>> _transport_rows({"species": ["Na"], "D_cm2_s": {"Na": 1e-6}, "duration_ps": 8.0})
+    [{'species': 'Na', 'D_cm2_s': 1e-06}]
+    """
+    get = obj.get if isinstance(obj, Mapping) else (lambda k: getattr(obj, k, None))
+    species, d = get("species"), get("D_cm2_s")
+    if isinstance(species, (list, tuple)) and isinstance(d, Mapping):
+        rows = []
+        for s in species:
+            row = {"species": s}
+            for col in COLUMNS["transport"]:
+                per = get(col)
+                if col != "species" and isinstance(per, Mapping) and s in per:
+                    row[col] = per[s]
+            rows.append(row)
+        return rows
+    return obj
+
+
 def _build_table(table: str, columns: Mapping[str, Any], n_rows: int | None = None) -> pa.Table:
     """Validate columns against :data:`COLUMNS` and build the Arrow table (no key columns yet)."""
     spec = COLUMNS[table]
@@ -302,7 +331,7 @@ def _build_table(table: str, columns: Mapping[str, Any], n_rows: int | None = No
             arr = _float_array(
                 [np.nan if v is None else v for v in value] if isinstance(value, list) else value, field
             )
-            if np.isinf(arr).any():
+            if np.isinf(arr).any() and table not in _OPEN_TABLES:
                 raise InputError("infinite value", field=field, fix="store finite numbers or NaN (null)")
             arr = np.atleast_1d(arr)
             if arr.ndim != 1:
@@ -432,9 +461,9 @@ def build_tables(
     tables["materials"] = mat
 
     spec_cols = dict(_as_mapping(spectrum, "spectra")) if spectrum is not None else {}
-    # RamanSpectrum-like objects may carry extra fields (metadata, scalars); keep the columns.
-    if spectrum is not None and not isinstance(spectrum, Mapping):
-        spec_cols = {k: v for k, v in spec_cols.items() if k in COLUMNS["spectra"]}
+    # A RamanSpectrum (or its asdict) also carries scalar metadata (dt_fs, n_frames, laser_nm, ...):
+    # scalars are not per-bin columns, so they are left out; unknown *arrays* are still an error.
+    spec_cols = {k: v for k, v in spec_cols.items() if k in COLUMNS["spectra"] or np.ndim(v) > 0}
     for alias, name in (("intensity_par", "intensity_parallel"), ("intensity_perp", "intensity_perpendicular")):
         if alias in spec_cols and name not in spec_cols:
             spec_cols[name] = spec_cols.pop(alias)
@@ -444,6 +473,9 @@ def build_tables(
         tables["spectra"] = _build_table("spectra", spec_cols)
         _validate_spectra(tables["spectra"])
 
+    transport = _transport_rows(transport) if transport is not None else None
+    msd = msd.msd_table() if hasattr(msd, "msd_table") else msd  # a TransportResult
+    vdos = vdos.vdos_table() if hasattr(vdos, "vdos_table") else vdos
     if transport is None:
         tables["transport"] = _empty("transport")
     else:
@@ -454,7 +486,7 @@ def build_tables(
         tables["descriptors"] = _empty("descriptors")
     else:
         desc = dict(_as_mapping(descriptors, "descriptors"))
-        vals = {k: [_scalar_float(v, f"descriptors.{k}")] for k, v in desc.items()}
+        vals = {k: [_scalar_float(v, f"descriptors.{k}", allow_inf=True)] for k, v in desc.items()}
         tables["descriptors"] = _build_table("descriptors", vals, n_rows=1)
 
     if ml_metrics is None:
@@ -464,7 +496,9 @@ def build_tables(
         if mm.get("n_train") is None:
             mm["n_train"] = (meta.get("n_train") or [None])[0]
         # NaN (e.g. an undefined R^2) is stored as null; a *missing* required key is an error.
-        vals = {k: ([v] if k == "n_train" else [_scalar_float(v, f"ml_metrics.{k}")]) for k, v in mm.items()}
+        # alpha_metrics gives R^2 = -inf when the reference values are constant: kept as -inf.
+        vals = {k: ([v] if k == "n_train" else [_scalar_float(v, f"ml_metrics.{k}", allow_inf=True)])
+                for k, v in mm.items()}
         tables["ml_metrics"] = _build_table("ml_metrics", vals, n_rows=1)
 
     for name, curve, x in (("msd", msd, "time_ps"), ("vdos", vdos, "freq_cm1")):

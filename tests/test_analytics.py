@@ -33,9 +33,9 @@ STEP_RUNS = {"A": (0.6, 2.8e-5), "B": (0.4, 5e-6), "C": (0.2, 1e-7), "D": (0.1, 
 
 def step_amplitude(cp: float) -> float:
     """Intensity a on [0, 50] and 1 above, on a 1 cm^-1 grid to 1000 cm^-1, gives
-    cp_fraction = 47.5 a / (47.5 a + 949.5): bins 4..50 weigh 1, the window edge bin 3 and the
-    last bin 1000 weigh 1/2, bins 51..999 weigh 1 (3 <= omega <= 50 is the window)."""
-    return 949.5 * cp / (47.5 * (1.0 - cp))
+    cp_fraction = 45.5 a / (45.5 a + 949.5): the window is 5..50 of 5..1000 cm^-1; the edge
+    bins 5 and 1000 weigh 1/2 (trapezoid rule), bins 6..50 and 51..999 weigh 1."""
+    return 949.5 * cp / (45.5 * (1.0 - cp))
 
 
 def write_step_run(root, campaign: str, name: str, cp: float, d: float, **meta_over) -> None:
@@ -89,8 +89,8 @@ def test_cp_fraction_matches_the_hand_computed_step(step_root) -> None:
     con = connect(step_root)
     got = dict(con.execute("SELECT material, cp_fraction FROM central_peak").fetchall())
     assert got == pytest.approx({k: v[0] for k, v in STEP_RUNS.items()}, rel=1e-12)
-    # The window is a parameter of the table macro: 3..1000 holds all the intensity.
-    assert con.execute("SELECT min(cp_fraction), max(cp_fraction) FROM central_peak_window(3, 1000)").fetchall() == [
+    # The windows are parameters of the table macro: 5..1000 of 5..1000 holds all the intensity.
+    assert con.execute("SELECT min(cp_fraction), max(cp_fraction) FROM central_peak_window(5, 1000, 1000)").fetchall() == [
         (pytest.approx(1.0), pytest.approx(1.0))]
 
 
@@ -100,7 +100,7 @@ def test_cp_fraction_matches_a_numpy_reference(paper_root) -> None:
     for name, (*_, cp_amp, peaks) in SYNTHETIC.items():
         spec = synthetic_spectrum(cp_amp, peaks)
         f, y = spec["freq_cm1"], spec["intensity"]
-        keep = f >= 3.0
+        keep = (f >= 5.0) & (f <= 1000.0)
         f, y = f[keep], y[keep]
         w = np.gradient(f) * 1.0
         w[0], w[-1] = (f[1] - f[0]) / 2, (f[-1] - f[-2]) / 2

@@ -282,3 +282,48 @@ def test_transport_as_per_species_mapping_and_root_with_other_data(tmp_path) -> 
     afile.write_text("x")
     with pytest.raises(InputError, match="is a file"):
         write_synthetic(afile, "camp", "AgI")
+
+
+def test_real_stage_outputs_are_written_as_they_come(tmp_path, rng) -> None:
+    """RamanSpectrum (+ committee band), central_peak_descriptors, TransportResult and
+    alpha_metrics from the real stage modules go into write_run without reshaping."""
+    import dataclasses
+
+    from ase import Atoms
+
+    from tasks.polarizability import alpha_metrics
+    from tasks.spectra import central_peak_descriptors, spectrum_band
+    from tasks.trajectory import Trajectory
+    from tasks.transport import analyze_transport
+
+    n = 2048
+    base = np.diag([30.0, 30.0, 30.0])
+    noise = rng.normal(scale=0.5, size=(3, n, 3, 3))
+    alpha = base + 0.5 * (noise + noise.transpose(0, 1, 3, 2))
+    mean, lo, hi = spectrum_band(alpha, 10.0)
+    desc = central_peak_descriptors(mean)
+    metrics = alpha_metrics(alpha[0, :100], alpha[1, :100])
+
+    steps = rng.normal(scale=0.3, size=(200, 4, 3))
+    na = np.cumsum(steps, axis=0) + 2.0
+    frames = [Atoms("Na4Cl4", positions=np.vstack([na[i], np.full((4, 3), 5.0) + 0.01 * i % 0.02]),
+                    cell=[10.0, 10.0, 10.0], pbc=True) for i in range(200)]
+    tr = analyze_transport(Trajectory.from_atoms(frames, dt_fs=10.0), species=["Na", "Cl"], temperature_k=500.0,
+                           method="blocks")
+
+    rec = write_run(tmp_path, "real", "NaCl", "r1",
+                    meta=dict(formula="NaCl", temperature_k=500.0, n_atoms=8, mlff="none", reference_method="synthetic",
+                              n_train=100, mobile_species="Na"),
+                    spectrum={**dataclasses.asdict(mean), "band_low": lo, "band_high": hi},
+                    transport=tr, descriptors=desc, ml_metrics=metrics, msd=tr, vdos=tr)
+    assert rec.rows["spectra"] == mean.freq_cm1.size and rec.rows["transport"] == 2
+    assert rec.rows["msd"] == 2 * tr.time_ps.size and rec.rows["vdos"] == 2 * tr.freq_cm1.size
+    (d_na,) = sql(tmp_path, "SELECT D_cm2_s FROM transport WHERE species = 'Na'")[0]
+    assert d_na == pytest.approx(tr.D_cm2_s["Na"])
+    names = {r[0] for r in sql(tmp_path, "DESCRIBE descriptors")}
+    assert set(desc) <= names
+    (frac,) = sql(tmp_path, "SELECT fraction_below_omega_c FROM descriptors")[0]
+    assert frac == pytest.approx(desc["fraction_below_omega_c"])
+    # The central_peak view and central_peak_descriptors use the same windows (5-50 of 5-1000 cm^-1).
+    (cp,) = sql(tmp_path, "SELECT cp_fraction FROM central_peak")[0]
+    assert cp == pytest.approx(desc["fraction_below_omega_c"], rel=0.05)

@@ -33,7 +33,7 @@ def rank(
     campaign: Optional[str] = typer.Option(None, "--campaign", "-c", help="Rank one campaign (default: all)."),
     metric: str = typer.Option(
         "cp_fraction", "--metric",
-        help="Central-peak metric: cp_fraction (share of Raman intensity in 3–50 cm⁻¹ of all above 3 cm⁻¹) "
+        help="Central-peak metric: cp_fraction (share of the Raman intensity in 5–1000 cm⁻¹ that lies in 5–50 cm⁻¹) "
              "or any column of the descriptors table.",
     ),
     d_liquid: float = typer.Option(5e-6, "--d-liquid", help="D (cm²/s) at or above which conduction is liquid-like."),
