@@ -119,7 +119,8 @@ def spectra_overlay(
     """Stacked Raman spectra of the ranked runs, in the style of the paper's Fig. 3.
 
     Left: the full range; right: 0–``low_max_cm1`` cm⁻¹ magnified (each spectrum rescaled to
-    its own maximum in that region), with the central-peak window shaded. Spectra are
+    its own maximum in that region, the factor against the left panel printed as ×k: ×1 means
+    the strongest feature is at low frequency), with the central-peak window shaded. Spectra are
     normalised to their maximum above the first window edge (the ω → 0 bin is excluded),
     offset vertically in ranking order, the committee band shaded where stored.
     """
@@ -145,16 +146,21 @@ def spectra_overlay(
         offset = len(rows) - 1 - i  # the top-ranked run on top
         color = CLASS_COLORS.get(r.get("conduction"), "k")
         keep = f >= lo
+        scales = []
         for ax, sel in ((ax_full, keep), (ax_low, keep & (f <= low_max_cm1))):
             if not sel.any():
                 continue
             scale = float(np.max(y[sel])) or 1.0
+            scales.append(scale)
             ax.plot(f[sel], y[sel] / scale * 0.9 + offset, color=color, lw=1.0)
             if band is not None:
                 ax.fill_between(f[sel], band[0][sel] / scale * 0.9 + offset, band[1][sel] / scale * 0.9 + offset,
                                 color=color, alpha=0.25, lw=0)
         ax_full.text(0.99, offset + 0.55, f"{_label(r)} ({r.get('conduction', '')})", ha="right", fontsize=8,
                      transform=ax_full.get_yaxis_transform())
+        if len(scales) == 2:  # how much the low-frequency trace is magnified against the full one
+            ax_low.text(0.98, offset + 0.75, f"×{scales[0] / scales[1]:.3g}", ha="right", fontsize=8,
+                        transform=ax_low.get_yaxis_transform())
     ax_low.axvspan(window_cm1[0], window_cm1[1], color="0.85", zorder=0)
     ax_full.set_xlabel("Raman shift (cm⁻¹)")
     ax_low.set_xlabel("Raman shift (cm⁻¹)")
