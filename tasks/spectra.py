@@ -588,9 +588,11 @@ def _spectra_arrays(
     spec = sfft.rfft(comps, axis=-1)[..., :m_in]
     del comps
     spec[..., 0] = 0.0  # the mean only enters bin 0: zeroing it removes the mean exactly
-    re_im = spec.view(np.float64).reshape(spec.shape + (2,))
-    p_iso = np.einsum("...mk,...mk->...m", re_im[..., 0, :, :], re_im[..., 0, :, :])  # |Ŷ0|²
-    p_aniso = np.einsum("...rmk,...rmk->...m", re_im[..., 1:, :, :], re_im[..., 1:, :, :])  # Σ|Ŷr|²
+    re_im = spec.view(np.float64)  # (..., 6, 2 m_in): re, im interleaved
+    p_iso = np.einsum("...j,...j->...j", re_im[..., 0, :], re_im[..., 0, :])
+    p_iso = p_iso.reshape(p_iso.shape[:-1] + (m_in, 2)).sum(axis=-1)  # |Ŷ0|²
+    p_aniso = np.einsum("...rj,...rj->...j", re_im[..., 1:, :], re_im[..., 1:, :])
+    p_aniso = p_aniso.reshape(p_aniso.shape[:-1] + (m_in, 2)).sum(axis=-1)  # Σ_{r=1..5} |Ŷr|²
     del spec, re_im
 
     k = np.arange(m_in)
