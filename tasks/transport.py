@@ -245,6 +245,11 @@ def vdos_welch(
         v.reshape(n, -1), fs=1.0 / dt_fs, window="hann", nperseg=nperseg, detrend=False, axis=0, scaling="density"
     )
     power = psd.sum(axis=1)
+    # scipy's one-sided density does not double the 0 (and Nyquist) bins; double them so every
+    # bin is the continuous one-sided density, whose ν→0 limit is the diffusive value
+    power[0] *= 2.0
+    if nperseg % 2 == 0:
+        power[-1] *= 2.0
     if forward_difference:
         power = power / np.maximum(np.sinc(freq_inv_fs * dt_fs) ** 2, 1e-12)
     freq_cm1 = freq_inv_fs * CM1_PER_INV_FS

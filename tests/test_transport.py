@@ -169,6 +169,46 @@ def test_harmonic_oscillators_no_diffusion_and_vdos_peak(rng, velocities) -> Non
     assert ("trajectory" in res.velocity_source) == velocities
 
 
+@pytest.mark.parametrize("velocities", [True, False])
+def test_vdos_weights_near_nyquist_are_exact(rng, velocities) -> None:
+    # two modes with equal velocity amplitude carry equal VDOS area; the high one sits at 60 %
+    # of Nyquist, where an uncorrected forward difference would keep only sinc²(0.3) = 75 %
+    n, n_frames = 16, 6000
+    f_cm1 = np.array([400.0, 0.6 * CM1_PER_INV_FS / (2 * DT_FS)])
+    omega = 2 * np.pi * f_cm1 / CM1_PER_INV_FS
+    t = np.arange(n_frames) * DT_FS
+    phase = rng.uniform(0, 2 * np.pi, (2, n, 3))
+    v0 = 0.01  # Å/fs
+    arg = omega[:, None, None, None] * t[None, :, None, None] + phase[:, None]
+    pos = 5.0 + (v0 / omega[:, None, None, None] * np.sin(arg)).sum(axis=0)
+    vel = (v0 * np.cos(arg)).sum(axis=0)
+    traj = Trajectory(
+        symbols=["Li"] * n, numbers=np.full(n, 3), masses_amu=np.full(n, 6.94), positions_A=pos,
+        cells_A=np.broadcast_to(np.eye(3) * L_A, (n_frames, 3, 3)).copy(), pbc=np.ones(3, bool), dt_fs=DT_FS,
+        velocities_A_fs=vel if velocities else None, time_fs=t,
+    )
+    res = analyze_transport(traj, species="Li", temperature_k=300, method="blocks", vdos_resolution_cm1=10.0,
+                            drift="none")  # a centre-of-mass correction would remove a random share of each mode
+    f, g = res.freq_cm1, res.vdos["Li"]
+    areas = [np.trapezoid(np.where(np.abs(f - fk) < 100, g, 0.0), f) for fk in f_cm1]
+    assert areas[1] / areas[0] == pytest.approx(1.0, rel=0.02)
+    assert sum(areas) == pytest.approx(1.0, rel=0.02)
+
+
+def test_vdos_zero_frequency_is_12D_over_v2(rng) -> None:
+    # unit-area VDOS: g(0) = 4∫Z(t)dt = 12 D / ⟨v²⟩ (per fs), divided by CM1_PER_INV_FS for 1/cm⁻¹
+    traj = _system(rng, 3000, wrap=False)
+    vel = np.zeros_like(traj.positions_A)
+    vel[:-1] = np.diff(traj.positions_A, axis=0) / DT_FS      # the walk's own (white) velocities
+    traj = traj[:-1]
+    traj.velocities_A_fs = vel[:-1]
+    res = analyze_transport(traj, species="Na", temperature_k=300, method="blocks", drift="none")
+    v2 = np.mean(np.sum(vel[:-1, :96] ** 2, axis=-1))
+    expected = 12 * D_A2_FS / v2 / CM1_PER_INV_FS
+    assert res.vdos0["Na"] == pytest.approx(expected, rel=0.1)
+    assert res.velocity_source == "trajectory velocities"
+
+
 def test_vdos_zero_frequency_separates_diffusion_from_vibration(rng) -> None:
     walk = analyze_transport(_system(rng, 2000), species="Na", temperature_k=300, method="blocks")
     vib = analyze_transport(_oscillators(rng, 2000, 250.0, False), species="Ag", temperature_k=300, method="blocks")
