@@ -86,6 +86,9 @@ def unwrap_positions(
     if pos.shape[0] < 2 or not periodic.any():
         return pos.copy()
     step = np.diff(pos, axis=0)                                   # (F-1, N, 3)
+    if np.any(np.abs(np.linalg.det(cells[1:])) < 1e-12):
+        raise InputError("a frame has a singular (flat or missing) cell; cannot unwrap", field="cell",
+                         fix="write full 3D cells, or mark the trajectory non-periodic")
     inv = np.linalg.inv(cells[1:])                                # (F-1, 3, 3)
     frac = np.einsum("fnj,fjk->fnk", step, inv)
     frac -= np.where(periodic, np.round(frac), 0.0)
