@@ -387,6 +387,8 @@ class _Featurizer:
         for key, block in ps.items():
             lam, ct = int(key["o3_lambda"]), int(key["center_type"])
             n_per = X[lam].shape[2] // len(self.elements)
+            if not np.array_equal(np.asarray(block.properties.values), labels[lam][:n_per, 1:]):
+                raise RuntimeError(f"unexpected λ-SOAP properties for λ={lam}, center type {ct}")
             c = self.elements.index(ct)
             system = np.asarray(block.samples.column("system"))
             np.add.at(X[lam][:, :, c * n_per:(c + 1) * n_per], system, block.values)
