@@ -428,7 +428,8 @@ def _dump_lacks_elements(path: Path) -> bool:
 
 
 def _sidecar_dt_fs(file) -> float | None:
-    """dt between stored frames from ramanscreen's sidecar ``<name>.json`` (dt_fs × write_every)."""
+    """dt between stored frames from ramanscreen's sidecar ``<name>.json``: ``frame_dt_fs``, else
+    ``dt_fs`` × ``write_every``."""
     if file is None:
         return None
     side = Path(file).with_suffix(".json")
@@ -436,6 +437,8 @@ def _sidecar_dt_fs(file) -> float | None:
         return None
     try:
         meta = json.loads(side.read_text())
+        if "frame_dt_fs" in meta:
+            return float(meta["frame_dt_fs"])
         return float(meta["dt_fs"]) * int(meta.get("write_every", 1))
     except (ValueError, KeyError, TypeError):
         return None

@@ -171,3 +171,5 @@ def test_sidecar_json_gives_dt(tmp_path) -> None:
     write(path, _frames(4), format="extxyz")
     (tmp_path / "md.json").write_text('{"dt_fs": 2.0, "write_every": 5}')
     assert Trajectory.from_file(path).dt_fs == 10.0
+    (tmp_path / "md.json").write_text('{"dt_fs": 2.0, "write_every": 5, "frame_dt_fs": 10.0}')
+    assert Trajectory.from_file(path).dt_fs == 10.0
