@@ -31,6 +31,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 #: Modules under flows/commands that register commands on ``app`` (in --help order).
 COMMAND_MODULES: list[str] = [
+    "reference",
     "transport",
     "analytics",
     "md",
