@@ -107,10 +107,10 @@ _CLUSTER_ONLY = {"interface", "scheduler_options"}
 _COMMON_KEYS = {"kind", "pools", "source"}
 _LOCAL_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "dashboard_address", "host"}
 _ADDRESS_KEYS = {"address"}
-_SLURM_KEYS = {"minimum_jobs", "maximum_jobs", "adapt_interval", *SLURM_OPTIONS}
+_SLURM_KEYS = {"minimum_jobs", "maximum_jobs", "adapt_interval", "processes", *SLURM_OPTIONS}
 _POOL_LOCAL_KEYS = {"workers", "threads", "slots", "memory_limit"}
 _POOL_ADDRESS_KEYS = {"slots"}
-_POOL_SLURM_KEYS = {"slots", "minimum_jobs", "maximum_jobs", *(set(SLURM_OPTIONS) - _CLUSTER_ONLY)}
+_POOL_SLURM_KEYS = {"slots", "minimum_jobs", "maximum_jobs", "processes", *(set(SLURM_OPTIONS) - _CLUSTER_ONLY)}
 _SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
 
 
@@ -465,6 +465,8 @@ def __getattr__(name: str):  # PoolAdaptive needs distributed; import it only wh
 def _slurm_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     kw = dict(options)
     kw.setdefault("job_name", "ramanscreen")
+    # One worker per job, named after its job spec, so a pool can count its own workers.
+    kw["processes"] = 1
     return kw
 
 
@@ -576,6 +578,14 @@ class RunningCluster:
     @property
     def dashboard_link(self) -> str | None:
         return getattr(self.cluster, "dashboard_link", None)
+
+    def job_scripts(self) -> dict[str, str]:
+        """The batch script each SLURM pool submits (``{"default": ...}`` without pools; ``{}`` if not SLURM)."""
+        pools = getattr(self.cluster, "ramanscreen_pools", None)
+        if pools is None:
+            return {"default": self.cluster.job_script()} if self.settings.kind == "slurm" else {}
+        return {a.pool.name: a.spec["cls"](self.address, name=f"{a.prefix}N", **a.spec["options"]).job_script()
+                for a in pools}
 
     def close(self) -> None:
         """Stop the workers (cancel the SLURM jobs) and the scheduler; idempotent."""

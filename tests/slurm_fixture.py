@@ -300,8 +300,12 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with start_prefect_server(home) as url:
         os.environ["PREFECT_API_URL"] = url
         os.environ["PREFECT_HOME"] = str(home)
+        # Prefect may have read its settings at import already: override them in-process too.
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
         try:
-            yield url
+            with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
+                yield url
         finally:
             for k, v in old.items():
                 if v is None:
