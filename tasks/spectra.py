@@ -96,6 +96,8 @@ SPECTRUM_COLUMNS = (
     "gamma2",
     "depolarization_ratio",
 )
+#: Smoothed spectra are returned with at least this many points per σ (see ``decimate``).
+POINTS_PER_SIGMA = 8
 #: Gaussian kernels are truncated at this many standard deviations (relative weight < 1e-14).
 _TRUNCATE = 8.0
 #: Version of the spectrum conventions written into the Parquet metadata.
@@ -294,7 +296,7 @@ def _decompose(
                 fix="remove or recompute that frame",
             )
     asym = comps[..., 6:, :]
-    asym_max = float(np.abs(asym).max()) if asym.size else 0.0
+    asym_max = max(float(asym.max()), -float(asym.min()))
     if asym_max > 0.0:
         scale = max(abs(float(flat.max())), abs(float(flat.min())))
         tol = SYMMETRY_RTOL * scale
@@ -403,7 +405,8 @@ def write_alpha_txt(path: str | os.PathLike[str], alpha_A3: Any) -> None:
 
 @dataclass(frozen=True)
 class RamanSpectrum:
-    """A Raman spectrum on the Fourier grid ν̃_k = k / (N dt) in cm⁻¹, k = 0, 1, …
+    """A Raman spectrum on the Fourier grid ν̃_k = k / (N dt) in cm⁻¹, k = 0, 1, … (or on every
+    step-th of those bins for a long, smoothed series; see :func:`raman_spectrum`'s ``decimate``).
 
     Arrays (all the same length): ``freq_cm1``; ``intensity`` (I = I_∥ + I_⊥, arbitrary units),
     ``intensity_parallel``, ``intensity_perpendicular``; ``a2``, ``gamma2`` (Å⁶ fs⁻¹, smoothed);
@@ -432,6 +435,11 @@ class RamanSpectrum:
         return CM1_PER_INV_FS / (self.n_frames * self.dt_fs)
 
     @property
+    def grid_step_cm1(self) -> float:
+        """Spacing of ``freq_cm1``: ``df_cm1``, or a multiple of it for a decimated smoothed spectrum."""
+        return float(self.freq_cm1[1] - self.freq_cm1[0])
+
+    @property
     def nyquist_cm1(self) -> float:
         """Nyquist frequency in cm⁻¹: CM1_PER_INV_FS / (2 dt_fs)."""
         return CM1_PER_INV_FS / (2.0 * self.dt_fs)
@@ -450,6 +458,7 @@ class RamanSpectrum:
             "bose_factor": "none" if self.temperature_k is None else "n(w)+1 = 1/(1-exp(-hc nu/kT))",
             "max_freq_cm1": "none" if self.max_freq_cm1 is None else repr(self.max_freq_cm1),
             "df_cm1": repr(self.df_cm1),
+            "grid_step_cm1": repr(self.grid_step_cm1),
             "units": json.dumps(
                 {
                     "freq_cm1": "cm^-1",
@@ -472,11 +481,23 @@ def _check_positive(value: Any, field: str, fix: str, *, allow_zero: bool = Fals
     return v
 
 
-def _smoothing_layout(m: int, sigma_bins: float) -> tuple[int, int]:
-    """(pad, buffer length) for smoothing rows of ``m`` bins with a Gaussian of ``sigma_bins``."""
+def _output_step(sigma_bins: float, decimate: bool) -> int:
+    """Output every ``step``-th bin: ⌊σ/(POINTS_PER_SIGMA bins)⌋ when decimating, else 1."""
+    if not decimate or sigma_bins < 4.0:
+        return 1
+    step = int(sigma_bins // POINTS_PER_SIGMA)
+    return 1 if step < 2 else int(sfft.prev_fast_len(step, real=True))  # 2·3·5-smooth: fast FFT lengths
+
+
+def _smoothing_layout(m: int, sigma_bins: float, step: int = 1) -> tuple[int, int]:
+    """(pad, buffer length) for smoothing rows of ``m`` bins with a Gaussian of ``sigma_bins``.
+
+    ``pad`` and the length are multiples of ``step`` so that decimated samples fall on bins.
+    """
     if sigma_bins <= 0:
         return 0, m
     pad = int(math.ceil(_TRUNCATE * sigma_bins)) + 1
+    pad = -(-pad // step) * step
     if pad > m - 1:
         raise InputError(
             f"the smoothing kernel ({_TRUNCATE:g}σ = {pad} bins) is wider than the spectrum ({m} bins)",
@@ -484,14 +505,21 @@ def _smoothing_layout(m: int, sigma_bins: float) -> tuple[int, int]:
             fix="use a smaller sigma_cm1 or a longer α series",
         )
     length = m + 2 * pad
-    return pad, (sfft.next_fast_len(length, real=True) if sigma_bins >= 4.0 else length)
+    if sigma_bins < 4.0:
+        return pad, length
+    return pad, step * sfft.next_fast_len(-(-length // step), real=True)
 
 
-def _smooth_buffer(buf: np.ndarray, m: int, pad: int, sigma_bins: float, odd: np.ndarray) -> np.ndarray:
-    """Smooth rows whose data sit in ``buf[..., pad:pad+m]``; return the smoothed (..., m) rows.
+def _smooth_buffer(
+    buf: np.ndarray, m: int, pad: int, sigma_bins: float, odd: np.ndarray, step: int = 1
+) -> np.ndarray:
+    """Smooth rows whose data sit in ``buf[..., pad:pad+m]``; return bins 0, step, 2 step, … < m.
 
     Fills the ends first: even continuation beyond bin 0 (odd where ``odd``, with bin 0 := 0)
-    and even continuation beyond the last bin; anything further out is zero.
+    and even continuation beyond the last bin; anything further out is zero. With ``step`` > 1
+    (FFT path only) the smoothed rows are evaluated only at every ``step``-th bin, by an inverse
+    FFT of length L/step of the kernel-filtered transform: exact, because the filtered transform
+    is below exp(−π²σ²/(2 step²)) < 1e−130 beyond the smaller Nyquist (step ≤ σ/8 bins).
     """
     if pad == 0:
         return buf[..., :m]
@@ -507,9 +535,13 @@ def _smooth_buffer(buf: np.ndarray, m: int, pad: int, sigma_bins: float, odd: np
     if sigma_bins >= 4.0:
         q = np.arange(length // 2 + 1) / length
         kernel_ft = np.exp(-2.0 * np.pi**2 * sigma_bins**2 * q * q)
-        ft = sfft.rfft(rows, axis=-1)
-        ft *= kernel_ft
-        out = sfft.irfft(ft, n=length, axis=-1)[:, pad : pad + m]
+        ft = np.fft.rfft(rows, axis=-1)
+        n_small = length // step
+        ft = ft[:, : n_small // 2 + 1] * kernel_ft[: n_small // 2 + 1]
+        out = np.fft.irfft(ft, n=n_small, axis=-1)
+        if step > 1:
+            out *= 1.0 / step  # irfft normalises by 1/n_small, the full transform by 1/length
+        out = out[:, pad // step : pad // step + (m - 1) // step + 1]
     else:
         from scipy.ndimage import correlate1d
 
@@ -517,7 +549,7 @@ def _smooth_buffer(buf: np.ndarray, m: int, pad: int, sigma_bins: float, odd: np
         w = np.exp(-0.5 * (r / sigma_bins) ** 2)
         out = correlate1d(rows, w / w.sum(), axis=-1, mode="constant")[:, pad : pad + m]
     out[odd, 0] = 0.0  # exact for an odd continuation
-    return out.reshape(buf.shape[:-1] + (m,))
+    return out.reshape(buf.shape[:-1] + (out.shape[-1],))
 
 
 def gaussian_smooth(
@@ -555,6 +587,7 @@ def _spectra_arrays(
     sigma_cm1: float,
     temperature_k: float | None,
     max_freq_cm1: float | None,
+    decimate: bool = True,
     field: str = "alpha",
 ) -> dict[str, np.ndarray]:
     """Core: α of shape (..., n, 3, 3) → spectra arrays of shape (..., n_bins). Vectorised."""
@@ -581,19 +614,19 @@ def _spectra_arrays(
     sigma_bins = sigma_cm1 / df_cm1
     k_in = min(nyquist_bin, k_out + int(math.ceil(_TRUNCATE * sigma_bins)) + 2) if sigma_bins > 0 else k_out
     m_in = k_in + 1
-    pad, length = _smoothing_layout(m_in, sigma_bins)
+    step = _output_step(sigma_bins, decimate)
+    pad, length = _smoothing_layout(m_in, sigma_bins, step)
 
     # One BLAS pass: validated spherical components (..., 6, n); one rfft pass over the six.
     comps, _ = _decompose(alpha, file=None, field=field)
-    spec = sfft.rfft(comps, axis=-1)[..., :m_in]
+    spec = np.fft.rfft(comps, axis=-1)[..., :m_in]
     del comps
     spec[..., 0] = 0.0  # the mean only enters bin 0: zeroing it removes the mean exactly
-    re_im = spec.view(np.float64)  # (..., 6, 2 m_in): re, im interleaved
-    p_iso = np.einsum("...j,...j->...j", re_im[..., 0, :], re_im[..., 0, :])
-    p_iso = p_iso.reshape(p_iso.shape[:-1] + (m_in, 2)).sum(axis=-1)  # |Ŷ0|²
-    p_aniso = np.einsum("...rj,...rj->...j", re_im[..., 1:, :], re_im[..., 1:, :])
-    p_aniso = p_aniso.reshape(p_aniso.shape[:-1] + (m_in, 2)).sum(axis=-1)  # Σ_{r=1..5} |Ŷr|²
-    del spec, re_im
+    power = np.abs(spec)
+    del spec
+    power *= power  # |Ŷr|², (..., 6, m_in)
+    p_iso = power[..., 0, :]  # |Ŷ0|²
+    p_aniso = power[..., 1:, :].sum(axis=-2)  # Σ_{r=1..5} |Ŷr|²
 
     k = np.arange(m_in)
     nu = k * df_cm1
@@ -608,15 +641,17 @@ def _spectra_arrays(
     np.multiply(p_aniso, w2c, out=core[..., 1, :])  # γ²
     np.multiply(core[..., 0, :], pref, out=core[..., 2, :])  # prefactor · a²
     np.multiply(core[..., 1, :], pref, out=core[..., 3, :])  # prefactor · γ²
-    del p_iso, p_aniso
+    del power, p_iso, p_aniso
     odd = np.array([False, False, True, True])
-    smooth = _smooth_buffer(buf, m_in, pad, sigma_bins, odd)[..., : k_out + 1]
+    n_out = k_out // step + 1
+    smooth = _smooth_buffer(buf, m_in, pad, sigma_bins, odd, step)[..., :n_out]
+    nu = nu[: k_out + 1 : step]
     a2_s, g2_s, pa2_s, pg2_s = (smooth[..., r, :] for r in range(4))
     i_par = pa2_s + (4.0 / 45.0) * pg2_s
     i_perp = (3.0 / 45.0) * pg2_s
     if temperature_k is not None:
-        x = _second_radiation_constant_cm_k() * nu[1 : k_out + 1] / temperature_k
-        bose = np.zeros(k_out + 1)
+        x = _second_radiation_constant_cm_k() * nu[1:] / temperature_k
+        bose = np.zeros(n_out)
         bose[1:] = -1.0 / np.expm1(-x)  # n + 1 = 1/(1 − e^{−x})
         i_par *= bose
         i_perp *= bose
@@ -627,7 +662,7 @@ def _spectra_arrays(
         rho = i_perp / i_par
     rho[~(i_par > 0)] = np.nan
     return {
-        "freq_cm1": nu[: k_out + 1],
+        "freq_cm1": nu,
         "intensity": total,
         "intensity_parallel": i_par,
         "intensity_perpendicular": i_perp,
@@ -656,13 +691,18 @@ def raman_spectrum(
     sigma_cm1: float = 4.0,
     temperature_k: float | None = None,
     max_freq_cm1: float | None = None,
+    decimate: bool = True,
 ) -> RamanSpectrum:
     """Raman spectrum (eqs. S1–S3) of an α series of shape (n, 3, 3) in Å³ sampled ``dt_fs`` apart.
 
     ``dt_fs`` is the time between α samples (MD step × stride). ``sigma_cm1`` is the standard
     deviation of the Gaussian smoothing (0: none). ``temperature_k`` multiplies the intensities
     by the Bose–Einstein factor n(ω)+1. ``max_freq_cm1`` cuts the output range (default: up to
-    Nyquist). See the module docstring for the conventions (units, ω = 0, smoothing ends).
+    Nyquist). ``decimate``: when σ spans at least 2 × POINTS_PER_SIGMA Fourier bins (long
+    series), return every step-th bin, step = ⌊σ/(POINTS_PER_SIGMA Δν̃)⌋, i.e. at least
+    POINTS_PER_SIGMA = 8 points per σ — exact samples of the same smoothed spectrum (it is
+    band-limited), and not 10⁵ rows of redundant values. ``False`` keeps every Fourier bin.
+    See the module docstring for the conventions (units, ω = 0, smoothing ends).
 
     >>> rng = np.random.default_rng(0)
     >>> a = rng.normal(size=(256, 3, 3)); a = a + a.transpose(0, 2, 1)
@@ -673,7 +713,9 @@ def raman_spectrum(
     dt, laser, sigma, temp, fmax = _validate_settings(dt_fs, laser_nm, sigma_cm1, temperature_k, max_freq_cm1)
     alpha = np.asarray(alpha_A3, dtype=np.float64)
     _check_shape(alpha, file=None, field="alpha", batch=0)
-    arrays = _spectra_arrays(alpha, dt, laser_nm=laser, sigma_cm1=sigma, temperature_k=temp, max_freq_cm1=fmax)
+    arrays = _spectra_arrays(
+        alpha, dt, laser_nm=laser, sigma_cm1=sigma, temperature_k=temp, max_freq_cm1=fmax, decimate=bool(decimate)
+    )
     return RamanSpectrum(
         **arrays, dt_fs=dt, n_frames=alpha.shape[0], laser_nm=laser, sigma_cm1=sigma, temperature_k=temp, max_freq_cm1=fmax
     )
@@ -710,11 +752,13 @@ def spectrum_band(
         kwargs.pop("temperature_k", None),
         kwargs.pop("max_freq_cm1", None),
     )
+    decimate = bool(kwargs.pop("decimate", True))
     if kwargs:
         raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
     n = alpha.shape[1]
     arrays = _spectra_arrays(
-        alpha, dt, laser_nm=laser, sigma_cm1=sigma, temperature_k=temp, max_freq_cm1=fmax, field="alpha_committee"
+        alpha, dt, laser_nm=laser, sigma_cm1=sigma, temperature_k=temp, max_freq_cm1=fmax, decimate=decimate,
+        field="alpha_committee",
     )
     lo, hi = np.percentile(arrays["intensity"], list(percentiles), axis=0)
     mean = {key: (val if key == "freq_cm1" else val.mean(axis=0)) for key, val in arrays.items()}
@@ -884,7 +928,7 @@ def plot_spectrum(
 
     path = Path(path)
     nu = spectrum.freq_cm1
-    step = max(1, len(nu) // 20000) if spectrum.df_cm1 * len(nu) / 20000 < max(spectrum.sigma_cm1, 1e-12) / 4 else 1
+    step = max(1, len(nu) // 20000) if spectrum.grid_step_cm1 * len(nu) / 20000 < spectrum.sigma_cm1 / 4 else 1
     sl = slice(None, None, step)
     fig = Figure(figsize=(7.5, 4.5), dpi=120)
     FigureCanvasAgg(fig)

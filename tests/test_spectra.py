@@ -270,6 +270,23 @@ def test_max_freq_cut_matches_the_full_spectrum(rng: np.random.Generator) -> Non
     np.testing.assert_allclose(cut.intensity, full.intensity[:m], rtol=1e-7, atol=1e-9 * full.intensity.max())
 
 
+@pytest.mark.parametrize("max_freq_cm1", [None, 500.0])
+def test_decimated_output_samples_the_full_grid_spectrum_exactly(rng: np.random.Generator, max_freq_cm1) -> None:
+    """A long smoothed series is returned on every step-th Fourier bin (≥ 8 points per σ); those
+    are the same numbers as on the full grid (the smoothed spectrum is band-limited)."""
+    n, dt = 2**17, 20.0
+    a = alpha_from_components(ou(rng, (6,), n, dt, 300.0), base=np.eye(3))
+    a[:, 0, 0] += 0.05 * np.cos(omega_rad_fs(on_bin(350.0, n, dt) + 0.004) * np.arange(n) * dt)
+    full = raman_spectrum(a, dt, max_freq_cm1=max_freq_cm1, decimate=False)
+    dec = raman_spectrum(a, dt, max_freq_cm1=max_freq_cm1)
+    step = int(round(dec.grid_step_cm1 / full.df_cm1))
+    assert step > 1 and dec.grid_step_cm1 <= dec.sigma_cm1 / 8
+    np.testing.assert_allclose(dec.freq_cm1, full.freq_cm1[::step], rtol=1e-12)
+    for name in ("intensity", "intensity_parallel", "intensity_perpendicular", "a2", "gamma2"):
+        x = getattr(full, name)[::step]
+        np.testing.assert_allclose(getattr(dec, name), x, rtol=1e-9, atol=1e-12 * x.max(), err_msg=name)
+
+
 def test_committee_band_is_vectorised_and_has_the_percentiles(rng: np.random.Generator) -> None:
     """Members s_m·α have intensities s_m²·I, so the band is I times the percentiles of s_m²."""
     n, dt = 2048, 10.0

@@ -40,6 +40,9 @@ def spectrum(
     out: Path | None = typer.Option(None, "--out", help="Output prefix: writes PREFIX.csv, PREFIX.parquet (and PREFIX.png)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", "-o", help="Directory for <name>.spectrum.* (default: current directory)."),
     plot: bool = typer.Option(False, "--plot", help="Also write a PNG: full range plus an inset of the low-frequency region."),
+    full_grid: bool = typer.Option(
+        False, "--full-grid", help="Write every Fourier bin even when σ spans many bins (default: ≥ 8 exact points per σ)."
+    ),
 ) -> None:
     """Raman spectrum (isotropic a², anisotropic γ², total/parallel/perpendicular) of an α time series."""
     from tasks.spectra import central_peak_descriptors, plot_spectrum, raman_spectrum, read_alpha, write_spectrum
@@ -53,7 +56,8 @@ def spectrum(
     prefix = _output_prefix(alpha_file, out, out_dir)
     alpha = read_alpha(alpha_file, fmt=fmt)
     spec = raman_spectrum(
-        alpha, dt_fs * stride, laser_nm=laser_nm, sigma_cm1=sigma_cm1, temperature_k=temperature_k, max_freq_cm1=max_freq_cm1
+        alpha, dt_fs * stride, laser_nm=laser_nm, sigma_cm1=sigma_cm1, temperature_k=temperature_k,
+        max_freq_cm1=max_freq_cm1, decimate=not full_grid,
     )
     try:
         descriptors = central_peak_descriptors(spec, omega_c_cm1=omega_c_cm1)
@@ -75,7 +79,10 @@ def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file:
     table = Table(title=f"Raman spectrum of {alpha_file} ({spec.n_frames} frames × {spec.dt_fs:g} fs)", show_header=False)
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    table.add_row("resolution / range", f"{spec.df_cm1:.3g} cm⁻¹ / 0–{spec.freq_cm1[-1]:.0f} cm⁻¹")
+    table.add_row(
+        "resolution / grid / range",
+        f"{spec.df_cm1:.3g} / {spec.grid_step_cm1:.3g} cm⁻¹ / 0–{spec.freq_cm1[-1]:.0f} cm⁻¹",
+    )
     table.add_row("smoothing σ, laser, Bose T", f"{spec.sigma_cm1:g} cm⁻¹, {spec.laser_nm:g} nm, "
                   + ("none" if spec.temperature_k is None else f"{spec.temperature_k:g} K"))
     k = int(np.argmax(spec.intensity))
@@ -87,7 +94,7 @@ def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file:
         d = descriptors
         table.add_row(
             f"fraction of I in [{d['omega_min_cm1']:g}, {d['omega_c_cm1']:g}] cm⁻¹",
-            f"{d['fraction_below_omega_c']:.3f} (of [{d['omega_min_cm1']:g}, {d['host_high_cm1']:g}])",
+            f"{d['fraction_below_omega_c']:.3f} (of [{d['omega_min_cm1']:g}, {d['host_high_cm1']:.0f}])",
         )
         table.add_row(
             "low window / host peak", f"{d['low_to_host_ratio']:.3g} (host peak {d['host_peak_cm1']:.0f} cm⁻¹)"
