@@ -1,0 +1,158 @@
+"""The campaign flow: every material of a campaign file, concurrently, then the ranking.
+
+:func:`campaign_flow` runs the materials' task graphs (``flows/material.py``) in threads of the
+flow process, all submitting onto the flow's one Dask task runner, so MD of one material
+overlaps with the reference calculations or the ML of another. It ends with the ranking
+(analytics) as a Prefect table artifact and the report files (CSV, Markdown, PNGs).
+
+:func:`run_campaign` is what ``ramanscreen screen`` calls: it starts a local Prefect server
+unless ``PREFECT_API_URL`` is set (:mod:`flows.server`), then the Dask cluster of the
+campaign's ``[cluster]`` section (:mod:`flows.cluster`) — in that order, so the workers inherit
+``PREFECT_API_URL`` — and runs the flow with a task runner connected to that cluster.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as _dt
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import get_run_context
+from prefect.logging import get_run_logger
+
+from flows.config import Campaign, load_campaign
+from flows.stages import artifact_key, configure_caching
+
+log = logging.getLogger(__name__)
+
+
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    stem = Path(str(params.get("campaign_file", "campaign"))).stem
+    quick = "-quick" if params.get("quick") else ""
+    return f"{stem}{quick}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def ranking_rows(campaign: Campaign) -> list[dict[str, Any]]:
+    """The campaign's ranking from DuckDB over its Parquet results (``analytics.ranking``)."""
+    from analytics.db import connect
+    from analytics.ranking import ranking
+
+    con = connect(campaign.results_root)
+    try:
+        return ranking(con, campaign.name)
+    finally:
+        con.close()
+
+
+def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("rank", "material", "formula", "temperature_k", "mobile_species", "D_cm2_s", "D_err_cm2_s",
+            "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "conduction", "central_peak",
+            "consistent", "r2_diag", "r2_offdiag", "n_train")
+    out = []
+    for r in rows:
+        row = {}
+        for k in keys:
+            v = r.get(k)
+            if isinstance(v, float):
+                v = float(f"{v:.4g}") if v == v else None
+            row[k] = v
+        out.append(row)
+    return out
+
+
+@flow(name="ramanscreen-campaign", flow_run_name=_flow_run_name, log_prints=True)
+def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
+    """Screen every material of ``campaign_file`` concurrently, write Parquet, rank them."""
+    logger = get_run_logger()
+    campaign = load_campaign(campaign_file, quick=quick)
+    logger.info("campaign %s: %d materials, results under %s", campaign.name, len(campaign.materials),
+                campaign.results_root)
+    stage_tasks = configure_caching(campaign.results_root)
+
+    from flows.material import screen_material
+
+    runner = get_run_context().task_runner
+    if hasattr(runner, "client"):
+        runner.client  # noqa: B018 - connect once here, not from several threads at once
+    summaries: list[dict[str, Any]] = []
+    failures: list[str] = []
+    with ThreadPoolExecutor(max_workers=len(campaign.materials), thread_name_prefix="material") as pool:
+        futures = {
+            pool.submit(contextvars.copy_context().run, screen_material, campaign, m, stage_tasks): m
+            for m in campaign.materials
+        }
+        for fut, m in futures.items():
+            try:
+                summaries.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - rank what finished, then fail the flow
+                logger.error("%s failed: %s: %s", m.name, type(exc).__name__, exc)
+                failures.append(f"{m.name}: {type(exc).__name__}: {' '.join(str(exc).split())}")
+
+    from analytics.report import ranking_markdown, write_report
+    from analytics.ranking import Thresholds, summarize
+
+    report: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
+    if summaries:
+        rows = ranking_rows(campaign)
+        paths = write_report(campaign.results_root, campaign.name)
+        report = {k: str(v) for k, v in paths.items()}
+        create_table_artifact(table=_artifact_rows(rows), key=artifact_key("ranking", campaign.name),
+                              description=f"Ranking of campaign {campaign.name} by central-peak fraction vs D")
+        create_markdown_artifact(
+            markdown=f"# Ranking of {campaign.name}\n\n" + ranking_markdown(rows, summarize(rows), Thresholds())
+            + f"\n\nScatter: `{report.get('scatter_png')}`\n\nSpectra: `{report.get('spectra_png')}`\n",
+            key=artifact_key("ranking-report", campaign.name), description="ranking, Spearman and plots")
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(campaign.materials)} materials failed: " + "; ".join(failures))
+    return {"campaign": campaign.name, "results_root": str(campaign.results_root), "materials": summaries,
+            "ranking": _artifact_rows(rows), "report": report}
+
+
+@dataclass
+class CampaignRun:
+    """What :func:`run_campaign` returns."""
+
+    campaign: Campaign
+    result: dict[str, Any]
+    ui_url: str | None
+    flow_run_id: str | None
+
+
+def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, keep_ui: bool = False,
+                 on_server=None) -> CampaignRun:  # noqa: ANN001
+    """Validate the campaign, start the Prefect server (unless ``PREFECT_API_URL`` is set) and
+    the Dask cluster, run :func:`campaign_flow` on it, and tear both down (``keep_ui`` keeps the
+    server). ``on_server(ui_url)`` is called once the server is up."""
+    from flows.cluster import make_task_runner, open_cluster
+    from flows.server import local_server
+
+    campaign = load_campaign(campaign_file, quick=quick)  # bad input fails here, before anything starts
+    campaign.results_root.mkdir(parents=True, exist_ok=True)
+    home = campaign.results_root / "_prefect" / "server" / campaign.name
+    with local_server(home, keep=keep_ui) as server:
+        ui = server.ui_url if server else _ui_from_api(os.environ.get("PREFECT_API_URL", ""))
+        if on_server is not None:
+            on_server(ui)
+        with open_cluster(campaign.cluster, file=str(campaign.source)) as running:
+            state = campaign_flow.with_options(task_runner=make_task_runner(running))(
+                str(campaign.source), quick=quick, return_state=True)
+        flow_run_id = str(state.state_details.flow_run_id) if state.state_details else None
+        result = state.result()  # raises if the flow failed
+    return CampaignRun(campaign=campaign, result=result, ui_url=ui, flow_run_id=flow_run_id)
+
+
+def _ui_from_api(api_url: str) -> str | None:
+    if not api_url:
+        return None
+    return api_url[: -len("/api")] if api_url.rstrip("/").endswith("/api") else api_url

@@ -1,0 +1,186 @@
+"""The material flow: one (structure, temperature) from MD to Parquet.
+
+Order (each arrow a Prefect task on the Dask cluster, all cached on their inputs):
+
+    structure → MD (one task, checkpointed) → pick N snapshots
+      → reference α (one task per snapshot, fanned out, retried with backoff)
+      → fit the λ-SOAP committee
+      → predict α over the sampled frames (chunks, in parallel)
+      → Raman spectrum + committee band + central-peak descriptors ┐
+      → transport (MSD, D, σ, VDOS)                                ┴→ Parquet
+
+:func:`screen_material` submits this graph onto the task runner of the *current* flow run, so
+the campaign flow can run several materials at once (one thread each) over one shared Dask
+cluster. :func:`material_flow` wraps it as a flow of its own for screening a single material.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from flows.cluster import on_pool
+from flows.config import Campaign, Material, n_alpha_frames
+from flows.stages import artifact_key, configure_caching, write_task
+
+
+def material_workdir(campaign: Campaign, material: Material) -> Path:
+    """``<results_root>/work/<campaign>/<material>/<run_id>``: MD, references, model, plots."""
+    return campaign.results_root / "work" / campaign.name / material.name / material.fingerprint(campaign)
+
+
+def md_settings(campaign: Campaign, material: Material) -> dict[str, Any]:
+    """Keyword arguments of ``tasks.md.MDSettings`` for this material."""
+    s = {k: v for k, v in material.md.items() if v is not None}
+    return {**s, "temperature_k": material.temperature_k, "calculator": campaign.mlff["calculator"],
+            "calculator_kwargs": dict(campaign.mlff["options"])}
+
+
+def _chunks(n_stored: int, stride: int, chunk_frames: int) -> list[tuple[int, int]]:
+    """Stored-frame ranges ``[start, stop)`` of at most ``chunk_frames`` α samples each."""
+    n_alpha = len(range(0, n_stored, stride))
+    per = max(1, chunk_frames)
+    return [(k * stride, min(n_stored, (k + per) * stride)) for k in range(0, n_alpha, per)]
+
+
+def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[str, Any]) -> dict[str, Any]:
+    """Submit one material's tasks on the current flow's task runner and wait for the result.
+
+    ``stage_tasks`` are the cached tasks from :func:`flows.stages.configure_caching`.
+    Returns a summary (descriptors, D, where the spectrum PNG is) and creates the material's
+    markdown artifact.
+    """
+    logger = get_run_logger()
+    run_id = material.fingerprint(campaign)
+    wd = material_workdir(campaign, material)
+    wd.mkdir(parents=True, exist_ok=True)
+    name = material.name
+    ref = campaign.reference
+    md_cfg = md_settings(campaign, material)
+    logger.info("%s: run %s in %s", name, run_id, wd)
+
+    with on_pool("md"):
+        structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md_cfg["seed"],
+                                                    str(wd))
+        md = stage_tasks["md"].submit(name, structure, md_cfg, str(wd / "md"),
+                                      artifact_key("md-progress", campaign.name, name))
+    md_res = md.result()
+    structure_res = structure.result()
+    logger.info("%s: MD done, %d stored frames", name, md_res["n_frames"])
+
+    from flows.stages import select_task
+
+    n_ref = ref["n_train"] + ref["n_test"]
+    frames = select_task.submit(name, md_res, n_ref, ref["selection"], ref["seed"]).result()
+    reference = stage_tasks["reference"].with_options(
+        retries=ref["retries"],
+        retry_delay_seconds=[ref["retry_delay_s"] * 2**k for k in range(ref["retries"])] or 0,
+        retry_jitter_factor=0.5 if ref["retries"] else None,
+    )
+    with on_pool("reference"):
+        refs = [reference.submit(name, md_res["traj_path"], f, ref["backend"], dict(ref["options"]),
+                                 str(wd / "reference" / f"frame_{f:06d}")) for f in frames]
+    ref_results = [r.result() for r in refs]
+
+    model = campaign.model
+    with on_pool("ml"):
+        fit = stage_tasks["fit"].submit(name, md_res["traj_path"], ref_results, ref["n_train"], dict(model["hypers"]),
+                                        model["committee"], model["seed"], str(wd / "model" / "alpha_model"))
+        fit_res = fit.result()
+        stride = int(material.md["alpha_stride"])
+        preds = [stage_tasks["predict"].submit(name, fit_res["model_path"], md_res["traj_path"], a, b, stride)
+                 for a, b in _chunks(md_res["n_frames"], stride, campaign.prediction["chunk_frames"])]
+        spectrum = stage_tasks["spectrum"].submit(name, preds, md_res["alpha_dt_fs"], dict(campaign.spectrum),
+                                                  str(wd))
+    with on_pool("md"):
+        transport = stage_tasks["transport"].submit(name, md_res["traj_path"], structure_res["symbols"],
+                                                    material.temperature_k, dict(campaign.transport))
+    spec_res, trans_res = spectrum.result(), transport.result()
+
+    md_s = material.md
+    meta = {
+        "formula": structure_res["formula"],
+        "temperature_k": material.temperature_k,
+        "n_atoms": structure_res["n_atoms"],
+        "mobile_species": material.mobile[0],
+        "mlff": campaign.mlff["calculator"],
+        "reference_method": fit_res["method"],
+        "n_train": fit_res["n_train"],
+        "md_dt_fs": float(md_s["dt_fs"]),
+        "md_equil_ps": md_s["equil_steps"] * md_s["dt_fs"] / 1000.0,
+        "md_production_ps": md_s["steps"] * md_s["dt_fs"] / 1000.0,
+        "alpha_stride": int(md_s["write_every"] * md_s["alpha_stride"]),
+        "pressure_gpa": float(md_s["pressure_gpa"]) if md_s.get("ensemble") == "npt" else None,
+        "structure": material.structure,
+        "settings": {"material": material.name, "label": material.label, "md": md_s, "mlff": campaign.mlff,
+                     "reference": ref, "model": model, "spectrum": campaign.spectrum,
+                     "transport": campaign.transport, "mobile": list(material.mobile),
+                     "campaign_file": str(campaign.source), "quick": campaign.quick},
+    }
+    write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
+                      fit_res).result()
+
+    d = {r["species"]: r for r in trans_res["rows"]}
+    mobile = material.mobile[0]
+    summary = {
+        "material": name, "run_id": run_id, "formula": structure_res["formula"], "temperature_k": material.temperature_k,
+        "n_atoms": structure_res["n_atoms"], "mobile": mobile, "D_cm2_s": d.get(mobile, {}).get("D_cm2_s"),
+        "D_err_cm2_s": d.get(mobile, {}).get("D_err_cm2_s"), "descriptors": spec_res["descriptors"],
+        "ml_metrics": fit_res["metrics"], "spectrum_png": spec_res["png"], "workdir": str(wd),
+        "n_alpha": spec_res["n_alpha"], "n_frames": md_res["n_frames"],
+    }
+    create_markdown_artifact(markdown=material_markdown(campaign, material, summary),
+                             key=artifact_key(campaign.name, name), description=f"{name}: descriptors and plots")
+    logger.info("%s: written to Parquet (run %s)", name, run_id)
+    return summary
+
+
+def _num(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return str(x)
+
+
+def material_markdown(campaign: Campaign, material: Material, s: dict[str, Any]) -> str:
+    """The material's artifact: settings, transport, ML metrics, descriptors, spectrum path."""
+    md = material.md
+    lines = [
+        f"# {material.name} ({s['formula']}, {material.temperature_k:g} K)",
+        "",
+        f"campaign **{campaign.name}**, run id `{s['run_id']}`, {s['n_atoms']} atoms, "
+        f"{md['steps']} × {md['dt_fs']:g} fs production ({md['steps'] * md['dt_fs'] / 1000:g} ps) after "
+        f"{md['equil_steps']} equilibration steps, MLFF `{campaign.mlff['calculator']}`, "
+        f"reference `{campaign.reference['backend']}`, N_T = {campaign.reference['n_train']}, "
+        f"{s['n_alpha']} α samples.",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| D({s['mobile']}) (cm²/s) | {_num(s['D_cm2_s'])} ± {_num(s['D_err_cm2_s'])} |",
+    ]
+    for k, v in s["ml_metrics"].items():
+        lines.append(f"| α model {k} | {_num(v)} |")
+    for k, v in s["descriptors"].items():
+        lines.append(f"| {k} | {_num(v)} |")
+    lines += ["", f"Spectrum PNG: `{s['spectrum_png']}`", "", f"Work directory: `{s['workdir']}`", ""]
+    return "\n".join(lines)
+
+
+@flow(name="ramanscreen-material", flow_run_name="{material_name}")
+def material_flow(campaign_file: str, material_name: str, quick: bool = False) -> dict[str, Any]:
+    """Screen one material of a campaign file on this flow's task runner."""
+    from flows.config import load_campaign
+    from tasks.common import InputError
+
+    campaign = load_campaign(campaign_file, quick=quick)
+    by_name = {m.name: m for m in campaign.materials}
+    if material_name not in by_name:
+        raise InputError(f"no material {material_name!r}", file=campaign_file, field="materials",
+                         fix=f"use one of {', '.join(by_name)}")
+    return screen_material(campaign, by_name[material_name], configure_caching(campaign.results_root))

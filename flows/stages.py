@@ -1,0 +1,333 @@
+"""Thin Prefect tasks around the stage functions of ``tasks/`` (no science here).
+
+Every task takes plain, JSON-able arguments (paths as strings, settings as dicts) and returns
+small plain values or numpy arrays, so that
+
+* Prefect can hash the inputs for the cache key (:func:`cache_policy`: inputs + the task's
+  source + a digest of the science modules it calls), and
+* the results persist under the results root (:func:`configure_caching`), so a re-run of a
+  finished campaign recomputes nothing and a re-run of an interrupted one resumes at the first
+  unfinished task (MD additionally resumes *inside* a run from ``tasks.md``'s checkpoints).
+
+Tasks run on Dask workers; each stage's tasks are submitted inside
+``flows.cluster.on_pool(stage)`` by ``flows/material.py`` so they land on the right pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.tasks import exponential_backoff
+
+#: Science modules each stage's results depend on (their source is part of the cache key).
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "structure": ("tasks.structures",),
+    "md": ("tasks.md", "tasks.structures"),
+    "reference": ("tasks.reference",),
+    "fit": ("tasks.polarizability",),
+    "predict": ("tasks.polarizability",),
+    "spectrum": ("tasks.spectra", "tasks.polarizability"),
+    "transport": ("tasks.transport", "tasks.trajectory"),
+}
+
+
+@cache
+def source_digest(modules: tuple[str, ...]) -> str:
+    """SHA-256 (16 hex) of the source files of ``modules`` plus ``tasks/common.py``."""
+    import importlib
+
+    h = hashlib.sha256()
+    for name in sorted({*modules, "tasks.common"}):
+        mod = importlib.import_module(name)
+        h.update(name.encode())
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class CodeVersion(CachePolicy):
+    """Cache-key part: the source of the science modules a stage calls (``STAGE_MODULES``),
+    so editing ``tasks/md.py`` invalidates cached MD but not cached spectra inputs upstream."""
+
+    modules: tuple[str, ...] = field(default_factory=tuple)
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        return source_digest(tuple(self.modules))
+
+
+def cache_policy(stage: str, key_storage: str | Path) -> CachePolicy:
+    """Inputs + task source + science-code version, with cache records under ``key_storage``."""
+    return (INPUTS + TASK_SOURCE + CodeVersion(modules=STAGE_MODULES[stage])).configure(key_storage=str(key_storage))
+
+
+def result_storage_block(results_root: Path):
+    """A ``LocalFileSystem`` block under ``<results_root>/_prefect/results``, saved on the
+    current Prefect server (Prefect requires saved blocks for result storage)."""
+    from prefect.filesystems import LocalFileSystem
+
+    base = (Path(results_root) / "_prefect" / "results").resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    name = "ramanscreen-results-" + hashlib.sha256(str(base).encode()).hexdigest()[:12]
+    block = LocalFileSystem(basepath=str(base))
+    block.save(name, overwrite=True)
+    return LocalFileSystem.load(name)
+
+
+def configure_caching(results_root: Path) -> dict[str, Any]:
+    """Every stage task with persisted results and input-keyed caching under ``results_root``."""
+    storage = result_storage_block(results_root)
+    keys = (Path(results_root) / "_prefect" / "cache-keys").resolve()
+    keys.mkdir(parents=True, exist_ok=True)
+    return {
+        stage: t.with_options(cache_policy=cache_policy(stage, keys), result_storage=storage, persist_result=True)
+        for stage, t in STAGE_TASKS.items()
+    }
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) from ``parts``."""
+    text = "-".join(parts).lower()
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-")[:120]
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+@task(name="structure", task_run_name="structure[{material}]")
+def structure_task(material: str, spec: str, n_atoms: int | None, seed: int, workdir: str) -> dict[str, Any]:
+    """Build or read the starting structure and write it to ``workdir/structure.extxyz``."""
+    from tasks.structures import load_structure, write_structure
+
+    atoms = load_structure(spec, n_atoms=n_atoms, seed=seed)
+    path = write_structure(atoms, Path(workdir) / "structure.extxyz")
+    return {"path": str(path), "formula": atoms.get_chemical_formula(mode="metal"), "n_atoms": len(atoms),
+            "symbols": sorted(set(atoms.get_chemical_symbols()))}
+
+
+# ------------------------------------------------------------------------------------ MD
+
+
+class _ArtifactProgress:
+    """``run_md``'s plain ``progress(step, total, ps_per_day)`` callback → a Prefect progress
+    artifact, updated at most every ``every_s`` seconds (and at the end)."""
+
+    def __init__(self, key: str, description: str, every_s: float = 3.0) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.every_s = every_s
+        self.last = 0.0
+        self.id = create_progress_artifact(progress=0.0, key=key, description=description)
+
+    def __call__(self, step: int, total: int, ps_per_day: float) -> None:
+        now = time.monotonic()
+        if step < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        from prefect.artifacts import update_progress_artifact
+
+        try:
+            update_progress_artifact(self.id, progress=100.0 * step / max(total, 1),
+                                     description=f"MD step {step}/{total}, {ps_per_day:.2f} ps/day")
+        except Exception:  # noqa: BLE001 - the UI is informative; never fail a run over it
+            pass
+
+
+@task(name="md", task_run_name="md[{material}]")
+def md_task(material: str, structure: dict[str, Any], settings: dict[str, Any], workdir: str,
+            progress_key: str) -> dict[str, Any]:
+    """Run (or resume from its checkpoint, or return the finished) MD in ``workdir``."""
+    from ase.io import read
+
+    from tasks.md import MDSettings, run_md
+
+    atoms = read(structure["path"])
+    s = MDSettings(**settings)
+    try:
+        progress = _ArtifactProgress(progress_key, f"MD of {material}: {s.total_steps} steps of {s.dt_fs:g} fs")
+    except Exception:  # noqa: BLE001 - no artifact (e.g. no API) is no reason to stop the MD
+        progress = None
+    res = run_md(atoms, s, workdir, progress=progress)
+    n_frames = int(res.metadata.get("n_frames") or _count_traj(res.traj_path))
+    return {"traj_path": str(res.traj_path), "meta_path": str(res.metadata_path), "n_frames": n_frames,
+            "frame_dt_fs": float(s.dt_fs * s.write_every), "alpha_dt_fs": float(s.alpha_dt_fs),
+            "wall_s": res.metadata.get("wall_time_s")}
+
+
+def _count_traj(path: Path | str) -> int:
+    from ase.io.trajectory import Trajectory
+
+    with Trajectory(str(path)) as traj:
+        return len(traj)
+
+
+def _read_frames(traj_path: str, indices: Sequence[int]) -> list:
+    from ase.io.trajectory import Trajectory
+
+    with Trajectory(traj_path) as traj:
+        return [traj[int(i)] for i in indices]
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+
+@task(name="select-snapshots", task_run_name="select[{material}]")
+def select_task(material: str, md: dict[str, Any], n: int, method: str, seed: int) -> list[int]:
+    """Indices of ``n`` stored MD frames for reference calculations."""
+    from tasks.reference import select_snapshots
+
+    if method == "fps":
+        frames = _read_frames(md["traj_path"], range(md["n_frames"]))
+        return [int(i) for i in select_snapshots(frames, n, method="fps", seed=seed)]
+    return [int(i) for i in select_snapshots(md["n_frames"], n, method=method, seed=seed)]
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+@task(name="reference", task_run_name="reference[{material}:{frame}]")
+def reference_task(material: str, traj_path: str, frame: int, backend: str, options: dict[str, Any],
+                   workdir: str) -> dict[str, Any]:
+    """Reference α (3x3, Å³) of one stored MD frame."""
+    from tasks.reference import get_backend
+
+    atoms = _read_frames(traj_path, [frame])[0]
+    res = get_backend(backend, **options).compute(atoms, workdir=workdir)
+    return {"frame": int(frame), "alpha_A3": np.asarray(res.alpha_A3, dtype=float).tolist(), "method": res.method,
+            "md_step": int(atoms.info.get("md_step", -1))}
+
+
+def reference_with_retries(retries: int, delay_s: float):
+    """The reference task with ``retries`` and exponential backoff (DFT non-convergence, lost node)."""
+    delays = exponential_backoff(backoff_factor=max(delay_s, 0.0))(retries) if retries else 0
+    return reference_task.with_options(retries=retries, retry_delay_seconds=delays, retry_jitter_factor=0.5)
+
+
+# ------------------------------------------------------------------------------------ ML
+
+
+@task(name="fit-alpha", task_run_name="fit[{material}]")
+def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_train: int,
+             hypers: dict[str, Any], committee: int, seed: int, model_path: str) -> dict[str, Any]:
+    """Fit the λ-SOAP committee on ``n_train`` references; test on the rest (R², RMSE)."""
+    from tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(references))
+    train = [references[i] for i in order[:n_train]]
+    test = [references[i] for i in order[n_train:]]
+    frames = _read_frames(traj_path, [r["frame"] for r in train])
+    alpha = np.array([r["alpha_A3"] for r in train])
+    model = AlphaModel.fit(frames, alpha, hypers=SOAPHypers.from_dict(hypers), n_committee=committee, seed=seed,
+                           method=train[0]["method"])
+    model.save(model_path)
+    nan = float("nan")
+    metrics = {"r2_diag": nan, "r2_offdiag": nan, "rmse_diag_A3": nan, "rmse_offdiag_A3": nan}
+    if len(test) >= 1:
+        tframes = _read_frames(traj_path, [r["frame"] for r in test])
+        metrics = alpha_metrics(np.array([r["alpha_A3"] for r in test]), model.predict(tframes))
+    metrics["n_test"] = len(test)
+    return {"model_path": str(model_path), "metrics": metrics, "n_train": len(train),
+            "method": train[0]["method"]}
+
+
+@task(name="predict-alpha", task_run_name="predict[{material}:{start}-{stop}]")
+def predict_task(material: str, model_path: str, traj_path: str, start: int, stop: int,
+                 stride: int) -> dict[str, np.ndarray]:
+    """α (n,3,3) and the committee's α (m,n,3,3) of stored frames ``start:stop:stride``."""
+    from tasks.polarizability import AlphaModel, predict_frames
+
+    model = AlphaModel.load(model_path)
+    frames = _read_frames(traj_path, range(start, stop, stride))
+    if model.n_committee:
+        alpha, committee = predict_frames(model, frames, committee=True)
+    else:
+        alpha, committee = predict_frames(model, frames), None
+    return {"alpha_A3": alpha, "committee_A3": committee}
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+@task(name="spectrum", task_run_name="spectrum[{material}]")
+def spectrum_task(material: str, chunks: list[dict[str, np.ndarray]], alpha_dt_fs: float,
+                  settings: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """Raman spectrum of the predicted α series, committee band, central-peak descriptors, PNG."""
+    from tasks.spectra import central_peak_descriptors, plot_spectrum, raman_spectrum, spectrum_band, write_alpha_txt
+
+    alpha = np.concatenate([c["alpha_A3"] for c in chunks])
+    kw = {"laser_nm": settings["laser_nm"], "sigma_cm1": settings["sigma_cm1"], "max_freq_cm1": settings["max_freq_cm1"]}
+    spec = raman_spectrum(alpha, alpha_dt_fs, **kw)
+    band = None
+    if chunks[0]["committee_A3"] is not None:
+        committee = np.concatenate([c["committee_A3"] for c in chunks], axis=1)
+        _, lo, hi = spectrum_band(committee, alpha_dt_fs, percentiles=tuple(settings["band_percentiles"]), **kw)
+        band = (lo, hi)
+    desc = central_peak_descriptors(spec, omega_c_cm1=settings["omega_c_cm1"], omega_min_cm1=settings["omega_min_cm1"],
+                                    host_window_cm1=tuple(settings["host_window_cm1"]))
+    wd = Path(workdir)
+    write_alpha_txt(wd / "alpha.txt", alpha)
+    png = plot_spectrum(spec, wd / "spectrum.png", band=band, title=f"{material}: ML Raman spectrum")
+    columns = {"freq_cm1": spec.freq_cm1, "intensity": spec.intensity,
+               "intensity_parallel": spec.intensity_parallel, "intensity_perpendicular": spec.intensity_perpendicular,
+               "a2": spec.a2, "gamma2": spec.gamma2}
+    if band is not None:
+        columns["band_low"], columns["band_high"] = band
+    return {"columns": columns, "descriptors": desc, "png": str(png), "n_alpha": int(len(alpha)),
+            "df_cm1": float(spec.df_cm1)}
+
+
+@task(name="transport", task_run_name="transport[{material}]")
+def transport_task(material: str, traj_path: str, species: list[str], temperature_k: float,
+                   settings: dict[str, Any]) -> dict[str, Any]:
+    """MSD, D ± error, σ, α₂ peak, VDOS(0) of every species in ``species``."""
+    from tasks.trajectory import Trajectory
+    from tasks.transport import analyze_transport
+
+    traj = Trajectory.from_file(traj_path)
+    res = analyze_transport(traj, species=species, temperature_k=temperature_k, drift=settings["drift"],
+                            method=settings["method"], n_blocks=settings["n_blocks"])
+    rows = [{"species": s, "D_cm2_s": res.D_cm2_s[s], "D_err_cm2_s": res.D_err_cm2_s[s],
+             "sigma_S_cm": res.sigma_S_cm[s], "alpha2_peak": res.alpha2_peak[s], "vdos0": res.vdos0[s]}
+            for s in res.species]
+    msd = res.msd_table()
+    vdos = res.vdos_table()
+    return {"rows": rows, "msd": {k: msd[k] for k in ("species", "time_ps", "msd_A2")},
+            "vdos": {k: vdos[k] for k in ("species", "freq_cm1", "vdos")}, "summary": res.to_dict()}
+
+
+# ------------------------------------------------------------------------------- results
+
+
+@task(name="write-results", task_run_name="parquet[{material}]")
+def write_task(results_root: str, campaign: str, material: str, run_id: str, meta: dict[str, Any],
+               spectrum: dict[str, Any], transport: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
+    """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id)."""
+    from tasks.results import write_run
+
+    rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum["columns"],
+                    transport=transport["rows"], descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],
+                    msd=transport["msd"], vdos=transport["vdos"])
+    return {"write_id": rec.write_id, "rows": dict(rec.rows) if hasattr(rec, "rows") else {}}
+
+
+#: The cached stage tasks by stage name (write_task is deliberately not cached: it is cheap
+#: and idempotent, and re-writing replaces the run's rows instead of duplicating them).
+STAGE_TASKS = {
+    "structure": structure_task,
+    "md": md_task,
+    "reference": reference_task,
+    "fit": fit_task,
+    "predict": predict_task,
+    "spectrum": spectrum_task,
+    "transport": transport_task,
+}
