@@ -37,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "md",
     "alpha",
     "spectra",
+    "campaign",
 ]
 
 _DEBUG_ENV = "RAMANSCREEN_DEBUG"
