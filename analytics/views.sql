@@ -1,69 +1,67 @@
 -- ramanscreen results views (schema version 1). The one place the views are defined:
--- `analytics.db.connect()` runs this file, and so can the duckdb CLI:
+-- `analytics.db.connect()` runs this file, and so can the duckdb shell:
 --
 --   duckdb -cmd "SET VARIABLE results_root = 'results'" -cmd ".read analytics/views.sql"
 --
 -- (without the SET, the root defaults to ./results). See docs/results.md.
 --
--- Only *committed* runs are visible: a data row shows only if its write_id equals the one
--- named by the run's commit record (materials/.../run.parquet), so a crashed or in-flight
--- write never shows, and a replaced version disappears at the commit.
+-- Only *committed* runs are visible, as a consistent snapshot taken when this file is read:
+-- `materials` is a temporary table copied from the commit records
+-- (materials/.../run.parquet), and every other table reads exactly the data files those
+-- records name (<table>/.../<write_id>.parquet). A crashed or in-flight write is never
+-- listed, and a run rewritten while you query keeps showing one whole version. The writer
+-- keeps superseded files for at least a minute (tasks.results.STALE_GRACE_S); read this file
+-- again (or reconnect) to see newer results.
 
 SET VARIABLE results_root = COALESCE(getvariable('results_root'), 'results');
 
-CREATE OR REPLACE VIEW materials AS
+CREATE OR REPLACE TEMP TABLE materials AS
 SELECT * FROM read_parquet(
     getvariable('results_root') || '/materials/campaign=*/material=*/run_id=*/run.parquet',
     hive_partitioning = true, union_by_name = true,
     hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
+-- The committed data files of one table, as a list for read_parquet.
+CREATE OR REPLACE MACRO committed_files(tbl) AS (
+    SELECT list(getvariable('results_root') || '/' || tbl || '/campaign=' || campaign || '/material=' || material
+                || '/run_id=' || run_id || '/' || write_id || '.parquet' ORDER BY campaign, material, run_id)
+    FROM materials);
+
+SET VARIABLE spectra_files = committed_files('spectra');
 CREATE OR REPLACE VIEW spectra AS
-SELECT d.* FROM read_parquet(
-    getvariable('results_root') || '/spectra/campaign=*/material=*/run_id=*/*.parquet',
+SELECT * FROM read_parquet(getvariable('spectra_files'),
     hive_partitioning = true, union_by_name = true,
-    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
-SEMI JOIN materials m
-    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
+SET VARIABLE transport_files = committed_files('transport');
 CREATE OR REPLACE VIEW transport AS
-SELECT d.* FROM read_parquet(
-    getvariable('results_root') || '/transport/campaign=*/material=*/run_id=*/*.parquet',
+SELECT * FROM read_parquet(getvariable('transport_files'),
     hive_partitioning = true, union_by_name = true,
-    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
-SEMI JOIN materials m
-    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
+SET VARIABLE descriptors_files = committed_files('descriptors');
 CREATE OR REPLACE VIEW descriptors AS
-SELECT d.* FROM read_parquet(
-    getvariable('results_root') || '/descriptors/campaign=*/material=*/run_id=*/*.parquet',
+SELECT * FROM read_parquet(getvariable('descriptors_files'),
     hive_partitioning = true, union_by_name = true,
-    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
-SEMI JOIN materials m
-    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
+SET VARIABLE ml_metrics_files = committed_files('ml_metrics');
 CREATE OR REPLACE VIEW ml_metrics AS
-SELECT d.* FROM read_parquet(
-    getvariable('results_root') || '/ml_metrics/campaign=*/material=*/run_id=*/*.parquet',
+SELECT * FROM read_parquet(getvariable('ml_metrics_files'),
     hive_partitioning = true, union_by_name = true,
-    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
-SEMI JOIN materials m
-    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
+SET VARIABLE msd_files = committed_files('msd');
 CREATE OR REPLACE VIEW msd AS
-SELECT d.* FROM read_parquet(
-    getvariable('results_root') || '/msd/campaign=*/material=*/run_id=*/*.parquet',
+SELECT * FROM read_parquet(getvariable('msd_files'),
     hive_partitioning = true, union_by_name = true,
-    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
-SEMI JOIN materials m
-    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
+SET VARIABLE vdos_files = committed_files('vdos');
 CREATE OR REPLACE VIEW vdos AS
-SELECT d.* FROM read_parquet(
-    getvariable('results_root') || '/vdos/campaign=*/material=*/run_id=*/*.parquet',
+SELECT * FROM read_parquet(getvariable('vdos_files'),
     hive_partitioning = true, union_by_name = true,
-    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR}) d
-SEMI JOIN materials m
-    ON d.campaign = m.campaign AND d.material = m.material AND d.run_id = m.run_id AND d.write_id = m.write_id;
+    hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
 -- Central-peak fraction: the share of the Raman intensity integrated over [lo_cm1, top_cm1]
 -- that lies in [lo_cm1, hi_cm1]. lo_cm1 > 0 keeps the omega = 0 bin (where the 1/omega

@@ -39,8 +39,10 @@ How a write stays atomic and idempotent:
    rename. That rename is the commit: readers (``analytics/views.sql``) only show data rows
    whose ``write_id`` equals the committed one, so a crash before it leaves the previous
    version (or nothing) visible, and never a mix.
-5. Files of other write ids for the same run (the superseded version, or a crashed write's
-   leftovers) are deleted. A crash here leaves only invisible files, removed by the next write.
+5. Files of other write ids for the same run (older versions, a crashed write's leftovers) are
+   deleted once older than :data:`STALE_GRACE_S`; the version just superseded always stays
+   until the next write. So a reader that listed the files just before a commit can still open
+   them. A crash here leaves only invisible files, removed by a later write.
 
 Re-writing a run therefore replaces it: no duplicate rows, no lost rows.
 
@@ -56,8 +58,9 @@ Re-writing a run therefore replaces it: no duplicate rows, no lost rows.
 ...                 transport=[{"species": "Ag", "D_cm2_s": 2.9e-5}, {"species": "I", "D_cm2_s": 1e-7}])
 >>> committed_runs(root)
 [('demo', 'AgI', 'T500')]
->>> duckdb.sql(f"SELECT count(*) FROM '{root}/transport/**/*.parquet'").fetchall()
-[(2,)]
+>>> wid = committed_write_id(root, "demo", "AgI", "T500")   # the files the commit names
+>>> duckdb.sql(f"SELECT species, D_cm2_s FROM '{root}/transport/**/{wid}.parquet' ORDER BY 1").fetchall()
+[('Ag', 2.9e-05), ('I', 1e-07)]
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ from tasks.common import InputError
 SCHEMA_VERSION = 1
 #: Parquet footer key holding :data:`SCHEMA_VERSION`.
 SCHEMA_VERSION_KEY = "ramanscreen.schema_version"
+
+#: Superseded or orphaned files younger than this (seconds) are left for readers still using them.
+STALE_GRACE_S = 60.0
 
 KEY_COLUMNS = ("campaign", "material", "run_id")
 #: Columns every row carries besides its own data.
@@ -644,6 +650,10 @@ def write_run(
     write_id = tables["materials"].column("write_id")[0].as_py()
     paths: dict[str, Path] = {}
     with _run_lock(root, campaign, material, run_id):
+        try:
+            previous = committed_write_id(root, campaign, material, run_id)
+        except InputError:  # a damaged commit record: this write replaces it
+            previous = None
         for name in DATA_TABLES:
             path = run_dir(root, name, campaign, material, run_id) / f"{write_id}.parquet"
             _write_parquet(tables[name], path)
@@ -654,20 +664,27 @@ def write_run(
         commit = run_dir(root, "materials", campaign, material, run_id) / COMMIT_FILE
         _write_parquet(mat, commit)  # <- the commit
         paths["materials"] = commit
-        _remove_stale(root, campaign, material, run_id, keep=write_id)
+        _remove_stale(root, campaign, material, run_id, keep={write_id, previous})
     return RunRecord(campaign, material, run_id, write_id, paths, {k: t.num_rows for k, t in tables.items()})
 
 
-def _remove_stale(root: Path, campaign: str, material: str, run_id: str, keep: str) -> None:
-    """Delete files of superseded or crashed writes of this run (caller holds the run lock)."""
+def _remove_stale(root: Path, campaign: str, material: str, run_id: str, keep: set[str | None]) -> None:
+    """Delete this run's data files whose write id is not in ``keep`` and that are older than
+    :data:`STALE_GRACE_S`, and stray temporaries (the caller holds the run lock, so no write of
+    this run is in flight)."""
+    import time
+
+    names = {f"{k}.parquet" for k in keep if k}
+    cutoff = time.time() - STALE_GRACE_S
     for name in DATA_TABLES:
         d = run_dir(root, name, campaign, material, run_id)
         if not d.is_dir():
             continue
         for p in d.iterdir():
-            if p.name != f"{keep}.parquet":
+            if p.name not in names:
                 with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
     mdir = run_dir(root, "materials", campaign, material, run_id)
     for p in mdir.iterdir():
         if p.name != COMMIT_FILE and p.name.endswith(".tmp"):

@@ -110,7 +110,8 @@ def test_layout_schema_version_and_roundtrip(tmp_path) -> None:
     assert committed_write_id(tmp_path, "camp", "AgI", "r1") == rec.write_id
 
 
-def test_rewrite_replaces_without_duplicates(tmp_path) -> None:
+def test_rewrite_replaces_without_duplicates(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(results, "STALE_GRACE_S", 0.0)  # no grace period for readers here
     first = write_synthetic(tmp_path, "camp", "AgI")
     write_synthetic(tmp_path, "camp", "Na3PS4")
     second = write_synthetic(tmp_path, "camp", "AgI", scale=2.0)
@@ -120,12 +121,17 @@ def test_rewrite_replaces_without_duplicates(tmp_path) -> None:
             ("AgI", per_run), ("Na3PS4", per_run)], table
     assert sql(tmp_path, "SELECT D_cm2_s FROM transport WHERE material = 'AgI' AND species = 'Ag'") == [
         (pytest.approx(5.6e-5),)]
-    # The superseded files are gone, not merely hidden.
-    files = sorted(p.name for p in (tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").iterdir())
-    assert files == [f"{second.write_id}.parquet"]
+    # The version just superseded stays (hidden) for readers that listed it; older ones go.
+    tdir = tmp_path / "transport/campaign=camp/material=AgI/run_id=r1"
+    assert sorted(p.name for p in tdir.iterdir()) == sorted([f"{first.write_id}.parquet", f"{second.write_id}.parquet"])
+    third = write_synthetic(tmp_path, "camp", "AgI", scale=4.0)
+    assert sorted(p.name for p in tdir.iterdir()) == sorted([f"{second.write_id}.parquet", f"{third.write_id}.parquet"])
+    assert sql(tmp_path, "SELECT count(*), max(D_cm2_s) FROM transport WHERE material = 'AgI'") == [
+        (2, pytest.approx(4 * 2.8e-5))]
 
 
 def test_exception_midway_keeps_previous_version(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(results, "STALE_GRACE_S", 0.0)
     old = write_synthetic(tmp_path, "camp", "AgI")
     real = results._write_parquet
     calls = []
@@ -145,10 +151,10 @@ def test_exception_midway_keeps_previous_version(tmp_path, monkeypatch) -> None:
     assert sql(tmp_path, "SELECT DISTINCT write_id FROM transport") == [(old.write_id,)]
     assert sql(tmp_path, "SELECT D_cm2_s FROM transport WHERE species = 'Ag'") == [(pytest.approx(2.8e-5),)]
     assert sql(tmp_path, "SELECT count(*) FROM spectra") == [(FREQ.size,)]
-    # The next write removes the leftovers.
+    # The next write removes the crashed write's leftovers (keeping the version it supersedes).
     new = write_synthetic(tmp_path, "camp", "AgI", scale=3.0)
-    assert [p.name for p in (tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").iterdir()] == [
-        f"{new.write_id}.parquet"]
+    assert sorted(p.name for p in (tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").iterdir()) == sorted(
+        [f"{old.write_id}.parquet", f"{new.write_id}.parquet"])
 
 
 _KILL_SCRIPT = textwrap.dedent("""
@@ -214,6 +220,39 @@ def test_two_processes_write_one_root_concurrently(tmp_path) -> None:
     assert sql(tmp_path, "SELECT count(DISTINCT write_id) FROM msd WHERE campaign = 'shared'") == [(1,)]
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".tmp"]
     assert leftovers == []
+
+
+_REWRITER_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_results import write_synthetic
+    for i in range(20):
+        write_synthetic({root!r}, "camp", "AgI", scale=1.0 + i)
+""")
+
+
+def test_reader_during_rewrites_sees_one_whole_version(tmp_path) -> None:
+    from analytics.db import connect
+
+    write_synthetic(tmp_path, "camp", "AgI")
+    write_synthetic(tmp_path, "camp", "Na3PS4")
+    writer = subprocess.Popen([sys.executable, "-c", _REWRITER_SCRIPT.format(tests=str(TESTS), root=str(tmp_path))],
+                              cwd=REPO, stderr=subprocess.PIPE, text=True)
+    seen, reads = set(), 0
+    while writer.poll() is None or reads == 0:
+        con = connect(tmp_path)
+        got = con.execute(
+            "SELECT (SELECT count(*) FROM spectra WHERE material = 'AgI'), "
+            "(SELECT count(DISTINCT write_id) FROM spectra WHERE material = 'AgI'), "
+            "(SELECT count(*) FROM transport WHERE material = 'AgI'), "
+            "(SELECT any_value(D_cm2_s) / 2.8e-5 FROM transport WHERE material = 'AgI' AND species = 'Ag'), "
+            "(SELECT count(*) FROM msd)").fetchall()[0]
+        con.close()
+        assert got[:3] == (FREQ.size, 1, 2) and got[4] == 2 * 102, got
+        seen.add(round(got[3]))
+        reads += 1
+    assert writer.returncode == 0, writer.stderr.read()
+    assert reads >= 3 and len(seen) >= 2  # the reader really overlapped several rewrites
 
 
 @pytest.mark.parametrize(
