@@ -48,11 +48,13 @@ def rank(
 ) -> None:
     """Rank materials by Raman central-peak intensity against the mobile ion's diffusivity D.
 
-    Classes from D of the mobile species: liquid-like D ≥ 5e-6 cm²/s; hopping 1e-7 ≤ D < 5e-6;
-    non-conducting D < 1e-7. A run "shows a central peak" when cp_fraction ≥ 0.25. "agrees" says
-    whether liquid-like goes with a central peak, the paper's claim. Prints the table and the
-    Spearman correlation of the metric with D, and writes a scatter PNG (log D axis) and a
-    stacked spectra overlay with the low-frequency region magnified.
+    Classes by D of the mobile species: liquid-like D ≥ 5e-6 cm²/s; hopping 1e-7 ≤ D < 5e-6; non-conducting D < 1e-7.
+
+    A run shows a central peak when cp_fraction ≥ 0.25; "agrees" says whether liquid-like goes with a central peak.
+
+    Prints the table and the Spearman correlation of the metric with D; writes a scatter PNG (log D axis) and a stacked spectra overlay with the low-frequency region magnified.
+
+    Schemas and thresholds: docs/results.md.
     """
     from analytics.db import connect
     from analytics.ranking import Thresholds, ranking, summarize
@@ -98,10 +100,9 @@ def query(
 ) -> None:
     """Run read-only SQL over the results views and print a table.
 
-    Views: materials, spectra, transport, descriptors, ml_metrics, msd, vdos, and the derived
-    central_peak, mobile_transport, screening (docs/results.md). Only one SELECT (or EXPLAIN
-    SELECT) is accepted; DELETE, COPY ... TO, CREATE, SET, INSTALL, ATTACH and the like are refused,
-    and file access is confined to the results root.
+    Views: materials, spectra, transport, descriptors, ml_metrics, msd, vdos, and the derived central_peak, mobile_transport, screening (docs/results.md).
+
+    Only one SELECT (or EXPLAIN SELECT) runs; DELETE, COPY ... TO, CREATE, SET, INSTALL, ATTACH and the like are refused, and file access is confined to the results root.
     """
     from analytics.db import check_read_only, connect, run_query
 
