@@ -991,7 +991,9 @@ def write_alpha_dataset(
         a = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         a.info["polarizability"] = alpha.reshape(9)
         a.info["alpha_method"] = res.method
-        a.info["source"] = str(res.meta.get("source", atoms.info.get("source", "")))
+        source = str(res.meta.get("source", atoms.info.get("source", ""))).strip()
+        if source:  # an empty value would garble the extxyz comment line
+            a.info["source"] = source
         a.info["md_step"] = int(res.meta.get("md_step", atoms.info.get("md_step", -1)))
         meta = {k2: v for k2, v in res.meta.items() if k2 not in ("source", "md_step")}
         a.info["alpha_meta"] = json.dumps(meta, default=str, separators=(",", ":")).replace('"', "'")

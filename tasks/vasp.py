@@ -88,7 +88,7 @@ def read_outcar(path: str | os.PathLike[str]) -> tuple[Atoms, np.ndarray]:
     text = _open_text(path)
     eps = parse_outcar_epsilon(text, file=path)
     try:
-        atoms = ase.io.read(io.StringIO(text), format="vasp-out", index=-1)
+        atoms = ase.io.read(path, format="vasp-out", index=-1)  # ASE gunzips *.gz itself
     except Exception as exc:  # noqa: BLE001 - ASE raises many types on malformed files
         raise InputError(
             f"cannot read the structure ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",

@@ -1,0 +1,135 @@
+"""Writers of VASP files in their real layouts, for tests (XDATCAR, DFPT OUTCAR).
+
+Written from the formats VASP 6 prints, independent of ASE's writers, so that the readers
+under test (ASE's + ours) see the same text a user's run would give them.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+
+def _species_blocks(atoms: Atoms) -> tuple[list[str], list[int]]:
+    symbols = atoms.get_chemical_symbols()
+    species: list[str] = []
+    counts: list[int] = []
+    for s in symbols:
+        if species and species[-1] == s:
+            counts[-1] += 1
+        else:
+            species.append(s)
+            counts.append(1)
+    return species, counts
+
+
+def write_xdatcar(path: Path, frames: Sequence[Atoms], first_step: int = 1, every: int = 1) -> Path:
+    """VASP 5/6 XDATCAR of a fixed-cell MD: header once, then ``Direct configuration= N`` blocks."""
+    species, counts = _species_blocks(frames[0])
+    cell = frames[0].cell.array
+    lines = ["AgI md (written by tests/vasp_formats.py)", "           1"]
+    lines += [f"    {v[0]:12.6f}{v[1]:12.6f}{v[2]:12.6f}" for v in cell]
+    lines.append("".join(f"{s:>5}" for s in species))
+    lines.append("".join(f"{c:>6}" for c in counts))
+    for k, atoms in enumerate(frames):
+        lines.append(f"Direct configuration={first_step + k * every:6d}")
+        frac = atoms.get_scaled_positions(wrap=True)
+        lines += [f"  {x:.8f}  {y:.8f}  {z:.8f}" for x, y, z in frac]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_POTCARS = {"Ag": "PAW_PBE Ag 02Apr2005", "I": "PAW_PBE I 08Apr2002", "Na": "PAW_PBE Na_pv 19Sep2006",
+            "S": "PAW_PBE S 06Sep2000", "Sb": "PAW_PBE Sb 06Sep2000", "Si": "PAW_PBE Si 05Jan2001",
+            "Cl": "PAW_PBE Cl 06Sep2000", "Li": "PAW_PBE Li_sv 10Sep2004", "O": "PAW_PBE O 08Apr2002"}
+
+
+def _eps_block(title: str, eps: np.ndarray) -> list[str]:
+    bar = " " + "-" * 54
+    return [f" {title}", bar, *[f"  {r[0]:12.6f} {r[1]:12.6f} {r[2]:12.6f}" for r in eps], bar, ""]
+
+
+def outcar_text(atoms: Atoms, epsilon: np.ndarray, *, earlier_epsilon: np.ndarray | None = None,
+                include_dielectric: bool = True) -> str:
+    """An OUTCAR of a LEPSILON=.TRUE. single-point run on ``atoms``, in VASP 6's layout.
+
+    The electronic ε∞ goes into ``MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field
+    effects in DFT)``; distractor blocks (without local fields; ionic contribution) and an
+    optional earlier, different block test that the reader picks the right, last one.
+    """
+    species, counts = _species_blocks(atoms)
+    cell = atoms.cell.array
+    rec = np.linalg.inv(cell).T
+    out = [
+        " vasp.6.3.2 27Jun22 (build Jul 19 2022 14:26:40) complex",
+        " executed on             LinuxIFC date 2024.03.01  12:00:00",
+        " running    2 mpi-ranks, with    1 threads/rank",
+        " distrk:  each k-point on    2 cores,    1 groups",
+        " --------------------------------------------------------------------------------------------------------",
+        "",
+        " INCAR:",
+        *[f" POTCAR:    {_POTCARS.get(s, f'PAW_PBE {s} 01Jan2000')}" for s in species],
+        "",
+        *sum(([f" POTCAR:    {_POTCARS.get(s, f'PAW_PBE {s} 01Jan2000')}", f"   VRHFIN ={s}:", "   TITEL  = " +
+               _POTCARS.get(s, f"PAW_PBE {s} 01Jan2000")] for s in species), []),
+        "",
+        " Dimension of arrays:",
+        "   k-points           NKPTS =      1   k-points in BZ     NKDIM =      1   number of bands    NBANDS=     96",
+        f"   number of dos      NEDOS =    301   number of ions     NIONS =  {len(atoms):5d}",
+        f"   ions per type =  {''.join(f'{c:6d}' for c in counts)}",
+        "",
+        " SYSTEM =  unknown system",
+        "   LEPSILON=      T    determine dielectric tensor",
+        "",
+        " k-points in reciprocal lattice and weights: Auto",
+        "   0.00000000  0.00000000  0.00000000       1.000",
+        "",
+        "--------------------------------------- Iteration      1(   1)  ---------------------------------------",
+        "",
+        "      DAV:   1    -0.123456789E+03   -0.12345E+03   -0.12345E+04  1024   0.123E+03",
+        "",
+        " VOLUME and BASIS-vectors are now :",
+        " -----------------------------------------------------------------------------",
+        f"  energy-cutoff  :      400.00",
+        f"  volume of cell :  {abs(np.linalg.det(cell)):10.2f}",
+        "      direct lattice vectors                 reciprocal lattice vectors",
+        *[f"  {a[0]:12.9f}{a[1]:13.9f}{a[2]:13.9f}  {b[0]:13.9f}{b[1]:13.9f}{b[2]:13.9f}" for a, b in zip(cell, rec)],
+        "",
+        " POSITION                                       TOTAL-FORCE (eV/Angst)",
+        " -----------------------------------------------------------------------------------",
+        *[f" {x:12.5f}{y:12.5f}{z:12.5f}   {0.0:13.6f}{0.0:13.6f}{0.0:13.6f}" for x, y, z in atoms.positions],
+        " -----------------------------------------------------------------------------------",
+        f"    total drift:                                0.000000      0.000000      0.000000",
+        "",
+        "  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)",
+        "  ---------------------------------------------------",
+        "  free  energy   TOTEN  =      -123.45678901 eV",
+        "",
+        "  energy  without entropy=     -123.45678901  energy(sigma->0) =     -123.45678901",
+        "",
+        " Linear response reoptimize wavefunctions to high precision",
+        "",
+    ]
+    if include_dielectric:
+        if earlier_epsilon is not None:
+            out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)", earlier_epsilon)
+        out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR (excluding local field effects)", epsilon * 1.07)
+        out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)", epsilon)
+        out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR IONIC CONTRIBUTION", epsilon * 3.0)
+    out += [" General timing and accounting informations for this job:", " ========================================"]
+    return "\n".join(out) + "\n"
+
+
+def write_outcar(path: Path, atoms: Atoms, epsilon: np.ndarray, *, gz: bool = False, **kw) -> Path:
+    text = outcar_text(atoms, epsilon, **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    return path
