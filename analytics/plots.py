@@ -85,6 +85,7 @@ def scatter_cp_vs_d(
             x = d
         ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(floor / 2, max([*positive, thresholds.d_liquid_cm2_s]) * 5)
     for d in (thresholds.d_hopping_cm2_s, thresholds.d_liquid_cm2_s):
         ax.axvline(d, ls="--", lw=0.8, color="0.5")
     ax.axhline(thresholds.cp_threshold, ls=":", lw=0.8, color="0.5")
@@ -130,6 +131,7 @@ def spectra_overlay(
         constrained_layout=True,
     )
     lo = window_cm1[0]
+    plotted = 0
     for i, r in enumerate(rows):
         data = con.execute(
             "SELECT freq_cm1, intensity, band_low, band_high FROM spectra "
@@ -147,6 +149,7 @@ def spectra_overlay(
         color = CLASS_COLORS.get(r.get("conduction"), "k")
         keep = f >= lo
         scales = []
+        plotted += 1
         for ax, sel in ((ax_full, keep), (ax_low, keep & (f <= low_max_cm1))):
             if not sel.any():
                 continue
@@ -161,6 +164,9 @@ def spectra_overlay(
         if len(scales) == 2:  # how much the low-frequency trace is magnified against the full one
             ax_low.text(0.98, offset + 0.75, f"×{scales[0] / scales[1]:.3g}", ha="right", fontsize=8,
                         transform=ax_low.get_yaxis_transform())
+    if not plotted:
+        ax_full.text(0.5, 0.5, "no stored spectra", transform=ax_full.transAxes, ha="center")
+        ax_full.set_xlim(0, 1000)
     ax_low.axvspan(window_cm1[0], window_cm1[1], color="0.85", zorder=0)
     ax_full.set_xlabel("Raman shift (cm⁻¹)")
     ax_low.set_xlabel("Raman shift (cm⁻¹)")

@@ -117,9 +117,14 @@ def ranking(
         FROM screening s {join} {where}
         ORDER BY metric_value DESC NULLS LAST, s.D_cm2_s DESC NULLS LAST, s.campaign, s.material, s.run_id
     """
-    cur = con.execute(sql, [campaign] if campaign is not None else [])
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    try:
+        cur = con.execute(sql, [campaign] if campaign is not None else [])
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    except duckdb.Error as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise InputError(f"cannot read the results: {first}", field="ranking",
+                         fix="reconnect (the session predates a rewrite) or re-run the damaged material") from None
     if campaign is not None and not rows:
         known = [r[0] for r in con.execute("SELECT DISTINCT campaign FROM materials ORDER BY 1").fetchall()]
         raise InputError(f"no committed runs for campaign {campaign!r}", field="campaign",
