@@ -312,6 +312,12 @@ def _build_table(table: str, columns: Mapping[str, Any], n_rows: int | None = No
     if missing:
         raise InputError(f"required column missing", field=f"{table}.{missing[0]}",
                          fix=f"{table} needs {', '.join(k for k, v in spec.items() if v[1])}")
+    folded: dict[str, str] = {}
+    for name in [*spec, *columns]:  # SQL names are case-insensitive: "Slope" and "slope" collide
+        other = folded.setdefault(str(name).lower(), str(name))
+        if other != name:
+            raise InputError(f"{name!r} and {other!r} differ only in case", field=f"{table}.{name}",
+                             fix="rename one of them")
     arrays: dict[str, pa.Array] = {}
     lengths: set[int] = set()
     for name in [*spec, *[k for k in columns if k not in spec]]:

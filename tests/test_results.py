@@ -267,6 +267,9 @@ def test_reader_during_rewrites_sees_one_whole_version(tmp_path) -> None:
         ({"transport": [{"species": "I", "D_cm2_s": 1e-9}]}, "materials.mobile_species"),
         ({"ml_metrics": {"r2_diag": 0.9}}, "ml_metrics.r2_offdiag"),
         ({"descriptors": {"bad name": 1.0}}, "descriptors.bad name"),
+        ({"descriptors": {"slope": 1.0, "Slope": 2.0}}, "descriptors.Slope"),
+        ({"ml_metrics": {"r2_diag": 0.9, "r2_offdiag": 0.8, "rmse_diag_A3": 0.1, "rmse_offdiag_A3": 0.1,
+                         "RMSE_diag_A3": 0.2}}, "ml_metrics.RMSE_diag_A3"),
         ({"msd": {"Ag": {"time_ps": [0.0, 1.0, 0.5], "msd_A2": [0.0, 1.0, 2.0]}}}, "msd.time_ps"),
     ],
 )
