@@ -64,6 +64,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -510,6 +511,14 @@ def _smoothing_layout(m: int, sigma_bins: float, step: int = 1) -> tuple[int, in
     return pad, step * sfft.next_fast_len(-(-length // step), real=True)
 
 
+@functools.lru_cache(maxsize=8)
+def _twiddle(length: int, n_q: int, step: int) -> np.ndarray:
+    """exp(−2πi q r / length) for q < n_q, r < step (read-only, cached)."""
+    tw = np.exp((-2j * np.pi / length) * np.outer(np.arange(n_q), np.arange(step)))
+    tw.setflags(write=False)
+    return tw
+
+
 def _smooth_buffer(
     buf: np.ndarray, m: int, pad: int, sigma_bins: float, odd: np.ndarray, step: int = 1
 ) -> np.ndarray:
@@ -535,9 +544,16 @@ def _smooth_buffer(
     if sigma_bins >= 4.0:
         q = np.arange(length // 2 + 1) / length
         kernel_ft = np.exp(-2.0 * np.pi**2 * sigma_bins**2 * q * q)
-        ft = np.fft.rfft(rows, axis=-1)
         n_small = length // step
-        ft = ft[:, : n_small // 2 + 1] * kernel_ft[: n_small // 2 + 1]
+        n_q = n_small // 2 + 1
+        if step == 1:
+            ft = np.fft.rfft(rows, axis=-1)
+        else:
+            # Only the transform's first n_q coefficients are needed (pruned FFT, exact): with
+            # j = i·step + r, F_q = Σ_r e^{−2πi q r/L} G_r(q), G_r = rfft over i of x[i·step + r].
+            g = np.fft.rfft(rows.reshape(rows.shape[0], n_small, step), axis=1)  # (rows, n_q, step)
+            ft = np.einsum("kqr,qr->kq", g, _twiddle(length, n_q, step))
+        ft = ft[:, :n_q] * kernel_ft[:n_q]
         out = np.fft.irfft(ft, n=n_small, axis=-1)
         if step > 1:
             out *= 1.0 / step  # irfft normalises by 1/n_small, the full transform by 1/length
@@ -628,12 +644,17 @@ def _spectra_arrays(
     p_iso = power[..., 0, :]  # |Ŷ0|²
     p_aniso = power[..., 1:, :].sum(axis=-2)  # Σ_{r=1..5} |Ŷr|²
 
-    k = np.arange(m_in)
+    k = np.arange(m_in, dtype=np.float64)
     nu = k * df_cm1
     # Exact derivative ω² (rad/fs)² times the periodogram normalisation dt/N (two-sided density).
-    w2c = (2.0 * np.pi * k / (n * dt_fs)) ** 2 * (dt_fs / n)
+    w2c = k * k
+    w2c *= (2.0 * np.pi / (n * dt_fs)) ** 2 * (dt_fs / n)
+    # (ν̃_in−ν̃)⁴/ν̃ / ν̃_in⁴ ; 0 at ω = 0
     pref = np.zeros(m_in)
-    pref[1:] = (1.0 - nu[1:] / nu_in) ** 4 / nu[1:]  # (ν̃_in−ν̃)⁴/ν̃ / ν̃_in⁴ ; 0 at ω = 0
+    laser = 1.0 - nu[1:] / nu_in
+    laser *= laser
+    laser *= laser
+    np.divide(laser, nu[1:], out=pref[1:])
     batch = alpha.shape[:-3]
     buf = np.empty(batch + (4, length))
     core = buf[..., pad : pad + m_in]
