@@ -454,13 +454,6 @@ def validate_against_stages(campaign: Campaign) -> None:
                 if key not in allowed:
                     raise InputError("unknown key", file=file, field=f"model.hypers.{key}",
                                      fix=f"allowed keys: {', '.join(sorted(allowed))}")
-    try:
-        from flows import cluster as cluster_mod
-    except ImportError:
-        cluster_mod = None
-    checker = getattr(cluster_mod, "validate_cluster", None) or getattr(cluster_mod, "parse_cluster", None)
-    if checker is not None:
-        try:
-            checker(campaign.cluster, file=file)
-        except TypeError:
-            checker(campaign.cluster)
+    from flows.cluster import ClusterSettings
+
+    ClusterSettings.from_dict(campaign.cluster, file=file)
