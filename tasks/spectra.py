@@ -11,9 +11,11 @@ Given α(t) (Å³, one symmetric 3x3 tensor per sample, ``dt_fs`` apart) this mo
 
 How it is computed (exact and O(N log N)):
 
-* Each of the six independent components (xx yy zz xy yz zx) has its mean removed and is
-  Fourier transformed once (``rfft``). The FFT is linear, so tr α and the differences
-  α_ii−α_jj are formed in frequency space.
+* One BLAS pass maps α to its spherical components: Y0 = tr α/3 (λ = 0) and five λ = 2
+  combinations of the symmetric part, scaled so that a² = ω² (dt/N)|Ŷ0|² and
+  γ² = ω² (dt/N) Σ_{r=1..5}|Ŷr|² reproduce S2 and S3 term by term (see :func:`_decompose`).
+  Each of the six rows is Fourier transformed once (``rfft``); the mean is removed by zeroing
+  bin 0, which is the only bin the mean enters.
 * Wiener–Khinchin: the periodogram ``dt/N |X_k|²`` at the N Fourier frequencies is *exactly*
   the Fourier transform of the biased (multiple-time-origin, 1/N-normalised) *linear*
   autocorrelation, so no zero padding is needed and no autocorrelation is ever formed.
@@ -26,8 +28,8 @@ Units and normalisation:
 
 * ``a2`` and ``gamma2`` are two-sided spectral densities of α̇ in Å⁶ fs⁻¹ (time integral in fs of
   an autocorrelation in Å⁶ fs⁻²). Parseval: ∫_{-∞}^{∞} a² df = ⟨(tr α̇)²⟩/9 with f in fs⁻¹
-  (f = ν̃ / CM1_PER_INV_FS); on the one-sided grid returned here that is
-  ``2 * trapezoid-like sum`` (bins 1…N/2−1 weight 2, ω = 0 and Nyquist weight 1).
+  (f = ν̃ / CM1_PER_INV_FS); on the one-sided grid returned here that is Σ_k w_k a²_k / (N dt)
+  with w_k = 2 for bins 1…N/2−1 and 1 for ω = 0 and Nyquist.
 * Intensities are in arbitrary units: the prefactor is (1 − ν̃/ν̃_in)⁴ / ν̃ with ν̃ in cm⁻¹,
   i.e. (ν̃_in−ν̃)⁴/ν̃ divided by the constant ν̃_in⁴ (ν̃_in = 10⁷/laser_nm cm⁻¹).
 
@@ -41,7 +43,9 @@ Smoothing: convolution with a Gaussian whose *standard deviation* is ``sigma_cm1
 At ω = 0 a² and γ² are continued as even functions of ω and the intensities (∝ ω·S(ω) at small
 ω, like χ'') as odd functions, so the smoothed I(0) stays 0; at the Nyquist end the spectrum is
 continued as an even function (the periodogram is symmetric about Nyquist). When
-``max_freq_cm1`` cuts the range, real data beyond the cut feed the smoothing.
+``max_freq_cm1`` cuts the range, real data beyond the cut feed the smoothing. For long series
+(σ ≥ 16 Fourier bins) the smoothed spectrum is returned on every step-th bin, ≥ 8 points per σ:
+exact samples of the same band-limited function (``decimate=False`` keeps every bin).
 
 Bose–Einstein factor (optional, ``temperature_k``): the smoothed I, I_∥, I_⊥ are multiplied by
 n(ν̃)+1 = 1/(1 − exp(−hcν̃/k_B T)). The paper omits it (classical spectra).
@@ -160,7 +164,7 @@ def _first_bad_text_line(path: Path) -> tuple[int, str]:
     return 0, "unreadable content"
 
 
-def _read_txt(path: Path) -> tuple[np.ndarray, str]:
+def _read_txt(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
@@ -168,7 +172,7 @@ def _read_txt(path: Path) -> tuple[np.ndarray, str]:
     except (ValueError, UnicodeDecodeError):
         lineno, what = _first_bad_text_line(path)
         raise InputError(
-            f"line {lineno} has {what}",
+            f"has {what}",
             file=path,
             field=f"line {lineno}",
             fix="each line must hold the six numbers xx yy zz xy yz zx (Å³); '#' starts a comment",
@@ -178,7 +182,7 @@ def _read_txt(path: Path) -> tuple[np.ndarray, str]:
     if data.shape[1] != 6:
         lineno = _data_line_numbers(path)[0]
         raise InputError(
-            f"line {lineno} has {data.shape[1]} columns instead of 6 ({' '.join(ALPHA_COLUMNS)})",
+            f"has {data.shape[1]} columns instead of 6 ({' '.join(ALPHA_COLUMNS)})",
             file=path,
             field=f"line {lineno}",
             fix="write one frame per line as xx yy zz xy yz zx (Å³), or pass a .npy of shape (n, 3, 3)",
@@ -197,7 +201,7 @@ def _read_txt(path: Path) -> tuple[np.ndarray, str]:
     for c, (i, j) in enumerate(_IJ):
         alpha[:, i, j] = data[:, c]
         alpha[:, j, i] = data[:, c]
-    return alpha, "txt"
+    return alpha
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -379,7 +383,7 @@ def read_alpha(path: str | os.PathLike[str], *, fmt: str | None = None) -> np.nd
         raise InputError("no such file", file=path, field="path", fix="check the α file name")
     kind = _detect_format(path, fmt)
     if kind == "txt":
-        alpha, _ = _read_txt(path)
+        alpha = _read_txt(path)
     elif kind == "npy":
         alpha = _read_npy(path)
     else:

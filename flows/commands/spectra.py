@@ -48,7 +48,7 @@ def spectrum(
     from tasks.spectra import central_peak_descriptors, plot_spectrum, raman_spectrum, read_alpha, write_spectrum
 
     if dt_fs is None:
-        raise InputError("missing", field="--dt-fs", fix="pass the MD time step, e.g. --dt-fs 2.0 (and --stride for the α interval)")
+        raise InputError("required option not given", field="--dt-fs", fix="pass the MD time step, e.g. --dt-fs 2.0 (and --stride for the α interval)")
     if not dt_fs > 0:
         raise InputError(f"must be > 0, got {dt_fs}", field="--dt-fs", fix="pass the MD time step in fs, e.g. --dt-fs 2.0")
     if stride < 1:
