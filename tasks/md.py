@@ -663,7 +663,7 @@ def run_md(
                               "settings": settings.to_dict(), "updated_utc": _now()})
 
     atoms.calc = calc
-    calc_timer = [0.0]
+    calc_timer = [0.0, 0]  # seconds inside the model, number of model calls (this session)
     original_calculate = calc.calculate
 
     def timed_calculate(*args: Any, **kwargs: Any) -> None:
@@ -672,6 +672,7 @@ def run_md(
             original_calculate(*args, **kwargs)
         finally:
             calc_timer[0] += time.perf_counter() - t0
+            calc_timer[1] += 1
 
     calc.calculate = timed_calculate  # type: ignore[method-assign]
     dyn = _make_dynamics(atoms, settings, rng)
@@ -781,6 +782,7 @@ def run_md(
         "wall_time_s": wall,
         "calc_time_s": calc_time,
         "overhead_fraction": (wall - calc_time) / calc_time if calc_time > 0 else None,
+        "calc_calls_per_step": calc_timer[1] / max(total - steps_at_start, 1),
         "ps_per_day": total * dt_fs * 1e-3 / (wall / 86400.0) if wall > 0 else None,
         "n_resumes": int(acc["n_resumes"]),
         "num_threads": n_threads,
