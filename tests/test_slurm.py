@@ -1,0 +1,112 @@
+"""Dask workers as real SLURM jobs: a one-node slurmctld + slurmd + munged started by the fixture."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+import distributed
+import pytest
+from prefect import flow, task
+
+from flows.cluster import STAGES, make_task_runner, on_pool, open_cluster
+from slurm_fixture import Slurm, prefect_api, slurm  # noqa: F401  (fixtures)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _job_env() -> dict:
+    import os
+
+    import distributed
+
+    return {"job_id": os.environ.get("SLURM_JOB_ID"), "job_name": os.environ.get("SLURM_JOB_NAME"),
+            "worker": distributed.get_worker().name}
+
+
+@task
+def in_job(stage: str) -> dict:
+    return {"stage": stage, **_job_env()}
+
+
+@flow
+def stages_on_slurm(n_per_stage: int = 2) -> list[dict]:
+    futures = []
+    for stage in STAGES:
+        with on_pool(stage):
+            futures += [in_job.submit(stage) for _ in range(n_per_stage)]
+    return [f.result() for f in futures]
+
+
+def _wait_until(ok, timeout_s: float, what: str) -> float:
+    t0 = time.perf_counter()
+    while not ok():
+        if time.perf_counter() - t0 > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+def _base(slurm: Slurm, tmp_path: Path, **extra) -> dict:  # noqa: F811
+    return {"kind": "slurm", "queue": slurm.partition, "cores": 1, "memory": "1GB", "walltime": "00:20:00",
+            "python": sys.executable, "log_directory": str(tmp_path / "logs"),
+            "scheduler_options": {"dashboard_address": ":0"}, "death_timeout": 60, **extra}
+
+
+def test_slurm_worker_is_a_real_job(slurm: Slurm, tmp_path: Path):  # noqa: F811
+    t0 = time.perf_counter()
+    with open_cluster(_base(slurm, tmp_path, minimum_jobs=1, maximum_jobs=1)) as running:
+        _wait_until(lambda: slurm.jobs(), 30, "the job to be submitted")
+        jobs = slurm.jobs()
+        assert [j["name"] for j in jobs] == ["ramanscreen"], jobs
+        with distributed.Client(running.address) as client:
+            connect_s = _wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 90, "the SLURM worker")
+            out = client.submit(lambda: _job_env(), pure=False).result(timeout=60)  # lambda: shipped by value
+        assert out["job_id"] == jobs[0]["id"] and out["job_name"] == "ramanscreen"
+        assert "#SBATCH -p debug" in running.job_scripts()["default"]
+    cancel_s = _wait_until(lambda: not slurm.jobs(), 30, "the job to leave the queue")
+    print(f"\nslurm: node idle {slurm.startup_s:.1f} s after start; worker connected {connect_s:.1f} s after "
+          f"submission; queue empty {cancel_s:.1f} s after close; total {time.perf_counter() - t0:.1f} s")
+
+
+@pytest.mark.slow
+def test_pools_scale_as_slurm_jobs_and_route_prefect_tasks(slurm: Slurm, prefect_api, tmp_path: Path):  # noqa: F811
+    """Each stage's Prefect tasks run in its own pool's SLURM job; idle pools scale back to zero."""
+    cfg = _base(slurm, tmp_path, maximum_jobs=2, pools={
+        "md": {"python": sys.executable},
+        "reference": {"maximum_jobs": 2, "job_extra_directives": ["--comment=reference"]},
+        "ml": {"cores": 2, "memory": "2GB"},
+    })
+    seen_jobs: set[str] = set()
+    t0 = time.perf_counter()
+    with open_cluster(cfg) as running:
+        assert slurm.jobs() == []  # nothing to do, no job
+        runner = make_task_runner(running)
+
+        # Watch the queue while the flow runs (the flow itself must stay picklable: no closures).
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                seen_jobs.update(j["name"] for j in slurm.jobs())
+                time.sleep(0.5)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            rows = stages_on_slurm.with_options(task_runner=runner)(n_per_stage=2)
+        finally:
+            stop.set()
+            watcher.join()
+        flow_s = time.perf_counter() - t0
+        for row in rows:
+            assert row["job_name"] == f"rs-{row['stage']}", row
+            assert row["worker"].startswith(f"{row['stage']}-"), row
+        assert {r["stage"] for r in rows} == set(STAGES)
+        assert {f"rs-{s}" for s in STAGES} <= seen_jobs, seen_jobs
+        # Idle pools give their jobs back (minimum_jobs = 0).
+        down_s = _wait_until(lambda: not slurm.jobs(), 60, "idle pools to scale down")
+    print(f"\nslurm pools: flow on SLURM workers {flow_s:.1f} s; scaled to zero {down_s:.1f} s after; jobs seen {sorted(seen_jobs)}")
