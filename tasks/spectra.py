@@ -271,8 +271,23 @@ _DECOMPOSE = np.array(
 )
 
 
+def _raise_if_nonfinite(alpha: np.ndarray, *, file: str | os.PathLike[str] | None, field: str) -> None:
+    """Raise :class:`InputError` naming the first frame (and member) of α (..., n, 3, 3) with NaN/inf."""
+    finite = np.isfinite(alpha).all(axis=(-2, -1))  # (..., n)
+    if not finite.all():
+        idx = np.unravel_index(int(np.argmin(finite.ravel())), finite.shape)
+        frame = int(idx[-1])
+        member = f" of member {int(idx[0])}" if finite.ndim > 1 else ""
+        raise InputError(
+            f"non-finite value (NaN or inf) in frame {frame}{member}",
+            file=file,
+            field=f"frame {frame}",
+            fix="remove or recompute that frame",
+        )
+
+
 def _decompose(
-    alpha: np.ndarray, *, file: str | os.PathLike[str] | None, field: str
+    alpha: np.ndarray, *, file: str | os.PathLike[str] | None, field: str, check_finite: bool = True
 ) -> tuple[np.ndarray, bool]:
     """Validate α (..., n, 3, 3) and return its spherical components Y (..., 6, n) (time last).
 
@@ -281,25 +296,16 @@ def _decompose(
     (eq. S3 expands to 3Σ_off|α̇_ij|² + ½Σ_pairs|α̇_ii−α̇_jj|² = 3Σ_off + (3/2)(|E1|²+|E2|²) with
     E1, E2 an orthonormal traceless basis of the diagonal), the symmetric part of α is used
     (the λ=1, antisymmetric part carries no Raman signal here), and rows come out contiguous
-    in time for the FFT. Also checks NaN/inf (naming the frame) and warns about asymmetry.
-    Returns (Y, symmetric) with ``symmetric`` true when α was exactly symmetric.
+    in time for the FFT. Also checks NaN/inf (naming the frame; ``check_finite=False`` leaves
+    that to the caller, who must then check Y or what it computes from Y) and warns about
+    asymmetry. Returns (Y, symmetric) with ``symmetric`` true when α was exactly symmetric.
     """
     n = alpha.shape[-3]
     flat = alpha.reshape(alpha.shape[:-3] + (n, 9))
     with np.errstate(invalid="ignore", over="ignore"):
         comps = np.matmul(_DECOMPOSE, np.swapaxes(flat, -1, -2))  # (..., 9, n)
-    if not np.isfinite(comps.sum()):
-        finite = np.isfinite(flat).all(axis=-1)  # (..., n)
-        if not finite.all():
-            idx = np.unravel_index(int(np.argmin(finite.ravel())), finite.shape)
-            frame = int(idx[-1])
-            member = f" of member {int(idx[0])}" if finite.ndim > 1 else ""
-            raise InputError(
-                f"non-finite value (NaN or inf) in frame {frame}{member}",
-                file=file,
-                field=f"frame {frame}",
-                fix="remove or recompute that frame",
-            )
+    if check_finite and not np.isfinite(comps.sum()):
+        _raise_if_nonfinite(alpha, file=file, field=field)
     asym = comps[..., 6:, :]
     asym_max = max(float(asym.max()), -float(asym.min()))
     if asym_max > 0.0:
@@ -638,7 +644,7 @@ def _spectra_arrays(
     pad, length = _smoothing_layout(m_in, sigma_bins, step)
 
     # One BLAS pass: validated spherical components (..., 6, n); one rfft pass over the six.
-    comps, _ = _decompose(alpha, file=None, field=field)
+    comps, _ = _decompose(alpha, file=None, field=field, check_finite=False)
     spec = np.fft.rfft(comps, axis=-1)[..., :m_in]
     del comps
     spec[..., 0] = 0.0  # the mean only enters bin 0: zeroing it removes the mean exactly
@@ -647,6 +653,8 @@ def _spectra_arrays(
     power *= power  # |Ŷr|², (..., 6, m_in)
     p_iso = power[..., 0, :]  # |Ŷ0|²
     p_aniso = power[..., 1:, :].sum(axis=-2)  # Σ_{r=1..5} |Ŷr|²
+    if not np.isfinite(p_iso.sum() + p_aniso.sum()):  # NaN/inf anywhere in α reaches every bin
+        _raise_if_nonfinite(alpha, file=None, field=field)
 
     k = np.arange(m_in, dtype=np.float64)
     nu = k * df_cm1

@@ -381,6 +381,10 @@ def test_api_rejects_bad_input() -> None:
     bad[7, 2, 2] = np.inf
     with pytest.raises(InputError, match="frame 7"):
         raman_spectrum(bad, 1.0)
+    committee = np.stack([good] * 3)
+    committee[2, 5, 0, 1] = np.nan
+    with pytest.raises(InputError, match="frame 5 of member 2"):
+        spectrum_band(committee, 1.0)
     with pytest.raises(InputError, match="dt_fs"):
         raman_spectrum(good, 0.0)
     with pytest.raises(InputError, match="shape"):
