@@ -249,7 +249,7 @@ def plot_parity(true_A3: np.ndarray, pred_A3: np.ndarray, path: str | os.PathLik
         ax.set_xlabel("reference α (Å³)")
         ax.set_ylabel("predicted α (Å³)")
         ax.set_title(f"{'diagonal' if name == 'diag' else 'off-diagonal'}: "
-                     f"R² = {metrics[f'r2_{name}']:.3f}, RMSE = {metrics[f'rmse_{name}_A3']:.3g} Å³")
+                     f"R² = {metrics[f'r2_{name}']:.3f}, RMSE = {metrics[f'rmse_{name}_A3']:.3g} Å³", fontsize=9)
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
@@ -588,7 +588,6 @@ class AlphaModel:
         seed: int = 0,
         method: str = "unknown",
         ridge: RidgeSettings | None = None,
-        chunk: int = 32,
     ) -> AlphaModel:
         """Fit the model on ``frames`` (list of ase.Atoms) and their α (n,3,3), Å³.
 
@@ -608,7 +607,7 @@ class AlphaModel:
         ridge = ridge or RidgeSettings()
         elements = sorted({int(z) for f in frames for z in f.numbers})
         featurizer = _Featurizer(hypers, elements)
-        X0, X2 = _features_chunked(featurizer, frames, chunk)
+        X0, X2 = _features_chunked(featurizer, frames)
         return cls._fit_features(
             X0, X2, alpha_A3, frames=frames, hypers=hypers, elements=elements, n_committee=int(n_committee),
             seed=int(seed), method=method, ridge=ridge, featurizer=featurizer,
@@ -783,12 +782,15 @@ class AlphaModel:
 
     def _all_models(self, frames: Sequence, *, plain: bool = False, models: slice = slice(None)) -> np.ndarray:
         frames = self.check_frames(frames)
-        if plain:
-            y0, y2 = self._spherical_plain(frames)
-            y0, y2 = y0[models], y2[models]
-        else:
-            y0, y2 = self._spherical_fast(frames, models)
-        return spherical_to_alpha(y0, y2)
+        parts = []
+        for piece in _atom_batches(frames, 1024 if plain else 8192):  # bounded memory for long lists
+            if plain:
+                y0, y2 = self._spherical_plain(piece)
+                y0, y2 = y0[models], y2[models]
+            else:
+                y0, y2 = self._spherical_fast(piece, models)
+            parts.append(spherical_to_alpha(y0, y2))
+        return np.concatenate(parts, axis=1)
 
     def predict(self, frames: Sequence) -> np.ndarray:
         """α (n, 3, 3) in Å³ for a list of ase.Atoms (fast path, weights in the density)."""
@@ -927,10 +929,24 @@ def _calibrate_committee(oobs: dict[int, np.ndarray], targets: dict[int, np.ndar
     return float(np.sqrt(e.sum() / v.sum()))
 
 
-def _features_chunked(featurizer: _Featurizer, frames: Sequence, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+def _atom_batches(frames: Sequence, max_atoms: int) -> Iterator[Sequence]:
+    """Consecutive slices of ``frames`` holding at most ``max_atoms`` atoms (≥ 1 frame each)."""
+    start = 0
+    while start < len(frames):
+        stop, atoms = start, 0
+        while stop < len(frames) and (stop == start or atoms + len(frames[stop]) <= max_atoms):
+            atoms += len(frames[stop])
+            stop += 1
+        yield frames[start:stop]
+        start = stop
+
+
+def _features_chunked(featurizer: _Featurizer, frames: Sequence, max_atoms: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Summed λ-SOAP features of many frames, computed a few frames at a time so that the
+    per-atom power spectrum (the memory peak) never holds more than ~``max_atoms`` atoms."""
     X0s, X2s = [], []
-    for start in range(0, len(frames), chunk):
-        X0, X2 = featurizer.features(frames[start:start + chunk])
+    for piece in _atom_batches(frames, max_atoms):
+        X0, X2 = featurizer.features(piece)
         X0s.append(X0)
         X2s.append(X2)
     return np.concatenate(X0s), np.concatenate(X2s)
@@ -1110,7 +1126,7 @@ def learning_curve(
     ridge = ridge or RidgeSettings()
     elements = sorted({int(z) for f in frames for z in f.numbers})
     featurizer = _Featurizer(hypers, elements)
-    X0, X2 = _features_chunked(featurizer, frames, 32)
+    X0, X2 = _features_chunked(featurizer, frames)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     test, pool = order[:n_test], order[n_test:]
