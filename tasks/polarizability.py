@@ -576,6 +576,16 @@ class AlphaModel:
     meta: dict[str, Any] = field(default_factory=dict)
     committee_scale: float = 1.0
 
+    #: Per-process caches kept in ``__dict__``; never pickled (featomic calculators hold C handles).
+    _CACHES = ("_featurizer", "_contracted_weights", "_size_warned")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle only the fitted parameters, so the model travels to Dask workers."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(
@@ -955,12 +965,39 @@ def _features_chunked(featurizer: _Featurizer, frames: Sequence, max_atoms: int 
 # ------------------------------------------------------------------ frame streaming
 
 
-def predict_frames(model: AlphaModel, frames: Sequence, *, committee: bool = False):
-    """Predict α for a list of frames: the unit of work of the campaign's parallel
-    chunk tasks. Returns α (n,3,3), or (α, committee (m,n,3,3)) with ``committee=True``."""
+def predict_frames(model: AlphaModel | str | os.PathLike[str], frames: Sequence, *, committee: bool = False):
+    """Predict α for a list of frames: the unit of work of the campaign's parallel chunk
+    tasks. ``model`` is an :class:`AlphaModel` (it pickles without its caches) or the path
+    of a saved one (loaded once per process). Returns α (n,3,3), or
+    (α, committee (m,n,3,3)) with ``committee=True``."""
+    if not isinstance(model, AlphaModel):
+        path = _model_paths(model)[0]
+        if not path.is_file():
+            raise InputError("model file not found", file=path, fix="write the model with `ramanscreen alpha fit`")
+        model = _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
     if committee:
         return model.predict_with_committee(frames)
     return model.predict(frames)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int) -> AlphaModel:
+    return AlphaModel.load(path)
+
+
+def frame_uncertainty_A3(alpha_committee_A3: np.ndarray) -> np.ndarray:
+    """Per-frame uncertainty (n,) in Å³ from committee predictions (m, n, 3, 3): the root
+    mean square over the nine Cartesian components of the committee standard deviation
+    (rotation invariant).
+
+    >>> c = np.zeros((4, 2, 3, 3)); c[:2, 1] += 1.0
+    >>> frame_uncertainty_A3(c).round(3).tolist()
+    [0.0, 0.5]
+    """
+    committee = np.asarray(alpha_committee_A3, dtype=np.float64)
+    if committee.ndim != 4 or committee.shape[2:] != (3, 3) or committee.shape[0] < 2:
+        raise InputError(f"expected (members ≥ 2, n, 3, 3), got {committee.shape}", field="alpha_committee")
+    return np.sqrt(committee.var(axis=0).mean(axis=(1, 2)))
 
 
 def iter_trajectory_chunks(

@@ -23,6 +23,7 @@ from tasks.polarizability import (
     SOAPHypers,
     alpha_metrics,
     alpha_to_spherical,
+    frame_uncertainty_A3,
     iter_trajectory_chunks,
     learning_curve,
     predict_frames,
@@ -213,6 +214,18 @@ def test_committee_uncertainty_tracks_error(model, dataset) -> None:
     # Calibrated on out-of-bag residuals, the spread is of the size of the test error.
     ratio = np.sqrt(np.mean(err**2)) / np.sqrt(np.mean(sigma**2))
     assert 0.3 < ratio < 3.0, ratio
+    per_frame = frame_uncertainty_A3(committee)
+    np.testing.assert_allclose(per_frame, np.sqrt(np.mean(sigma**2, axis=(1, 2))), rtol=1e-12)
+
+
+def test_model_pickles_for_workers_and_loads_by_path(model, dataset, tmp_path) -> None:
+    import pickle
+
+    frames = dataset[0][N_TRAIN:N_TRAIN + 3]
+    expected = model.predict(frames)  # populates the featomic caches, which must not be pickled
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(frames), expected)
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(predict_frames(tmp_path / "m.mts", frames), expected)
 
 
 def test_stream_trajectory_in_chunks(model, dataset, tmp_path) -> None:

@@ -128,7 +128,7 @@ def predict(
     fmt: str | None = typer.Option(None, "--format", help="ASE format name if the file name does not tell."),
 ) -> None:
     """Predict α for every ``stride``-th frame of a trajectory, streamed in chunks."""
-    from tasks.polarizability import AlphaModel, predict_trajectory
+    from tasks.polarizability import AlphaModel, frame_uncertainty_A3, predict_trajectory
     from tasks.spectra import write_alpha_txt
 
     if out_path.suffix not in (".npy", ".txt"):
@@ -154,8 +154,8 @@ def predict(
     summary = (f"{len(alpha)} frames (stride {stride}) of {trajectory.name}: mean tr(α)/3 = "
                f"{np.trace(alpha, axis1=1, axis2=2).mean() / 3:.4g} Å³ ({model.meta.get('alpha_method', '?')})")
     if committee is not None:
-        std = committee.std(axis=0)
-        summary += f"; committee σ mean {std.mean():.3g} Å³, max {std.max():.3g} Å³"
+        sigma = frame_uncertainty_A3(committee)
+        summary += f"; committee σ per frame: mean {sigma.mean():.3g} Å³, max {sigma.max():.3g} Å³"
     out.print(summary)
     out.print("wrote " + ", ".join(str(p) for p in [out_path, committee_out] if p is not None))
 
