@@ -263,7 +263,8 @@ def _sevenn_calculator(*, properties: Iterable[str] = ("energy", "forces"), mode
         warnings.simplefilter("ignore")
         calc = SevenNetCalculator(model=model, device="cpu", **kwargs)
     version = str(getattr(calc, "sevennet_config", {}).get("version", "?"))
-    calc.ramanscreen_info = {"model": f"SevenNet {model}", "model_version": version, "package": "sevenn",
+    calc.ramanscreen_info = {"model": f"SevenNet {model}", "model_version": f"{model} (sevenn {version} checkpoint)",
+                             "package": "sevenn",
                              "elements_z": sorted(int(z) for z in getattr(calc, "type_map", {}))}
     return calc
 
@@ -517,31 +518,22 @@ def _truncate_part(paths: _Paths, s: MDSettings, step: int) -> int:
             raise InputError("checkpoint has frames but the partial trajectory is missing", file=paths.part,
                              fix="pass --restart to start over")
         return 0
-    keep = []
+    n_keep = len(expected)
     with AseTrajectory(str(paths.part), "r") as tr:
-        for k in range(len(tr)):
-            frame = tr[k]
-            if frame.info.get("md_step", -1) > (step - s.equil_steps):
-                break
-            keep.append(frame)
-    got = np.array([f.info.get("md_step") for f in keep], dtype=int)
-    if not np.array_equal(got, expected):
-        raise InputError(
-            f"partial trajectory holds frames {got[:3].tolist()}… but the checkpoint at step {step} expects "
-            f"{len(expected)} frames", file=paths.part, fix="pass --restart to start over")
-    if len(keep) != _count_frames(paths.part):
-        with atomic_path(paths.part) as tmp:
-            with AseTrajectory(str(tmp), "w") as out:
-                for frame in keep:
-                    out.write(frame)
-    return len(keep)
-
-
-def _count_frames(path: Path) -> int:
-    from ase.io.trajectory import Trajectory as AseTrajectory
-
-    with AseTrajectory(str(path), "r") as tr:
-        return len(tr)
+        n_have = len(tr)
+        # frames are appended in order, so checking both ends of the kept block is enough
+        ok = n_have >= n_keep and (n_keep == 0 or (tr[0].info.get("md_step") == 0
+                                                   and tr[n_keep - 1].info.get("md_step") == expected[-1]))
+        if not ok:
+            raise InputError(
+                f"partial trajectory holds {n_have} frames but the checkpoint at step {step} expects "
+                f"at least {n_keep}", file=paths.part, fix="pass --restart to start over")
+        if n_have > n_keep:  # drop frames written after the checkpoint, streaming
+            with atomic_path(paths.part) as tmp:
+                with AseTrajectory(str(tmp), "w") as out:
+                    for k in range(n_keep):
+                        out.write(tr[k])
+    return n_keep
 
 
 def _snapshot(atoms: Atoms, md_step: int, dt_fs: float, epot: float | None) -> Atoms:

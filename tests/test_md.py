@@ -317,3 +317,22 @@ def test_bad_input_one_line_exit_2_nothing_complete(case, tmp_path, cu_poscar, c
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
     assert not (tmp_path / "out" / "md.traj").exists()
     assert not (tmp_path / "out" / "md.traj.part").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("calculator", ["chgnet", "sevenn"])
+@pytest.mark.parametrize("name", ["AgI", "Na3SbS4", "Na3SbS4-W", "Na3PS4", "LLZO"])
+def test_cli_md_every_builder_every_bundled_mlff(name, calculator, tmp_path, capsys):
+    """The paper's cells at full size, two steps each, through the CLI."""
+    code, err = None, ""
+    from flows.cli import main
+
+    try:
+        main(["md", name, "--temperature-k", "300", "--dt-fs", "2", "--steps", "2", "--calculator", calculator,
+              "--threads", "2", "--quiet", "--out", str(tmp_path)])
+    except SystemExit as exc:
+        code, err = exc.code, capsys.readouterr().err
+    assert code in (None, 0), err
+    meta = json.loads((tmp_path / "md.json").read_text())
+    assert meta["n_frames"] == 3 and meta["calculator"] == calculator
+    assert np.isfinite(meta["temperature_mean_k"])
