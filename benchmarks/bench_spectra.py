@@ -6,8 +6,9 @@ six transforms (the λ=0 and five λ=2 components of α), so a ratio near 1 mean
 else (the α decomposition, the power spectra, the Gaussian smoothing, the prefactors) is cheap.
 Goal: ratio ≤ 1.5 with the default settings (σ = 4 cm⁻¹, full range up to Nyquist).
 
-Timings are the best of ``--repeats`` runs, baseline and spectrum interleaved so that a load
-change on a shared machine affects both. BLAS is limited to one thread (numpy's FFT is
+Timings: ``--repeats`` rounds, every case once per round (interleaved, so a load change on a
+shared machine affects all cases). The table gives best time / best baseline time, and the
+median over rounds of the per-round ratio (robust when the machine is busy). BLAS is limited to one thread (numpy's FFT is
 single-threaded) so the comparison is like for like.
 
 Run:  .venv/bin/python benchmarks/bench_spectra.py [--frames 1000000] [--repeats 5]
@@ -47,14 +48,15 @@ def make_alpha(n: int, dt_fs: float, seed: int = 0) -> np.ndarray:
     return alpha
 
 
-def best_interleaved(funcs: dict[str, object], repeats: int) -> dict[str, float]:
-    best = {name: float("inf") for name in funcs}
-    for _ in range(repeats):
+def time_interleaved(funcs: dict[str, object], repeats: int) -> dict[str, np.ndarray]:
+    """Wall times (s) per case and repeat; within a repeat every case runs once, in turn."""
+    times = {name: np.empty(repeats) for name in funcs}
+    for r in range(repeats):
         for name, func in funcs.items():
             t0 = time.perf_counter()
             func()  # type: ignore[operator]
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+            times[name][r] = time.perf_counter() - t0
+    return times
 
 
 def main() -> None:
@@ -77,17 +79,20 @@ def main() -> None:
             "raman_spectrum (σ = 4, max 600 cm⁻¹)": lambda: raman_spectrum(alpha, dt, max_freq_cm1=600.0),
             "reference: numpy.fft.rfft, 7 separate calls": lambda: [np.fft.rfft(row) for row in seven],
         }
-        best = best_interleaved(funcs, args.repeats)
+        times = time_interleaved(funcs, args.repeats)
 
-    base = best["baseline: numpy.fft.rfft, 7 series (one pass)"]
+    base_name = "baseline: numpy.fft.rfft, 7 series (one pass)"
     goal_name = "raman_spectrum (σ = 4 cm⁻¹, to Nyquist)"
-    width = max(len(k) for k in best)
-    print(f"bench_spectra: {n} frames, dt = {dt:g} fs, best of {args.repeats} (interleaved), BLAS 1 thread")
-    print(f"{'case':<{width}}  {'time (s)':>9}  {'ratio':>6}  goal")
-    for name, t in best.items():
+    base = times[base_name]
+    width = max(len(k) for k in times)
+    print(f"bench_spectra: {n} frames, dt = {dt:g} fs, {args.repeats} interleaved repeats, BLAS 1 thread, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("ratio = best time / best baseline time; paired = median over repeats of time / baseline time of that repeat")
+    print(f"{'case':<{width}}  {'best (s)':>9}  {'ratio':>6}  {'paired':>6}  goal")
+    for name, t in times.items():
         goal = "≤ 1.5" if name == goal_name else ""
-        print(f"{name:<{width}}  {t:9.4f}  {t / base:6.2f}  {goal}")
-    ratio = best[goal_name] / base
+        print(f"{name:<{width}}  {t.min():9.4f}  {t.min() / base.min():6.2f}  {np.median(t / base):6.2f}  {goal}")
+    ratio = times[goal_name].min() / base.min()
     print(f"result: ratio {ratio:.2f} ({'meets' if ratio <= 1.5 else 'misses'} the goal ≤ 1.5)")
 
 
