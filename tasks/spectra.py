@@ -929,6 +929,12 @@ def write_spectrum(
 
     The Parquet schema metadata carries :meth:`RamanSpectrum.metadata` plus ``extra_metadata``
     (values that are not strings are stored as JSON).
+
+    >>> import tempfile, pathlib, pyarrow.parquet as pq
+    >>> a = np.random.default_rng(0).normal(size=(64, 3, 3)); a = a + a.transpose(0, 2, 1)
+    >>> csv, parquet = write_spectrum(raman_spectrum(a, 10.0), pathlib.Path(tempfile.mkdtemp()) / "run")
+    >>> pq.read_schema(parquet).metadata[b"sigma_cm1"], csv.name
+    (b'4.0', 'run.csv')
     """
     prefix = Path(prefix)
     columns = spectrum_table(spectrum)
@@ -955,6 +961,12 @@ def plot_spectrum(
     ``band`` = (low, high) arrays (e.g. from :func:`spectrum_band`) is drawn as a shaded area.
     Written atomically (PNG, or any format matplotlib infers from the suffix); uses the Agg
     canvas directly, so no pyplot state and no display are involved.
+
+    >>> import tempfile, pathlib
+    >>> a = np.random.default_rng(0).normal(size=(512, 3, 3)); a = a + a.transpose(0, 2, 1)
+    >>> png = plot_spectrum(raman_spectrum(a, 10.0), pathlib.Path(tempfile.mkdtemp()) / "s.png")
+    >>> png.read_bytes()[1:4]
+    b'PNG'
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -442,3 +442,12 @@ def test_cli_nonsymmetric_warns_then_succeeds(tmp_path: Path) -> None:
     for suffix in (".csv", ".parquet", ".png"):
         assert (tmp_path / "res" / f"asym{suffix}").is_file()
     assert "fraction of I in" in res.stdout
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import tasks.spectra
+
+    result = doctest.testmod(tasks.spectra, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 10 and result.failed == 0
