@@ -156,3 +156,20 @@ def _ui_from_api(api_url: str) -> str | None:
     if not api_url:
         return None
     return api_url[: -len("/api")] if api_url.rstrip("/").endswith("/api") else api_url
+
+
+@flow(name="ramanscreen-scheduled-campaign", flow_run_name=_flow_run_name)
+def scheduled_campaign(campaign_file: str, quick: bool = False) -> dict[str, Any]:
+    """Deployment entrypoint (``deployments/prefect.yaml``): start the campaign's Dask cluster
+    from its ``[cluster]`` section and run :func:`campaign_flow` on it as a subflow.
+
+    A Prefect worker runs this in a fresh process whose environment already holds
+    ``PREFECT_API_URL``, so the Dask workers started here see the same server. A relative
+    ``campaign_file`` is resolved against the working directory the deployment's pull step sets
+    (the repository root).
+    """
+    from flows.cluster import make_task_runner, open_cluster
+
+    campaign = load_campaign(campaign_file, quick=quick)
+    with open_cluster(campaign.cluster, file=str(campaign.source)) as running:
+        return campaign_flow.with_options(task_runner=make_task_runner(running))(str(campaign.source), quick=quick)

@@ -247,6 +247,9 @@ def _check_lengths(ck: _Checker, f: str, md: dict[str, Any], reference: dict[str
         raise ck.fail(f"{f}.steps", f"{md['steps']} steps of {md['dt_fs']:g} fs give a spectral bin of {df:.3g} cm⁻¹, "
                       f"too coarse for spectrum.omega_min_cm1 = {spectrum['omega_min_cm1']:g}",
                       f"run more than {need_ps:.3g} ps of production or raise spectrum.omega_min_cm1")
+    if spectrum["omega_c_cm1"] - spectrum["omega_min_cm1"] < 3 * df:
+        raise ck.fail(f"{f}.steps", f"the central-peak window {spectrum['omega_min_cm1']:g}–{spectrum['omega_c_cm1']:g} "
+                      f"cm⁻¹ holds fewer than 3 bins of {df:.3g} cm⁻¹", "run longer or widen spectrum.omega_c_cm1")
     nyquist = CM1_PER_INV_FS / (2 * alpha_dt)
     if spectrum["host_window_cm1"][0] >= nyquist:
         raise ck.fail(f"{f}.alpha_stride", f"α every {alpha_dt:g} fs reaches only {nyquist:.0f} cm⁻¹, below the "

@@ -52,3 +52,55 @@ def screen(
     if keep_ui and run.ui_url:
         out.print(f"the Prefect server keeps running at {run.ui_url} (stop it with: kill <its pid>; "
                   f"log in {c.results_root / '_prefect' / 'server' / c.name / 'server.log'})")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@app.command()
+def deploy(
+    prefect_file: Path = typer.Option(REPO / "deployments" / "prefect.yaml", "--prefect-file",
+                                      help="The prefect.yaml holding the campaign deployments."),
+    pool: str = typer.Option("ramanscreen-process", "--pool", help="Process work pool the deployments use."),
+) -> None:
+    """Register the scheduled campaign deployments (deployments/prefect.yaml) on the Prefect server.
+
+    Needs PREFECT_API_URL (a long-lived server: `prefect server start`). Creates the process work
+    pool if it does not exist, then runs `prefect deploy --all`. Start a worker afterwards with
+    `prefect worker start --pool ramanscreen-process`.
+    """
+    import os
+    import subprocess
+
+    from flows.server import api_healthy, apply_offline_env
+    from tasks.common import InputError
+
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        raise InputError("not set", field="PREFECT_API_URL",
+                         fix="start a server (prefect server start) and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    if not api_healthy(api_url, timeout_s=10):
+        raise InputError(f"no healthy Prefect server at {api_url}", field="PREFECT_API_URL", fix="start it first")
+    if not prefect_file.is_file():
+        raise InputError("no such file", file=prefect_file, fix="give the path of deployments/prefect.yaml")
+    apply_offline_env()
+    prefect = [sys.executable, "-m", "prefect"]
+    env = {**os.environ, "RAMANSCREEN_REPO": str(REPO)}
+    inspect = subprocess.run([*prefect, "work-pool", "inspect", pool], capture_output=True, text=True, env=env)
+    if inspect.returncode != 0:
+        created = subprocess.run([*prefect, "work-pool", "create", pool, "--type", "process"], capture_output=True,
+                                 text=True, env=env)
+        if created.returncode != 0:
+            raise RuntimeError(f"could not create work pool {pool}: {' '.join(created.stdout.split())[-300:]}")
+        out.print(f"created process work pool {pool!r}")
+    proc = subprocess.run([*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file.resolve())],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " ".join((proc.stdout + proc.stderr).split())[-500:]
+        raise RuntimeError(f"prefect deploy failed: {tail}")
+    import re
+
+    names = re.findall(r"Deployment '([^']+)' successfully created", proc.stdout)
+    for name in names:
+        out.print(f"deployed {name}")
+    out.print(f"start a worker: prefect worker start --pool {pool}   (PREFECT_API_URL={api_url})")
