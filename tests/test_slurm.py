@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -110,3 +111,75 @@ def test_pools_scale_as_slurm_jobs_and_route_prefect_tasks(slurm: Slurm, prefect
         # Idle pools give their jobs back (minimum_jobs = 0).
         down_s = _wait_until(lambda: not slurm.jobs(), 60, "idle pools to scale down")
     print(f"\nslurm pools: flow on SLURM workers {flow_s:.1f} s; scaled to zero {down_s:.1f} s after; jobs seen {sorted(seen_jobs)}")
+
+
+SLURM_CLUSTER_TOML = """
+[cluster]
+kind = "slurm"
+queue = "{queue}"
+cores = 1
+memory = "2GB"
+walltime = "00:30:00"
+python = "{python}"
+log_directory = "{logs}"
+death_timeout = 120
+scheduler_options = {{ dashboard_address = ":0" }}
+maximum_jobs = 1
+
+[cluster.pools.md]
+maximum_jobs = 2
+
+[cluster.pools.reference]
+maximum_jobs = 2
+
+[cluster.pools.ml]
+maximum_jobs = 1
+"""
+
+
+@pytest.mark.slow
+def test_quick_campaign_on_slurm_workers(slurm: Slurm, prefect_api, tmp_path: Path):  # noqa: F811
+    """`ramanscreen screen` on the quick profile whose Dask workers are real SLURM jobs, one pool per stage."""
+    import re
+    import subprocess
+
+    from campaign_helpers import mini_campaign, screen_cmd
+
+    results = tmp_path / "results"
+    campaign = mini_campaign(tmp_path / "slurm-quick.toml", "slurm-quick", ("AgI", "Na3PS4"), results)
+    text = re.sub(r"(?ms)^\[cluster\]\n.*?(?=^\[\[materials\]\])", "", campaign.read_text())
+    text += SLURM_CLUSTER_TOML.format(queue=slurm.partition, python=sys.executable, logs=tmp_path / "logs")
+    campaign.write_text(text)
+
+    seen_jobs: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen_jobs.update(j["name"] for j in slurm.jobs())
+            time.sleep(1.0)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([*screen_cmd(campaign)], env={**os.environ, **slurm.env}, capture_output=True,
+                              text=True, timeout=1500, cwd=tmp_path)
+    finally:
+        stop.set()
+        watcher.join()
+    wall_s = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    assert "ranking of 'slurm-quick'" in proc.stdout
+    assert {"rs-md", "rs-reference", "rs-ml"} <= seen_jobs, seen_jobs
+    from analytics.db import connect
+    from analytics.ranking import ranking
+
+    con = connect(results)
+    try:
+        rows = ranking(con, "slurm-quick")
+    finally:
+        con.close()
+    assert sorted(r["material"] for r in rows) == ["AgI", "Na3PS4"]
+    _wait_until(lambda: not slurm.jobs(), 60, "the campaign's jobs to leave the queue")
+    print(f"\nquick campaign (AgI + Na3PS4) on SLURM pools: {wall_s:.0f} s wall; jobs seen {sorted(seen_jobs)}")
