@@ -44,3 +44,20 @@ def test_atomic_write_leaves_no_partial_file(tmp_path) -> None:
         pass
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_outputs_have_ordinary_permissions(tmp_path) -> None:
+    import os
+
+    from tasks.common import atomic_path
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.txt", "w") as fh:
+            fh.write("x")
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("y")
+    finally:
+        os.umask(mask)
+    for name in ("a.txt", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
