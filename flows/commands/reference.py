@@ -34,8 +34,7 @@ def _read_frames(spec: str, n_atoms: int | None, seed: int) -> list:
         raise InputError("file holds no structures", file=path)
     for k, a in enumerate(frames):
         a.calc = None
-        a.info.setdefault("source", f"{path}@{k}")
-        a.info.setdefault("md_step", k)
+        a.info.setdefault("source", f"{path}@{k}")  # md_step only if the file carries it
     return frames
 
 
