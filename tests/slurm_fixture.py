@@ -1,4 +1,4 @@
-"""A real one-node SLURM (slurmctld + slurmd + munged) for the tests, and a real Prefect server.
+"""A real one-node SLURM (slurmctld + slurmd + munged) for the tests, and a real Prefect server fixture.
 
 Everything lives under a private temporary folder: the munge key and socket, slurm.conf, the
 state and spool folders and the logs, so it neither needs nor touches /etc/slurm or /run/munge.
@@ -21,10 +21,8 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +133,7 @@ PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP OverSubsc
     return conf
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -248,70 +246,30 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
 # ----------------------------------------------------------------------------- Prefect server
 
 
-@contextlib.contextmanager
-def start_prefect_server(home: Path, timeout_s: float = 120.0) -> Iterator[str]:
-    """A real ``prefect server start`` on 127.0.0.1 and a free port; yields its API URL."""
-    port = _free_port()
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_API_URL": "",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not become healthy")
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        log.close()
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """PREFECT_API_URL of a real local Prefect server, exported for this session (workers inherit it)."""
-    keys = ("PREFECT_API_URL", "PREFECT_HOME")
-    old = {k: os.environ.get(k) for k in keys}
-    home = tmp_path_factory.mktemp("prefect-home")
-    with start_prefect_server(home) as url:
-        os.environ["PREFECT_API_URL"] = url
-        os.environ["PREFECT_HOME"] = str(home)
-        # Prefect may have read its settings at import already: override them in-process too.
-        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    """PREFECT_API_URL of a real local Prefect server (flows.server), exported for one test module.
 
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
-                yield url
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    Exported in ``os.environ`` so Dask workers started afterwards (local or SLURM) inherit it, and
+    set in Prefect's in-process settings, which may have been read at import already.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("prefect-home"))
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
 
 
 if __name__ == "__main__":  # start one by hand
