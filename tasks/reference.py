@@ -403,7 +403,17 @@ def _check_executable(argv: list[str], exe: str, setting: str) -> None:
             )
 
 
-def _run(argv: list[str], workdir: Path, stdout_name: str, timeout_s: float | None) -> tuple[str, float]:
+def _run(
+    argv: list[str],
+    workdir: Path,
+    stdout_name: str,
+    timeout_s: float | None,
+    check: Callable[[str], None] | None = None,
+    log_name: str | None = None,
+) -> tuple[str, float]:
+    """Run ``argv`` in ``workdir`` (stdout+stderr to ``stdout_name``); ``check(log)`` runs on
+    the log (``log_name`` or stdout) *before* the exit code is judged, so that a code that
+    stops on non-convergence raises :class:`ReferenceConvergenceError`, not a generic failure."""
     t0 = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(workdir / stdout_name, "w") as out:
@@ -418,11 +428,15 @@ def _run(argv: list[str], workdir: Path, stdout_name: str, timeout_s: float | No
                 f"cannot execute {argv[0]!r}", field="reference_launcher", fix="check the launcher/mpirun settings"
             ) from None
     text = (workdir / stdout_name).read_text(errors="replace")
+    log_path = workdir / (log_name or stdout_name)
+    log = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    if check is not None:
+        check(log)
     if proc.returncode != 0:
         raise ReferenceCalculationError(
-            f"{' '.join(argv)} exited with code {proc.returncode}: {_tail(text)}", log=text, workdir=workdir
+            f"{' '.join(argv)} exited with code {proc.returncode}: {_tail(log + text)}", log=log + text, workdir=workdir
         )
-    return text, time.perf_counter() - t0
+    return log, time.perf_counter() - t0
 
 
 def _tail(text: str, n: int = 6) -> str:
@@ -699,10 +713,9 @@ class Cp2kBackend:
         (wd / "polar.inp").write_text(text)
         argv = self.command()
         _check_executable(argv, self.executable or get_settings().cp2k_exe, "cp2k_exe")
-        _, wall = _run(argv, wd, "cp2k.stdout", self.timeout_s)
+        out, wall = _run(argv, wd, "cp2k.stdout", self.timeout_s,
+                         check=lambda log: self.check_converged(log, workdir=wd), log_name="polar.out")
         out_path = wd / "polar.out"
-        out = out_path.read_text(errors="replace") if out_path.is_file() else ""
-        self.check_converged(out, workdir=wd)
         try:
             raw = parse_cp2k_polarizability(out, file=str(out_path))
         except InputError:
@@ -873,14 +886,18 @@ class QEBackend:
         s = get_settings()
         pw_argv, ph_argv = self.commands()
         _check_executable(pw_argv, self.pw_exe or s.pw_exe, "pw_exe")
-        pw_out, t_pw = _run(pw_argv, wd, "pw.out", self.timeout_s)
-        if "convergence NOT achieved" in pw_out:
-            raise ReferenceConvergenceError("pw.x SCF did not converge", log=pw_out, workdir=wd)
+        def pw_check(log: str) -> None:
+            if "convergence NOT achieved" in log:
+                raise ReferenceConvergenceError("pw.x SCF did not converge", log=log, workdir=wd)
+
+        def ph_check(log: str) -> None:
+            if "No convergence has been achieved" in log:
+                raise ReferenceConvergenceError("ph.x linear response did not converge", log=log, workdir=wd)
+
+        pw_out, t_pw = _run(pw_argv, wd, "pw.out", self.timeout_s, check=pw_check)
         if "JOB DONE" not in pw_out:
             raise ReferenceCalculationError(f"pw.x did not finish: {_tail(pw_out)}", log=pw_out, workdir=wd)
-        ph_out, t_ph = _run(ph_argv, wd, "ph.out", self.timeout_s)
-        if "No convergence has been achieved" in ph_out:
-            raise ReferenceConvergenceError("ph.x linear response did not converge", log=ph_out, workdir=wd)
+        ph_out, t_ph = _run(ph_argv, wd, "ph.out", self.timeout_s, check=ph_check)
         try:
             eps = parse_qe_dielectric(ph_out, file=str(wd / "ph.out"))
         except InputError:
