@@ -49,14 +49,14 @@ def ranking_rows(campaign: Campaign) -> list[dict[str, Any]]:
 
     con = connect(campaign.results_root)
     try:
-        return ranking(con, campaign.name)
+        return ranking(con, campaign.name, metric=campaign.ranking["metric"], thresholds=campaign.thresholds())
     finally:
         con.close()
 
 
 def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = ("rank", "material", "formula", "temperature_k", "mobile_species", "D_cm2_s", "D_err_cm2_s",
-            "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "conduction", "central_peak",
+            "metric", "metric_value", "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "conduction", "central_peak",
             "consistent", "r2_diag", "r2_offdiag", "n_train")
     out = []
     for r in rows:
@@ -98,19 +98,20 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
                 logger.error("%s failed: %s: %s", m.name, type(exc).__name__, exc)
                 failures.append(f"{m.name}: {type(exc).__name__}: {' '.join(str(exc).split())}")
 
+    from analytics.ranking import summarize
     from analytics.report import ranking_markdown, write_report
-    from analytics.ranking import Thresholds, summarize
 
     report: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     if summaries:
         rows = ranking_rows(campaign)
-        paths = write_report(campaign.results_root, campaign.name)
+        paths = write_report(campaign.results_root, campaign.name, metric=campaign.ranking["metric"],
+                             thresholds=campaign.thresholds())
         report = {k: str(v) for k, v in paths.items()}
         create_table_artifact(table=_artifact_rows(rows), key=artifact_key("ranking", campaign.name),
-                              description=f"Ranking of campaign {campaign.name} by central-peak fraction vs D")
+                              description=f"Ranking of campaign {campaign.name} by {campaign.ranking['metric']} vs D")
         create_markdown_artifact(
-            markdown=f"# Ranking of {campaign.name}\n\n" + ranking_markdown(rows, summarize(rows), Thresholds())
+            markdown=f"# Ranking of {campaign.name}\n\n" + ranking_markdown(rows, summarize(rows), campaign.thresholds())
             + f"\n\nScatter: `{report.get('scatter_png')}`\n\nSpectra: `{report.get('spectra_png')}`\n",
             key=artifact_key("ranking-report", campaign.name), description="ranking, Spearman and plots")
     if failures:

@@ -93,13 +93,19 @@ _TABLE_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "omega_c_cm1": ((int, float), 50.0),
         "host_window_cm1": (list, [60.0, 1000.0]),
     },
+    "ranking": {
+        "metric": (str, "cp_fraction"),  # analytics.ranking metric: cp_fraction or a descriptors column
+        "d_liquid_cm2_s": ((int, float), 5e-6),
+        "d_hopping_cm2_s": ((int, float), 1e-7),
+        "cp_threshold": ((int, float), 0.25),
+    },
     "transport": {
         "method": (str, "kinisi"),  # "kinisi" or "blocks"
         "drift": (str, "framework"),
         "n_blocks": (int, 5),
     },
 }
-TABLES = ("mlff", "md", "reference", "model", "prediction", "spectrum", "transport", "cluster")
+TABLES = ("mlff", "md", "reference", "model", "prediction", "spectrum", "transport", "ranking", "cluster")
 TOP_KEYS = ("name", "description", "results_root", "materials", "quick", *TABLES)
 
 
@@ -141,6 +147,7 @@ class Campaign:
     prediction: dict[str, Any]
     spectrum: dict[str, Any]
     transport: dict[str, Any]
+    ranking: dict[str, Any]
     cluster: dict[str, Any]
     source: Path | None = None
     description: str = ""
@@ -150,6 +157,14 @@ class Campaign:
     @property
     def campaign_dir(self) -> Path:
         return self.results_root / "campaigns" / self.name
+
+    def thresholds(self):  # noqa: ANN201
+        """The ``analytics.ranking.Thresholds`` of ``[ranking]``."""
+        from analytics.ranking import Thresholds
+
+        r = self.ranking
+        return Thresholds(d_liquid_cm2_s=r["d_liquid_cm2_s"], d_hopping_cm2_s=r["d_hopping_cm2_s"],
+                          cp_threshold=r["cp_threshold"])
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (for flow parameters and the UI)."""
@@ -346,6 +361,14 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
     if transport["drift"] not in ("framework", "system", "none"):
         raise ck.fail("transport.drift", f"unknown mode {transport['drift']!r}", 'use "framework", "system" or "none"')
     ck.positive(transport["n_blocks"], "transport.n_blocks")
+    ranking = ck.section(data.get("ranking"), "ranking")
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", ranking["metric"]):
+        raise ck.fail("ranking.metric", f"{ranking['metric']!r} is not a column name",
+                      "use cp_fraction or a central-peak descriptor such as fraction_below_omega_c")
+    for key in ("d_liquid_cm2_s", "d_hopping_cm2_s", "cp_threshold"):
+        ck.positive(ranking[key], f"ranking.{key}")
+    if ranking["d_hopping_cm2_s"] >= ranking["d_liquid_cm2_s"]:
+        raise ck.fail("ranking.d_hopping_cm2_s", "must be below ranking.d_liquid_cm2_s")
     cluster = ck.table(data.get("cluster", {}), "cluster")
 
     md_defaults = {k: d for k, (_t, d) in MD_KEYS.items()}
@@ -419,7 +442,7 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
     raw = {k: v for k, v in data.items() if k not in ("quick",)}
     return Campaign(name=name, results_root=results_root, materials=tuple(materials), mlff=mlff,
                     reference=reference, model=model, prediction=prediction, spectrum=spectrum,
-                    transport=transport, cluster=cluster, source=Path(file).resolve() if file else None, description=description,
+                    transport=transport, ranking=ranking, cluster=cluster, source=Path(file).resolve() if file else None, description=description,
                     quick=quick, raw=raw)
 
 

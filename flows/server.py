@@ -100,12 +100,21 @@ class LocalServer:
             self.process.wait(timeout=timeout_s)
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies (Linux), so a killed ``screen`` leaves no server."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_server(home: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | None = None,
-                 timeout_s: float = 120.0) -> LocalServer:
+                 timeout_s: float = 120.0, die_with_parent: bool = True) -> LocalServer:
     """Start ``prefect server start`` with ``PREFECT_HOME=home`` and wait until it is healthy.
 
     The server gets its own session (process group) so :meth:`LocalServer.stop` ends it and its
-    children without touching anything else. Its log goes to ``home/server.log``.
+    children without touching anything else; with ``die_with_parent`` it also gets SIGTERM when
+    this process dies (e.g. a killed ``ramanscreen screen``). Its log goes to ``home/server.log``.
     """
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -130,7 +139,8 @@ def start_server(home: str | os.PathLike[str], *, host: str = "127.0.0.1", port:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=home)
+                                start_new_session=True, cwd=home,
+                                preexec_fn=_die_with_parent if die_with_parent else None)
     finally:
         log.close()
     server = LocalServer(process=proc, host=host, port=port, home=home, log_path=log_path)
@@ -172,7 +182,7 @@ def local_server(home: str | os.PathLike[str], *, keep: bool = False, **kw) -> I
                              fix="start it, or unset PREFECT_API_URL to let ramanscreen start a local one")
         yield None
         return
-    server = start_server(home, **kw)
+    server = start_server(home, die_with_parent=not keep, **kw)
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ["PREFECT_HOME"] = str(server.home)

@@ -89,7 +89,7 @@ def test_quick_campaign_end_to_end_then_rerun_recomputes_nothing(prefect_server,
 
     con = connect(root)
     try:
-        rows = ranking(con, "quick")
+        rows = ranking(con, "quick", metric="fraction_below_omega_c")
         n_spec = dict(con.execute("SELECT material, count(*) FROM spectra WHERE campaign='quick' GROUP BY 1").fetchall())
     finally:
         con.close()
@@ -97,7 +97,7 @@ def test_quick_campaign_end_to_end_then_rerun_recomputes_nothing(prefect_server,
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     for r in rows:
         assert r["D_cm2_s"] is not None and r["D_cm2_s"] >= 0
-        assert r["cp_fraction"] is not None and 0 <= r["cp_fraction"] <= 1
+        assert r["metric_value"] is not None and 0 <= r["metric_value"] <= 1
         assert r["r2_diag"] is not None and r["n_train"] == 8
         assert r["conduction"] in ("liquid-like", "hopping", "non-conducting")
     assert all(n > 10 for n in n_spec.values()) and len(n_spec) == 4
@@ -115,7 +115,8 @@ def test_quick_campaign_end_to_end_then_rerun_recomputes_nothing(prefect_server,
     table = arts[artifact_key("ranking", "quick")]
     assert table["type"] == "table" and table["flow_run_id"] == fr
     data = table["data"] if isinstance(table["data"], list) else json.loads(table["data"])
-    assert sorted(r["material"] for r in data) == sorted(MATERIALS)
+    assert [r["material"] for r in data] == [r["material"] for r in rows]  # same order as DuckDB's ranking
+    assert all(r["metric"] == "fraction_below_omega_c" for r in data)
     md = arts[artifact_key("quick", "AgI")]
     assert md["type"] == "markdown" and "spectrum.png" in md["data"] and "D(Ag)" in md["data"]
     for m in MATERIALS:

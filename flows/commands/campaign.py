@@ -43,8 +43,9 @@ def screen(
         out.print(f"flow run: {run.ui_url}/runs/flow-run/{run.flow_run_id}")
     from flows.commands.analytics import rank
 
-    rank(results_root=c.results_root, campaign=c.name, metric="cp_fraction", d_liquid=5e-6, d_hopping=1e-7,
-         cp_threshold=0.25, out_dir=None)
+    r = c.ranking
+    rank(results_root=c.results_root, campaign=c.name, metric=r["metric"], d_liquid=r["d_liquid_cm2_s"],
+         d_hopping=r["d_hopping_cm2_s"], cp_threshold=r["cp_threshold"], out_dir=None)
     out.print("spectrum plots:")
     for m in run.result["materials"]:
         out.print(f"  {m['material']}: {m['spectrum_png']}")
