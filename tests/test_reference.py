@@ -37,7 +37,7 @@ from tasks.reference import (
     write_alpha_dataset,
 )
 from tasks.vasp import VASP_METHOD, import_vasp, parse_outcar_epsilon, read_outcar
-from vasp_formats import outcar_text, write_outcar, write_xdatcar
+from vasp_formats import outcar_text, write_outcar, write_vasprun, write_xdatcar
 
 # ---------------------------------------------------------------------------------------
 # Real output excerpts (CP2K 2023.1 on 8-atom Si, QE 6.7 ph.x on 2-atom Si, measured here)
@@ -450,6 +450,15 @@ def test_import_vasp_matches_md_steps(tmp_path: Path) -> None:
     for k, i in enumerate((1, 4)):
         assert np.allclose(ds.alpha_A3[k], model.compute(md[i]).alpha_A3, atol=5e-4)
     assert ds.md_steps.tolist() == [10, 25, 77]
+
+
+def test_import_vasp_with_vasprun_md(tmp_path: Path) -> None:
+    base = sort(bulk("AgI", "zincblende", a=6.50, cubic=True))
+    md = [disordered(base, 0.1, s) for s in range(4)]
+    write_vasprun(tmp_path / "vasprun.xml", md)
+    outcar = write_outcar(tmp_path / "OUTCAR", md[2], 4.0 * np.eye(3))
+    _, results = import_vasp([outcar], md=tmp_path / "vasprun.xml")
+    assert results[0].meta["md_step"] == 3 and results[0].meta["md_frame"] == 2  # vasprun steps count from 1
 
 
 def test_cli_import_vasp_and_errors(tmp_path: Path) -> None:

@@ -133,3 +133,47 @@ def write_outcar(path: Path, atoms: Atoms, epsilon: np.ndarray, *, gz: bool = Fa
     else:
         path.write_text(text)
     return path
+
+
+def write_vasprun(path: Path, frames: Sequence[Atoms]) -> Path:
+    """A vasprun.xml of an MD run (IBRION=0) in VASP 6's layout: atominfo, initial structure,
+    then one <calculation> per ionic step with structure, forces, energies."""
+
+    def varray(name: str, rows: np.ndarray, indent: str) -> str:
+        body = "".join(f"{indent} <v> {r[0]:16.8f} {r[1]:16.8f} {r[2]:16.8f} </v>\n" for r in rows)
+        return f'{indent}<varray name="{name}" >\n{body}{indent}</varray>\n'
+
+    def structure(atoms: Atoms, name: str | None) -> str:
+        tag = f'<structure name="{name}" >' if name else "<structure>"
+        return (f"  {tag}\n   <crystal>\n" + varray("basis", atoms.cell.array, "    ")
+                + f'    <i name="volume">{atoms.get_volume():16.8f} </i>\n   </crystal>\n'
+                + varray("positions", atoms.get_scaled_positions(wrap=True), "   ") + "  </structure>\n")
+
+    species, counts = _species_blocks(frames[0])
+    rc = "".join(f"    <rc><c>{s:2s}</c><c>   {t + 1}</c></rc>\n"
+                 for t, (s, c) in enumerate(zip(species, counts)) for _ in range(c))
+    text = ['<?xml version="1.0" encoding="ISO-8859-1"?>\n<modeling>\n',
+            ' <generator>\n  <i name="program" type="string">vasp </i>\n  <i name="version" type="string">6.3.2 </i>\n </generator>\n',
+            ' <incar>\n  <i type="string" name="IBRION">0</i>\n  <i name="POTIM">10.0</i>\n </incar>\n',
+            ' <kpoints>\n  <generation param="Gamma">\n   <v type="int" name="divisions">1 1 1 </v>\n  </generation>\n',
+            '  <varray name="kpointlist" >\n   <v>       0.00000000       0.00000000       0.00000000 </v>\n  </varray>\n',
+            '  <varray name="weights" >\n   <v>       1.00000000 </v>\n  </varray>\n </kpoints>\n',
+            ' <parameters>\n  <separator name="ionic" >\n   <i type="int" name="NSW">    %d</i>\n  </separator>\n </parameters>\n'
+            % len(frames),
+            f' <atominfo>\n  <atoms>{len(frames[0])}</atoms>\n  <types>{len(species)}</types>\n'
+            '  <array name="atoms" >\n   <dimension dim="1">ion</dimension>\n'
+            '   <field type="string">element</field>\n   <field type="int">atomtype</field>\n   <set>\n'
+            f'{rc}   </set>\n  </array>\n </atominfo>\n',
+            structure(frames[0], "initialpos")]
+    for atoms in frames:
+        energy = ('   <energy>\n    <i name="e_fr_energy">    -123.45678901 </i>\n'
+                  '    <i name="e_wo_entrp">    -123.45678901 </i>\n    <i name="e_0_energy">    -123.45678901 </i>\n'
+                  '   </energy>\n')
+        text.append(" <calculation>\n  <scstep>\n" + energy + "  </scstep>\n" + structure(atoms, None)
+                    + varray("forces", np.zeros((len(atoms), 3)), "  ") + energy.replace("   <", "  <", 1)
+                    + " </calculation>\n")
+    text.append(' <structure name="finalpos" >\n  <crystal>\n' + varray("basis", frames[-1].cell.array, "   ")
+                + "  </crystal>\n" + varray("positions", frames[-1].get_scaled_positions(wrap=True), "  ")
+                + " </structure>\n</modeling>\n")
+    path.write_text("".join(text))
+    return path
