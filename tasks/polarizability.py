@@ -22,11 +22,12 @@ predicted α series, a confidence band on the Raman spectrum.
 
 >>> import numpy as np
 >>> from ase.build import bulk
+>>> from tasks.reference import get_backend
 >>> frames = [bulk("NaCl", "rocksalt", a=5.64, cubic=True) for _ in range(12)]
 >>> rng = np.random.default_rng(0)
 >>> for f in frames:
 ...     f.positions += rng.normal(0, 0.15, f.positions.shape)
->>> truth = np.array([toy_alpha_A3(f) for f in frames])
+>>> truth = np.array([get_backend("dipole").compute(f).alpha_A3 for f in frames])
 >>> model = AlphaModel.fit(frames[:10], truth[:10], hypers=SOAPHypers(max_radial=3, max_angular=2), n_committee=4)
 >>> model.predict(frames[10:]).shape
 (2, 3, 3)
@@ -42,7 +43,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1187,30 +1188,3 @@ def learning_curve(
             if progress is not None:
                 progress(done, total)
     return LearningCurve(sizes=sizes, metrics=metrics, n_test=n_test)
-
-
-# ---------------------------------------------------------------- synthetic target
-
-
-def toy_alpha_A3(atoms) -> np.ndarray:
-    """A smooth, equivariant, local toy α (Å³) used in docstrings: a sum over atom pairs
-    within 4 Å of isotropic and bond-direction terms. Not physics: tests and examples
-    that need a real level of theory use ``tasks.reference``.
-
-    >>> from ase import Atoms
-    >>> a = toy_alpha_A3(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1.0]]))
-    >>> bool(a[2, 2] > a[0, 0])
-    True
-    """
-    from ase.neighborlist import neighbor_list
-
-    i, j, d = neighbor_list("ijD", atoms, 4.0)
-    r = np.linalg.norm(d, axis=1)
-    f = np.where(r < 4.0, 0.5 * (1 + np.cos(np.pi * r / 4.0)), 0.0)
-    z = atoms.numbers
-    w_iso = 0.05 * f * (1 + 0.01 * z[i])
-    w_bond = 0.3 * f * np.exp(-r / 2) * (1 + 0.02 * z[j])
-    u = d / r[:, None]
-    alpha = np.eye(3) * (0.5 * len(atoms) + w_iso.sum())
-    alpha += np.einsum("p,pa,pb->ab", w_bond, u, u)
-    return alpha
