@@ -402,6 +402,7 @@ def _pool_adaptive_class():
             self.spec = spec
             self.prefix = f"{pool.name}-"
             self._counter = 0
+            self._seen: set[str] = set()
             super().__init__(cluster, **kwargs)
 
         def _mine(self, names) -> set:
@@ -431,7 +432,19 @@ def _pool_adaptive_class():
                              if ts.resource_restrictions and res in ts.resource_restrictions)
             return n
 
+        async def forget_lost_jobs(self) -> list[str]:
+            """Drop the specs of workers that connected once and are gone (job cancelled, node lost,
+            walltime), so that the pool submits replacements instead of waiting for them forever."""
+            observed = self.observed
+            self._seen |= observed
+            lost = sorted(n for n in self.plan if n in self._seen and n not in observed)
+            if lost:
+                self._seen -= set(lost)
+                await self.cluster.scale_down(lost)
+            return lost
+
         async def target(self) -> int:
+            await self.forget_lost_jobs()
             return math.ceil(self.demand() / self.pool.slots)
 
         async def workers_to_close(self, target: int) -> list[str]:

@@ -75,16 +75,19 @@ def test_slurm_worker_is_a_real_job(slurm: Slurm, tmp_path: Path):  # noqa: F811
 
 @pytest.mark.slow
 def test_pools_scale_as_slurm_jobs_and_route_prefect_tasks(slurm: Slurm, prefect_api, tmp_path: Path):  # noqa: F811
-    """Each stage's Prefect tasks run in its own pool's SLURM job; idle pools scale back to zero."""
+    """Each stage's Prefect tasks run in its own pool's SLURM job; idle pools scale back to their minimum."""
     cfg = _base(slurm, tmp_path, maximum_jobs=2, pools={
         "md": {"python": sys.executable},
         "reference": {"maximum_jobs": 2, "job_extra_directives": ["--comment=reference"]},
-        "ml": {"cores": 2, "memory": "2GB"},
+        "ml": {"cores": 2, "memory": "2GB", "minimum_jobs": 1},
     })
     seen_jobs: set[str] = set()
     t0 = time.perf_counter()
     with open_cluster(cfg) as running:
-        assert slurm.jobs() == []  # nothing to do, no job
+        # Nothing to do: no job, except the ml pool's minimum of one.
+        _wait_until(lambda: [j["name"] for j in slurm.jobs()] == ["rs-ml"], 30, "the ml pool's minimum job")
+        time.sleep(3)
+        assert [j["name"] for j in slurm.jobs()] == ["rs-ml"]
         runner = make_task_runner(running)
 
         # Watch the queue while the flow runs (the flow itself must stay picklable: no closures).
@@ -108,8 +111,9 @@ def test_pools_scale_as_slurm_jobs_and_route_prefect_tasks(slurm: Slurm, prefect
             assert row["worker"].startswith(f"{row['stage']}-"), row
         assert {r["stage"] for r in rows} == set(STAGES)
         assert {f"rs-{s}" for s in STAGES} <= seen_jobs, seen_jobs
-        # Idle pools give their jobs back (minimum_jobs = 0).
-        down_s = _wait_until(lambda: not slurm.jobs(), 60, "idle pools to scale down")
+        # Idle pools give their jobs back, down to their minimum (md, reference: 0; ml: 1).
+        down_s = _wait_until(lambda: [j["name"] for j in slurm.jobs()] == ["rs-ml"], 60, "idle pools to scale down")
+    _wait_until(lambda: not slurm.jobs(), 30, "the ml job to be cancelled at close")
     print(f"\nslurm pools: flow on SLURM workers {flow_s:.1f} s; scaled to zero {down_s:.1f} s after; jobs seen {sorted(seen_jobs)}")
 
 
@@ -183,3 +187,36 @@ def test_quick_campaign_on_slurm_workers(slurm: Slurm, prefect_api, tmp_path: Pa
     assert sorted(r["material"] for r in rows) == ["AgI", "Na3PS4"]
     _wait_until(lambda: not slurm.jobs(), 60, "the campaign's jobs to leave the queue")
     print(f"\nquick campaign (AgI + Na3PS4) on SLURM pools: {wall_s:.0f} s wall; jobs seen {sorted(seen_jobs)}")
+
+
+def _hold_first_attempt(marker: str, hold_s: float) -> dict:
+    """Record the job of the first attempt and hold it there; later attempts return at once."""
+    import os
+    import time
+    from pathlib import Path
+
+    m = Path(marker)
+    if not m.exists():
+        m.write_text(os.environ["SLURM_JOB_ID"])
+        time.sleep(hold_s)
+    return {"job_id": os.environ["SLURM_JOB_ID"], "first_job_id": m.read_text()}
+
+
+def test_cancelled_slurm_job_is_replaced_and_its_task_rescheduled(slurm: Slurm, tmp_path: Path):  # noqa: F811
+    """Node loss, for real: scancel the job running an MD task; the md pool submits a new job and
+    the task finishes there."""
+    cfg = _base(slurm, tmp_path, maximum_jobs=1, pools={"md": {}, "reference": {}, "ml": {}})
+    marker = tmp_path / "first-attempt"
+    with open_cluster(cfg) as running, distributed.Client(running.address) as client:
+        with on_pool("md", running):
+            fut = client.submit(lambda: _hold_first_attempt(str(marker), 120), pure=False)
+        _wait_until(marker.exists, 90, "the task to start in an md job")
+        first = marker.read_text()
+        assert [j["name"] for j in slurm.jobs() if j["id"] == first] == ["rs-md"]
+        slurm.run("scancel", first)
+        t0 = time.perf_counter()
+        out = fut.result(timeout=120)
+        recover_s = time.perf_counter() - t0
+        assert out["first_job_id"] == first and out["job_id"] != first
+        assert [j["name"] for j in slurm.jobs() if j["id"] == out["job_id"]] in (["rs-md"], [])
+    print(f"\nslurm: job {first} cancelled mid-task; task finished in job {out['job_id']} {recover_s:.1f} s later")
