@@ -114,7 +114,7 @@ def test_pools_scale_as_slurm_jobs_and_route_prefect_tasks(slurm: Slurm, prefect
         # Idle pools give their jobs back, down to their minimum (md, reference: 0; ml: 1).
         down_s = _wait_until(lambda: [j["name"] for j in slurm.jobs()] == ["rs-ml"], 60, "idle pools to scale down")
     _wait_until(lambda: not slurm.jobs(), 30, "the ml job to be cancelled at close")
-    print(f"\nslurm pools: flow on SLURM workers {flow_s:.1f} s; scaled to zero {down_s:.1f} s after; jobs seen {sorted(seen_jobs)}")
+    print(f"\nslurm pools: flow on SLURM workers {flow_s:.1f} s; scaled down to the minimum {down_s:.1f} s after; jobs seen {sorted(seen_jobs)}")
 
 
 SLURM_CLUSTER_TOML = """
@@ -220,3 +220,14 @@ def test_cancelled_slurm_job_is_replaced_and_its_task_rescheduled(slurm: Slurm, 
         assert out["first_job_id"] == first and out["job_id"] != first
         assert [j["name"] for j in slurm.jobs() if j["id"] == out["job_id"]] in (["rs-md"], [])
     print(f"\nslurm: job {first} cancelled mid-task; task finished in job {out['job_id']} {recover_s:.1f} s later")
+
+
+@pytest.mark.slow
+def test_task_runner_from_a_slurm_table_starts_and_stops_its_own_jobs(slurm: Slurm, prefect_api, tmp_path: Path):  # noqa: F811
+    """make_task_runner(table): the DaskTaskRunner builds the SLURM cluster for the flow run and
+    closes it (cancelling its jobs) when the run ends."""
+    runner = make_task_runner(_base(slurm, tmp_path, minimum_jobs=0, maximum_jobs=2))
+    rows = stages_on_slurm.with_options(task_runner=runner)(n_per_stage=1)
+    assert {r["stage"] for r in rows} == set(STAGES)
+    assert all(r["job_name"] == "ramanscreen" and r["job_id"] for r in rows), rows
+    _wait_until(lambda: not slurm.jobs(), 30, "the flow's jobs to be cancelled")
