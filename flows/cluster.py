@@ -50,6 +50,7 @@ project must be installed in every worker's Python (editable install locally, th
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -220,6 +221,11 @@ class ClusterSettings:
                     raise InputError('required for kind = "slurm"', file=file, field=f"cluster.{required}",
                                      fix=f"add {example} (per job) to [cluster]")
         kw["pools"] = _parse_pools(cfg.get("pools"), kind, kw, v)
+        if kw["pools"] and kind == "local":
+            for key, fix in (("n_workers", "workers"), ("threads_per_worker", "threads")):
+                if kw.get(key) is not None:
+                    raise InputError("sizes the cluster only without pools", file=file, field=f"cluster.{key}",
+                                     fix=f"drop it and give each [cluster.pools.<stage>] its {fix}")
         return cls(**kw)
 
 
@@ -386,6 +392,7 @@ def on_pool(stage: str, cluster: ClusterSettings | RunningCluster | Mapping[str,
         yield resources
 
 
+@functools.cache
 def _pool_adaptive_class():
     from distributed.deploy.adaptive import Adaptive
 

@@ -104,6 +104,8 @@ def _flow_run_on_server(state) -> str:
         ({"kind": "local", "pools": {"md": {"python": "apptainer exec containers/md.sif python"},
                                      "reference": {}, "ml": {}}}, "cluster.pools.md.python", 'kind = "slurm" only'),
         ({"kind": "local", "pools": {"md": {"slots": 0}, "reference": {}, "ml": {}}}, "cluster.pools.md.slots", ">= 1"),
+        ({"kind": "local", "n_workers": 2, "pools": {"md": {}, "reference": {}, "ml": {}}}, "cluster.n_workers",
+         "only without pools"),
         ({"kind": "slurm", "cores": 1, "memory": "1GB",
           "pools": {"md": {"cores": "many"}, "reference": {}, "ml": {}}}, "cluster.pools.md.cores", "positive integer"),
         ({"kind": "slurm", "cores": 1, "memory": "1GB",
