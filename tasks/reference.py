@@ -701,7 +701,9 @@ class Cp2kBackend:
         if "SCF run NOT converged" in text or "outer SCF loop FAILED to converge" in text:
             raise ReferenceConvergenceError("CP2K ground-state SCF did not converge", log=text, workdir=workdir)
         polar = text.split("POLAR| Starting polarizability calculation", 1)
-        if len(polar) == 2 and polar[1].count("The linear solver converged in") < 3:
+        if len(polar) == 2 and (
+            "The linear solver didn't converge" in polar[1] or polar[1].count("The linear solver converged in") < 3
+        ):
             raise ReferenceConvergenceError(
                 "CP2K linear response (POLAR) did not converge for all three field directions",
                 log=text, workdir=workdir,

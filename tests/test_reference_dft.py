@@ -52,10 +52,15 @@ def test_cp2k_polarizability_si8(tmp_path: Path) -> None:
 
 
 def test_cp2k_non_convergence_is_a_retryable_error(tmp_path: Path) -> None:
-    """Starved of iterations, CP2K's failure must surface as ReferenceConvergenceError."""
-    backend = Cp2kBackend(cutoff_ry=150, rel_cutoff_ry=30, max_scf=2, max_outer_scf=1, linres_max_iter=1)
-    with pytest.raises(ReferenceConvergenceError):
-        backend.compute(bulk("Si", "diamond", a=5.431), workdir=tmp_path)
+    """Starved of iterations, CP2K (which carries on with a warning) must surface as
+    ReferenceConvergenceError: first the ground state, then only the linear response."""
+    si = bulk("Si", "diamond", a=5.431, cubic=True)
+    starved_scf = Cp2kBackend(cutoff_ry=150, rel_cutoff_ry=30, max_scf=2, max_outer_scf=1, linres_max_iter=1)
+    with pytest.raises(ReferenceConvergenceError, match="SCF"):
+        starved_scf.compute(si, workdir=tmp_path / "scf")
+    starved_linres = Cp2kBackend(cutoff_ry=150, rel_cutoff_ry=30, linres_max_iter=2)
+    with pytest.raises(ReferenceConvergenceError, match="linear response"):
+        starved_linres.compute(si, workdir=tmp_path / "linres")
 
 
 def test_qe_epsilon_si_via_cli(tmp_path: Path) -> None:
