@@ -32,8 +32,10 @@ cluster starts its own, so the pools share *one* :class:`dask_jobqueue.SLURMClus
 scheduler runs in the flow process. Each pool adds its own job specs to that cluster (its own
 ``python``, cores, memory, walltime, ``--resources`` and job name ``rs-<pool>``) and scales
 them with its own :class:`PoolAdaptive`, which counts the tasks waiting for, or running on, the
-pool's resource and keeps ``minimum_jobs <= jobs <= maximum_jobs``. Without pools, the cluster
-scales with dask-jobqueue's ordinary ``adapt(minimum_jobs=, maximum_jobs=)``.
+pool's resource and keeps ``minimum_jobs <= jobs <= maximum_jobs``; a job whose worker vanished
+(``scancel``, node loss, walltime) is forgotten and replaced, and Dask reruns its task elsewhere.
+Without pools, the cluster scales with dask-jobqueue's ordinary ``adapt(minimum_jobs=, maximum_jobs=)``.
+Local pools are fixed: ``workers`` x ``threads`` Nanny workers per stage on one LocalCluster.
 
 The flows start one cluster for a whole campaign and give every flow a task runner that connects
 to it::
@@ -42,9 +44,14 @@ to it::
         campaign_flow.with_options(task_runner=make_task_runner(running))(...)
         # inside the flow:  with on_pool("md"): md_task.submit(...)
 
+:func:`on_pool` without a cluster argument uses the cluster opened last by :func:`open_cluster`
+or :func:`start_cluster` (in any thread); pass the cluster explicitly otherwise.
+
 Start the Prefect server (and export ``PREFECT_API_URL``) *before* the cluster: workers inherit
 the environment they start with. Workers import the project's task code by module name, so the
 project must be installed in every worker's Python (editable install locally, the images on HPC).
+prefect-dask ships the running flow (in the task's context) to the workers too, so flows must
+be module-level functions that pickle (no closures over locks, processes or clients).
 """
 
 from __future__ import annotations
