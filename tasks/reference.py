@@ -242,8 +242,9 @@ class DipoleModel:
     solve ``μ_i = α_i (E + Σ_j T_ij μ_j)`` with the dipole field tensor ``T`` Ewald-summed
     over all periodic images with tin-foil boundary conditions (no k=0 surface term). The cell
     polarizability is ``α = Σ_ij B_ij`` with ``B = (diag(1/α_i) − T)^-1``, i.e. exactly the
-    macroscopic response of the convention α = V (ε∞ − 1)/4π. For a lattice of cubic sites the
-    model reduces to Clausius–Mossotti, which is how the ionic values were fitted.
+    macroscopic response of the convention α = V (ε∞ − 1)/4π. For a lattice of cubic sites
+    and negligible damping the model is exactly Clausius–Mossotti, the relation the TKS ion
+    values were fitted with (tested on a simple-cubic lattice).
 
     Short-range dipole-dipole coupling is damped with Thole's exponential charge smearing,
     ``λ3 = 1 − exp(−a u³)``, ``λ5 = 1 − (1 + a u³) exp(−a u³)``, ``u = r / (α_i α_j)^{1/6}``
@@ -375,6 +376,7 @@ class DipoleModel:
                 "volume_A3": volume,
                 "epsilon_inf_trace3": float(np.trace(eps) / 3.0),
                 "thole_a": self.thole_a,
+                "polarizability_overrides_A3": dict(self.polarizabilities_A3 or {}),
             },
         )
 
