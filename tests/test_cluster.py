@@ -231,3 +231,46 @@ def test_killed_worker_gets_its_task_rescheduled(prefect_api, tmp_path: Path):  
     assert out["pid"] != out["killed_pid"]  # the first worker process died; another one finished the task
     with pytest.raises(ProcessLookupError):
         os.kill(out["killed_pid"], signal.SIGCONT)
+
+
+@pytest.mark.slow
+def test_campaign_finishes_when_the_md_worker_is_killed(prefect_api, tmp_path: Path):  # noqa: F811
+    """`ramanscreen screen` on a one-material quick campaign; the Dask worker process running the
+    MD is SIGKILLed mid-run; its nanny restarts it, Dask reschedules the MD task, and the campaign
+    finishes with its ranking."""
+    import subprocess
+    import time
+
+    import psutil
+
+    from campaign_helpers import mini_campaign, screen_cmd
+
+    root = tmp_path / "results"
+    campaign = mini_campaign(tmp_path / "kill-worker.toml", "kill-worker", ("AgI",), root)
+    proc = subprocess.Popen(screen_cmd(campaign), env=dict(os.environ), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    killed: list[int] = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None and not killed:
+            parts = list((root / "work" / "kill-worker").glob("*/*/md/md.traj.part"))
+            if parts:
+                workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                           if "spawn_main" in " ".join(p.cmdline())]
+                holding = [p for p in workers if any(Path(f.path) in parts for f in p.open_files())]
+                for p in holding or workers:  # the one writing the trajectory, else every worker
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
+                how = "the worker writing md.traj.part" if holding else f"all {len(workers)} workers"
+            time.sleep(0.2)
+        assert killed, "the MD finished before its worker could be killed"
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    assert "ranking of 'kill-worker'" in out
+    assert list((root / "work" / "kill-worker").glob("*/*/md/md.traj"))
+    for pid in killed:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    print(f"\nkilled {how} (pids {killed}) mid-MD; the campaign still finished")
