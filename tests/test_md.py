@@ -336,3 +336,24 @@ def test_cli_md_every_builder_every_bundled_mlff(name, calculator, tmp_path, cap
     meta = json.loads((tmp_path / "md.json").read_text())
     assert meta["n_frames"] == 3 and meta["calculator"] == calculator
     assert np.isfinite(meta["temperature_mean_k"])
+
+
+def test_force_check_reads_outcars_and_import_reads_vasprun(tmp_path):
+    from vasp_formats import write_outcar, write_vasprun  # VASP's own layouts (tests/vasp_formats.py)
+
+    outcars, rms = [], []
+    for k in range(2):
+        a = cu()
+        a.rattle(0.05, seed=10 + k)
+        outcars.append(write_outcar(tmp_path / f"OUTCAR_{k}", a, np.eye(3) * 5.0))  # its forces are all zero
+        a.calc = EMT()
+        rms.append(np.mean(a.get_forces() ** 2))
+    res = force_check(outcars, EMT_SPEC)
+    assert res.n_frames == 2 and res.rmse_eV_A == pytest.approx(np.sqrt(np.mean(rms)), rel=1e-4)
+    run = run_md(cu(), emt_settings(steps=8, write_every=4), tmp_path / "run")
+    imp = import_md(write_vasprun(tmp_path / "vasprun.xml", frames(run.traj_path)), tmp_path / "v.traj", dt_fs=8.0)
+    t = Trajectory.from_file(imp.traj_path)
+    assert len(t) == 3 and t.dt_fs == 8.0
+    diff = t.positions_A - Trajectory.from_file(run.traj_path).positions_A  # vasprun holds wrapped positions
+    diff -= 7.22 * np.round(diff / 7.22)
+    assert np.abs(diff).max() < 1e-4
