@@ -93,7 +93,8 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
                                         model["committee"], model["seed"], str(wd / "model" / "alpha_model"))
         fit_res = fit.result()
         stride = int(material.md["alpha_stride"])
-        preds = [stage_tasks["predict"].submit(name, fit_res["model_path"], md_res["traj_path"], a, b, stride)
+        preds = [stage_tasks["predict"].submit(name, fit_res["model_path"], md_res["traj_path"], a, b, stride,
+                                               str(wd / "alpha" / f"chunk_{a:08d}_{b:08d}.npz"))
                  for a, b in _chunks(md_res["n_frames"], stride, campaign.prediction["chunk_frames"])]
         spectrum = stage_tasks["spectrum"].submit(name, preds, md_res["alpha_dt_fs"], dict(campaign.spectrum),
                                                   str(wd))

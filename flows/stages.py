@@ -241,18 +241,34 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
 
 
 @task(name="predict-alpha", task_run_name="predict[{material}:{start}-{stop}]")
-def predict_task(material: str, model_path: str, traj_path: str, start: int, stop: int,
-                 stride: int) -> dict[str, np.ndarray]:
-    """α (n,3,3) and the committee's α (m,n,3,3) of stored frames ``start:stop:stride``."""
-    from tasks.polarizability import AlphaModel, predict_frames
+def predict_task(material: str, model_path: str, traj_path: str, start: int, stop: int, stride: int,
+                 out_path: str) -> dict[str, Any]:
+    """α (n,3,3) and the committee's α (m,n,3,3) of stored frames ``start:stop:stride``, written
+    to ``out_path`` (``.npz``, atomically). Returns the path and a digest of the arrays, so the
+    spectrum task's cache key depends on the values, not on how the arrays travelled."""
+    from tasks.common import atomic_path
+    from tasks.polarizability import predict_frames
 
-    model = AlphaModel.load(model_path)
     frames = _read_frames(traj_path, range(start, stop, stride))
-    if model.n_committee:
-        alpha, committee = predict_frames(model, frames, committee=True)
-    else:
-        alpha, committee = predict_frames(model, frames), None
-    return {"alpha_A3": alpha, "committee_A3": committee}
+    # the model path: loaded once per worker process; committee is (0, n, 3, 3) without members
+    alpha, committee = predict_frames(model_path, frames, committee=True)
+    alpha = np.ascontiguousarray(alpha, dtype=np.float64)
+    committee = np.ascontiguousarray(committee, dtype=np.float64)
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, alpha_A3=alpha, committee_A3=committee)
+    digest = hashlib.sha256(alpha.tobytes() + committee.tobytes()).hexdigest()[:24]
+    return {"path": str(out_path), "sha256": digest, "n": int(len(alpha))}
+
+
+def _load_chunks(chunks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+    alphas, committees = [], []
+    for c in chunks:
+        with np.load(c["path"]) as z:
+            alphas.append(z["alpha_A3"])
+            committees.append(z["committee_A3"])
+    committee = np.concatenate(committees, axis=1) if committees[0].shape[0] else None
+    return np.concatenate(alphas), committee
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -264,12 +280,11 @@ def spectrum_task(material: str, chunks: list[dict[str, np.ndarray]], alpha_dt_f
     """Raman spectrum of the predicted α series, committee band, central-peak descriptors, PNG."""
     from tasks.spectra import central_peak_descriptors, plot_spectrum, raman_spectrum, spectrum_band, write_alpha_txt
 
-    alpha = np.concatenate([c["alpha_A3"] for c in chunks])
+    alpha, committee = _load_chunks(chunks)
     kw = {"laser_nm": settings["laser_nm"], "sigma_cm1": settings["sigma_cm1"], "max_freq_cm1": settings["max_freq_cm1"]}
     spec = raman_spectrum(alpha, alpha_dt_fs, **kw)
     band = None
-    if chunks[0]["committee_A3"] is not None:
-        committee = np.concatenate([c["committee_A3"] for c in chunks], axis=1)
+    if committee is not None:
         _, lo, hi = spectrum_band(committee, alpha_dt_fs, percentiles=tuple(settings["band_percentiles"]), **kw)
         band = (lo, hi)
     desc = central_peak_descriptors(spec, omega_c_cm1=settings["omega_c_cm1"], omega_min_cm1=settings["omega_min_cm1"],
