@@ -205,6 +205,9 @@ def start_slurm(root: Path | None = None, timeout_s: float = 60.0) -> Iterator[S
                 deadline = time.monotonic() + 15
                 while time.monotonic() < deadline and slurm.jobs():
                     time.sleep(0.3)
+        for name in ("slurmd", "slurmctld"):  # SIGTERM both at once, then wait (each may take seconds)
+            if name in slurm.procs and slurm.procs[name].poll() is None:
+                slurm.procs[name].send_signal(signal.SIGTERM)
         for name in ("slurmd", "slurmctld", "munged"):
             if name in slurm.procs:
                 _stop(slurm.procs[name])
@@ -269,6 +272,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        from flows.server import drain_clients
+
+        drain_clients()  # send buffered events before the server goes away
         server.stop()
 
 
