@@ -17,7 +17,7 @@ out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty(
 @app.command()
 def screen(
     campaign: Path = typer.Argument(..., help="Campaign file, e.g. deployments/campaigns/default.toml."),
-    quick: bool = typer.Option(False, "--quick", help="Apply the campaign's [quick] profile (tiny cells, short runs)."),
+    quick: bool = typer.Option(False, "--quick", help="Apply the campaign's \\[quick] profile (tiny cells, short runs)."),
     keep_ui: bool = typer.Option(False, "--keep-ui", help="Leave the local Prefect server (and its UI) running at the end."),
 ) -> None:
     """Screen every material of CAMPAIGN: MD → reference α → λ-SOAP → Raman + transport → Parquet → ranking.
