@@ -228,13 +228,14 @@ def _wait(ok, timeout_s: float, what: str, slurm: Slurm) -> None:
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
+def slurm() -> Iterator[Slurm]:
     """A real one-node SLURM for the session; ``SLURM_CONF`` is exported while it runs."""
     reason = missing_slurm()
     if reason:
         pytest.skip(reason)
     old = os.environ.get("SLURM_CONF")
-    with start_slurm(Path(tempfile.mkdtemp(prefix="rs-slurm-"))) as s:
+    # Short path under /tmp: the munge socket path must fit in a sockaddr_un.
+    with start_slurm() as s:  # removes its folder after the daemons stopped
         os.environ["SLURM_CONF"] = str(s.conf)
         try:
             yield s
@@ -243,7 +244,6 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = old
-            shutil.rmtree(s.root, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- Prefect server
