@@ -206,7 +206,7 @@ def _ewald_parameters(real_cutoff_A: float, tol: float) -> tuple[float, float]:
 def _pairs_within(pos: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs (i, j, d = r_j + shift − r_i) with 0 < |d| < cutoff over periodic images.
 
-    Vectorised over atom pairs; the only loop is over the few lattice shifts needed.
+    Vectorised over atom pairs and lattice shifts (in chunks of bounded memory).
     """
     n = len(pos)
     frac = pos @ np.linalg.inv(cell)
@@ -215,19 +215,19 @@ def _pairs_within(pos: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.
     base = (dfrac @ cell).reshape(-1, 3)
     heights = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
     nmax = np.ceil(cutoff / heights + 0.5).astype(int)
-    ii, jj = np.divmod(np.arange(n * n), n)
+    grids = np.meshgrid(*[np.arange(-m, m + 1) for m in nmax], indexing="ij")
+    shifts = np.stack([g.ravel() for g in grids], axis=1) @ cell  # (S, 3)
     out_i, out_j, out_d = [], [], []
     cut2 = cutoff * cutoff
-    for s0 in range(-nmax[0], nmax[0] + 1):
-        for s1 in range(-nmax[1], nmax[1] + 1):
-            for s2 in range(-nmax[2], nmax[2] + 1):
-                d = base + (s0 * cell[0] + s1 * cell[1] + s2 * cell[2])
-                r2 = np.einsum("pa,pa->p", d, d)
-                keep = (r2 < cut2) & (r2 > 1e-12)
-                if keep.any():
-                    out_i.append(ii[keep])
-                    out_j.append(jj[keep])
-                    out_d.append(d[keep])
+    step = max(1, 2_000_000 // max(1, n * n))  # shifts per chunk: bounded memory
+    for s0 in range(0, len(shifts), step):
+        d = base[None, :, :] + shifts[s0 : s0 + step, None, :]  # (s, N*N, 3)
+        r2 = np.einsum("spa,spa->sp", d, d)
+        s_idx, p_idx = np.nonzero((r2 < cut2) & (r2 > 1e-12))
+        if len(p_idx):
+            out_i.append(p_idx // n)
+            out_j.append(p_idx % n)
+            out_d.append(d[s_idx, p_idx])
     if not out_i:
         return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3))
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
