@@ -66,8 +66,8 @@ def test_cp2k_non_convergence_is_a_retryable_error(tmp_path: Path) -> None:
 def test_qe_epsilon_si_via_cli(tmp_path: Path) -> None:
     """pw.x + ph.x (epsil) on crystalline Si through `ramanscreen reference --backend qe`.
 
-    With the LDA 14-Si.nlcc.UPF, 20 Ry and a shifted 6x6x6 mesh, ε∞ ≈ 13 (LDA overestimates
-    the experimental 11.7); α must be V (ε − 1)/4π of the printed ε.
+    With the LDA 14-Si.nlcc.UPF, 20 Ry and a shifted 4x4x4 mesh, ε∞ = 14.06 (13.06 at 8x8x8;
+    LDA overestimates the experimental 11.7); α must be V (ε − 1)/4π of the printed ε.
     """
     import ase.io
 
@@ -75,7 +75,7 @@ def test_qe_epsilon_si_via_cli(tmp_path: Path) -> None:
     ase.io.write(tmp_path / "si.extxyz", atoms)
     out = subprocess.run(
         [sys.executable, "-m", "flows", "reference", str(tmp_path / "si.extxyz"), "--backend", "qe",
-         "--pseudo-dir", str(SI_PSP_DIR), "--ecutwfc-ry", "20", "--kpts", "6,6,6",
+         "--pseudo-dir", str(SI_PSP_DIR), "--ecutwfc-ry", "20", "--kpts", "4,4,4",
          "--workdir", str(tmp_path / "run"), "-o", str(tmp_path / "si.alpha.extxyz")],
         capture_output=True, text=True, timeout=900,
     )
@@ -84,7 +84,7 @@ def test_qe_epsilon_si_via_cli(tmp_path: Path) -> None:
     assert ds.methods[0].startswith("qe-dfpt-epsil")
     eps = epsilon_from_alpha(ds.alpha_A3[0], atoms.get_volume())
     assert np.abs(eps - eps[0, 0] * np.eye(3)).max() < 1e-6
-    assert 12.0 < eps[0, 0] < 14.5
+    assert 12.5 < eps[0, 0] < 15.0
     ph_out = (tmp_path / "run" / "frame_00000" / "ph.out").read_text()
     from tasks.reference import parse_qe_dielectric
 
