@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import datetime as _dt
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,8 +64,8 @@ def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {}
         for k in keys:
             v = r.get(k)
-            if isinstance(v, float):
-                v = float(f"{v:.4g}") if v == v else None
+            if isinstance(v, float):  # NaN/±inf (e.g. an undefined R²) are not JSON: the UI would not render
+                v = float(f"{v:.4g}") if math.isfinite(v) else None
             row[k] = v
         out.append(row)
     return out

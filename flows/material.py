@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import dask
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -67,6 +68,9 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     with on_pool("md"):
         structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md_cfg["seed"],
                                                     str(wd))
+    # MD last in the queue: a worker that frees up takes the short downstream tasks of a material
+    # whose MD is done before it starts another material's long MD
+    with on_pool("md"), dask.annotate(priority=-10):
         md = stage_tasks["md"].submit(name, structure, md_cfg, str(wd / "md"),
                                       artifact_key("md-progress", campaign.name, name))
     md_res = md.result()
@@ -76,7 +80,8 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     from flows.stages import select_task
 
     n_ref = ref["n_train"] + ref["n_test"]
-    frames = select_task.submit(name, md_res, n_ref, ref["selection"], ref["seed"]).result()
+    with on_pool("reference"):
+        frames = select_task.submit(name, md_res, n_ref, ref["selection"], ref["seed"]).result()
     reference = stage_tasks["reference"].with_options(
         retries=ref["retries"],
         retry_delay_seconds=[ref["retry_delay_s"] * 2**k for k in range(ref["retries"])] or 0,
@@ -98,7 +103,7 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
                  for a, b in _chunks(md_res["n_frames"], stride, campaign.prediction["chunk_frames"])]
         spectrum = stage_tasks["spectrum"].submit(name, preds, md_res["alpha_dt_fs"], dict(campaign.spectrum),
                                                   str(wd))
-    with on_pool("md"):
+    with on_pool("ml"):
         transport = stage_tasks["transport"].submit(name, md_res["traj_path"], structure_res["symbols"],
                                                     material.temperature_k, dict(campaign.transport))
     spec_res, trans_res = spectrum.result(), transport.result()
@@ -123,8 +128,9 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
                      "transport": campaign.transport, "mobile": list(material.mobile),
                      "campaign_file": str(campaign.source), "quick": campaign.quick},
     }
-    write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
-                      fit_res).result()
+    with on_pool("ml"):
+        write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
+                          fit_res).result()
 
     d = {r["species"]: r for r in trans_res["rows"]}
     mobile = material.mobile[0]

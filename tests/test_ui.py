@@ -22,7 +22,14 @@ from typing import Any
 
 import pytest
 
-from campaign_helpers import api, flow_run_id, mini_campaign, prefect_server, run_screen  # noqa: F401
+from campaign_helpers import (  # noqa: F401
+    api,
+    flow_run_id,
+    latest_artifacts,
+    mini_campaign,
+    prefect_server,
+    run_screen,
+)
 from flows.server import free_port
 from flows.stages import artifact_key
 
@@ -129,10 +136,14 @@ def test_flow_run_page_shows_name_and_ranking_artifact(prefect_server, tmp_path:
         arts = browser.wait_text(key)
         assert artifact_key("ui-demo", "AgI") in arts  # the material's markdown artifact is listed too
         browser.screenshot(tmp_path / "flow-run-artifacts.png")
-        # the artifact's own page renders the ranking table
+        # the artifact key's page lists its versions, each linking to this flow run
         browser.goto(f"{prefect_server.ui_url}/artifacts/key/{key}")
+        assert f"Created {key}" in browser.wait_text(name)
+        # the artifact's own page renders the ranking table
+        art_id = latest_artifacts(prefect_server, [key])[key]["latest_id"]  # a collection: its latest version
+        browser.goto(f"{prefect_server.ui_url}/artifacts/artifact/{art_id}")
         table = browser.wait_text("AgI")
-        assert key in table and any(c in table for c in ("liquid-like", "hopping", "non-conducting"))
+        assert key in table and any(c in table for c in ("liquid-like", "hopping", "non-conducting")), table[-1500:]
         browser.screenshot(tmp_path / "ranking-artifact.png")
     finally:
         browser.close()

@@ -30,6 +30,12 @@ def screen(
     from flows.config import load_campaign
 
     load_campaign(campaign, quick=quick)  # one-line error + exit 2 before anything starts
+    import signal
+
+    def _terminate(signum, frame):  # noqa: ANN001, ARG001 - SIGTERM unwinds like Ctrl-C: cluster and server stop
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
 
     def announce(ui: str | None) -> None:
