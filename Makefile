@@ -20,8 +20,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[md,test]'
 	touch $@
 
+# The main job: the embedded default campaign (paper's four materials, reduced; ~15 min on 2 cores).
 demo: $(VENV)/.installed-demo
-	$(BIN)/ramanscreen demo --out demo-output
+	$(BIN)/ramanscreen screen deployments/campaigns/default.toml
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
@@ -34,4 +35,4 @@ bench: $(VENV)/.installed-test
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) .pytest_cache
