@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 
 from analytics.ranking import HOPPING, LIQUID, NONCONDUCTING, UNKNOWN, RankSummary, Thresholds
-from tasks.common import atomic_path
+from tasks.common import save_figure
 
 CLASS_COLORS = {LIQUID: "tab:red", HOPPING: "tab:orange", NONCONDUCTING: "tab:blue", UNKNOWN: "tab:gray"}
 
@@ -102,11 +102,7 @@ def scatter_cp_vs_d(
         ax.legend(fontsize=8, loc="best")
     if not pts:
         ax.text(0.5, 0.5, "no run has both a spectrum and D", transform=ax.transAxes, ha="center")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=150)
 
 
 def spectra_overlay(
@@ -177,8 +173,4 @@ def spectra_overlay(
     for ax in (ax_full, ax_low):
         ax.set_yticks([])
         ax.set_ylim(-0.1, max(len(rows), 1) + 0.1)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=150)

@@ -145,3 +145,16 @@ def require_finite(array: np.ndarray, *, file: str | os.PathLike[str] | None, fi
         raise InputError(
             f"non-finite value (NaN or inf) at frame {first}", file=file, field=field, fix="remove or repair that frame"
         )
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: float | None = None) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix, PNG by default) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return path

@@ -50,7 +50,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-from tasks.common import InputError, atomic_path, atomic_write
+from tasks.common import InputError, atomic_path, atomic_write, save_figure
 
 #: ``progress(step, total, ps_per_day)``: called during a run (step counts equilibration too).
 ProgressCallback = Callable[[int, int, float], None]
@@ -1045,10 +1045,7 @@ def parity_plot(res: ForceCheckResult, path: str | os.PathLike[str], *, title: s
     ax.set_title(f"{title}\nRMSE {res.rmse_eV_A:.3f} eV/Å, {res.n_frames} frames", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", markerscale=3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import InputError, atomic_path, atomic_write, require_finite
+from tasks.common import InputError, atomic_path, atomic_write, require_finite, save_figure
 
 #: Cartesian index pairs of the six independent components, in the order of the
 #: 6-column text format ``xx yy zz xy yz zx``.
@@ -254,11 +254,7 @@ def plot_parity(true_A3: np.ndarray, pred_A3: np.ndarray, path: str | os.PathLik
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 # ----------------------------------------------------------------------- input checks
@@ -1122,11 +1118,7 @@ class LearningCurve:
             ax.legend()
         if title:
             fig.suptitle(title)
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-        plt.close(fig)
-        return path
+        return save_figure(fig, path, dpi=120)
 
 
 def learning_curve(

@@ -83,7 +83,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.common import InputError
+from tasks.common import InputError, atomic_write
 
 #: Version of the table layout below. Bump it when a column changes meaning or type.
 SCHEMA_VERSION = 1
@@ -310,7 +310,7 @@ def _build_table(table: str, columns: Mapping[str, Any], n_rows: int | None = No
         )
     missing = [k for k, (_, req, _) in spec.items() if req and columns.get(k) is None]
     if missing:
-        raise InputError(f"required column missing", field=f"{table}.{missing[0]}",
+        raise InputError("required column missing", field=f"{table}.{missing[0]}",
                          fix=f"{table} needs {', '.join(k for k, v in spec.items() if v[1])}")
     folded: dict[str, str] = {}
     for name in [*spec, *columns]:  # SQL names are case-insensitive: "Slope" and "slope" collide
@@ -569,18 +569,8 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
     """Write to a hidden ``.tmp`` name (never matched by ``*.parquet`` globs), fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as fh:
+        pq.write_table(table, fh)
     _fsync_dir(path.parent)
 
 

@@ -81,7 +81,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from tasks.common import CM1_PER_INV_FS, InputError, atomic_path, atomic_write, write_table
+from tasks.common import CM1_PER_INV_FS, InputError, atomic_write, save_figure, write_table
 
 #: Fewest α frames accepted (a spectrum from fewer is meaningless).
 MIN_FRAMES = 16
@@ -1004,9 +1004,7 @@ def plot_spectrum(
         ins.text(0.97, 0.93, f"0–{x_max:g} cm$^{{-1}}$", transform=ins.transAxes, ha="right", va="top", fontsize=8)
         ins.tick_params(labelsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from tasks.common import InputError
 from tasks.results import write_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_results import FREQ, SYNTHETIC, synthetic_spectrum, write_synthetic  # noqa: E402
+from test_results import SYNTHETIC, synthetic_spectrum, write_synthetic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_FREQ = np.arange(0.0, 1000.0 + 1e-9, 1.0)

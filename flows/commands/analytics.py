@@ -121,7 +121,7 @@ def query(
     out.print(table)
     note = f"{len(res.rows)} row{'s' if len(res.rows) != 1 else ''}"
     if res.truncated:
-        note += f" shown (more exist; raise --limit or add LIMIT/aggregates)"
+        note += " shown (more exist; raise --limit or add LIMIT/aggregates)"
     out.print(f"[dim]{note}[/]")
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli import app
-from tasks.common import InputError, atomic_path, atomic_write, write_table
+from tasks.common import InputError, atomic_write, save_figure, write_table
 
 
 def _parse_charges(items: list[str] | None) -> dict[str, float]:
@@ -62,8 +62,7 @@ def transport(
     write_table(result.msd_table(), out_dir / f"{stem}.msd.parquet", metadata=meta)
     write_table(result.vdos_table(), out_dir / f"{stem}.vdos.parquet", metadata=meta)
     for name, fig in figures.items():
-        with atomic_path(out_dir / f"{stem}.{name}.png") as tmp:
-            fig.savefig(tmp, dpi=150)
+        save_figure(fig, out_dir / f"{stem}.{name}.png", dpi=150)
     with atomic_write(out_dir / f"{stem}.transport.json", "w") as fh:
         fh.write(result.to_json() + "\n")
     _summary(result, out_dir / f"{stem}.transport.json")
