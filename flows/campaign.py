@@ -87,7 +87,8 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
         runner.client  # noqa: B018 - connect once here, not from several threads at once
     summaries: list[dict[str, Any]] = []
     failures: list[str] = []
-    with ThreadPoolExecutor(max_workers=len(campaign.materials), thread_name_prefix="material") as pool:
+    pool = ThreadPoolExecutor(max_workers=len(campaign.materials), thread_name_prefix="material")
+    try:
         futures = {
             pool.submit(contextvars.copy_context().run, screen_material, campaign, m, stage_tasks): m
             for m in campaign.materials
@@ -98,6 +99,10 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - rank what finished, then fail the flow
                 logger.error("%s failed: %s: %s", m.name, type(exc).__name__, exc)
                 failures.append(f"{m.name}: {type(exc).__name__}: {' '.join(str(exc).split())}")
+    finally:
+        # on Ctrl-C/SIGTERM do not wait for the material threads: the caller closes the cluster,
+        # which ends the tasks they wait for
+        pool.shutdown(wait=False, cancel_futures=True)
 
     from analytics.ranking import summarize
     from analytics.report import ranking_markdown, write_report
