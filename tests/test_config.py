@@ -76,7 +76,7 @@ def test_quick_profile_is_a_deep_merge(tmp_path: Path) -> None:
     q = {m.name: m for m in quick.materials}
     f = {m.name: m for m in full.materials}
     assert q["AgI"].n_atoms == 32 and q["AgI"].md["dt_fs"] == 10.0 and q["AgI"].md["steps"] == 60
-    assert q["Na3PS4"].md["steps"] == 200 and f["Na3PS4"].md["steps"] == 1600
+    assert q["Na3PS4"].md["steps"] == 200 and f["Na3PS4"].md["steps"] == 2000
     assert quick.reference["backend"] == "dipole" and quick.reference["n_train"] == 8
     assert quick.cluster == full.cluster
     # the quick profile gives different run ids, so its results never overwrite the full ones
