@@ -103,6 +103,8 @@ _TABLE_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "method": (str, "kinisi"),  # "kinisi" or "blocks"
         "drift": (str, "framework"),
         "n_blocks": (int, 5),
+        # earliest start of the MSD fit window, ps (tasks.transport.analyze_transport)
+        "min_fit_start_ps": ((int, float), 0.0),
     },
 }
 TABLES = ("mlff", "md", "reference", "model", "prediction", "spectrum", "transport", "ranking", "cluster")
@@ -361,6 +363,7 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
     if transport["drift"] not in ("framework", "system", "none"):
         raise ck.fail("transport.drift", f"unknown mode {transport['drift']!r}", 'use "framework", "system" or "none"')
     ck.positive(transport["n_blocks"], "transport.n_blocks")
+    ck.positive(transport["min_fit_start_ps"], "transport.min_fit_start_ps", allow_zero=True)
     ranking = ck.section(data.get("ranking"), "ranking")
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", ranking["metric"]):
         raise ck.fail("ranking.metric", f"{ranking['metric']!r} is not a column name",

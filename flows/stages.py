@@ -310,7 +310,8 @@ def transport_task(material: str, traj_path: str, species: list[str], temperatur
 
     traj = Trajectory.from_file(traj_path)
     res = analyze_transport(traj, species=species, temperature_k=temperature_k, drift=settings["drift"],
-                            method=settings["method"], n_blocks=settings["n_blocks"])
+                            method=settings["method"], n_blocks=settings["n_blocks"],
+                            min_fit_start_ps=settings.get("min_fit_start_ps", 0.0))
     rows = [{"species": s, "D_cm2_s": res.D_cm2_s[s], "D_err_cm2_s": res.D_err_cm2_s[s],
              "sigma_S_cm": res.sigma_S_cm[s], "alpha2_peak": res.alpha2_peak[s], "vdos0": res.vdos0[s]}
             for s in res.species]

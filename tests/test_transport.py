@@ -301,3 +301,21 @@ def test_cli_writes_json_parquet_and_plots(tmp_path, rng) -> None:
     d = json.loads((out / "run.transport.json").read_text())
     assert d["dt_fs"] == 2.0 and d["drift_removal"] == "framework centre of mass: S"
     assert pq.read_table(out / "run.msd.parquet").column_names == ["species", "time_ps", "msd_A2", "alpha2", "msd_slope"]
+
+
+@pytest.mark.parametrize("method", ["blocks", "kinisi"])
+def test_min_fit_start_moves_the_default_window_past_the_ballistic_regime(rng, method) -> None:
+    # 2001 frames × 2 fs = 4 ps: the default window starts at 2 % (80 fs); a 0.5 ps floor moves
+    # it to [0.5, 1.0] ps, and the floor is capped at a quarter of a short run.
+    traj = _system(rng, 2001)
+    default = analyze_transport(traj, species="Na", temperature_k=300, method="blocks")
+    assert default.fit_start_ps == pytest.approx(0.08)
+    floored = analyze_transport(traj, species="Na", temperature_k=300, method=method, min_fit_start_ps=0.5)
+    assert floored.fit_start_ps == pytest.approx(0.5)
+    if method == "blocks":
+        assert floored.fit_end_ps == pytest.approx(1.0)
+    D, err = floored.D_cm2_s["Na"], floored.D_err_cm2_s["Na"]
+    assert abs(D - D_CM2_S) < 0.25 * D_CM2_S and abs(D - D_CM2_S) < 4 * err
+    short = analyze_transport(_system(rng, 501), species="Na", temperature_k=300, method="blocks",
+                              min_fit_start_ps=0.5)
+    assert short.fit_start_ps == pytest.approx(0.25)
