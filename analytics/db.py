@@ -4,7 +4,7 @@ The views are defined once, in ``analytics/views.sql`` (shipped as package data)
 duckdb CLI can ``.read`` the same file (see docs/results.md).
 
 >>> import tempfile
->>> from tasks.results import write_run
+>>> from ramanscreen.tasks.results import write_run
 >>> root = tempfile.mkdtemp()
 >>> _ = write_run(root, "demo", "AgI", "r1", meta=dict(formula="AgI", temperature_k=500, n_atoms=128,
 ...     mlff="chgnet", reference_method="embedded", n_train=140),
@@ -15,7 +15,7 @@ duckdb CLI can ``.read`` the same file (see docs/results.md).
 >>> run_query(con, "DELETE FROM transport")
 Traceback (most recent call last):
 ...
-tasks.common.InputError: query: only read queries (SELECT, EXPLAIN SELECT) run here, not DELETE (fix: results are read-only; change them by re-running the campaign)
+ramanscreen.tasks.common.InputError: query: only read queries (SELECT, EXPLAIN SELECT) run here, not DELETE (fix: results are read-only; change them by re-running the campaign)
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 import duckdb
 
-from tasks.common import InputError
-from tasks.results import COMMIT_FILE, SCHEMA_VERSION, TABLES
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.results import COMMIT_FILE, SCHEMA_VERSION, TABLES
 
 #: Views the SQL file defines (tables first, then derived views).
 VIEWS = (*TABLES, "central_peak", "mobile_transport", "screening")
@@ -39,12 +39,12 @@ _ALLOWED = {duckdb.StatementType.SELECT}
 
 def views_sql() -> str:
     """The text of ``analytics/views.sql``."""
-    return resources.files("analytics").joinpath("views.sql").read_text(encoding="utf-8")
+    return resources.files("ramanscreen.analytics").joinpath("views.sql").read_text(encoding="utf-8")
 
 
 def views_sql_path() -> Path:
     """Where ``views.sql`` lives on disk (for ``duckdb -cmd ".read <path>"``)."""
-    return Path(str(resources.files("analytics").joinpath("views.sql")))
+    return Path(str(resources.files("ramanscreen.analytics").joinpath("views.sql")))
 
 
 def check_results_root(results_root: str | os.PathLike[str]) -> Path:
@@ -138,7 +138,7 @@ def check_read_only(sql: str) -> str:
     >>> check_read_only("COPY spectra TO 'x.csv'")
     Traceback (most recent call last):
     ...
-    tasks.common.InputError: query: only read queries (SELECT, EXPLAIN SELECT) run here, not COPY (fix: results are read-only; change them by re-running the campaign)
+    ramanscreen.tasks.common.InputError: query: only read queries (SELECT, EXPLAIN SELECT) run here, not COPY (fix: results are read-only; change them by re-running the campaign)
     """
     try:
         statements = duckdb.extract_statements(sql)

@@ -23,8 +23,8 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from analytics.ranking import HOPPING, LIQUID, NONCONDUCTING, UNKNOWN, RankSummary, Thresholds
-from tasks.common import save_figure
+from ramanscreen.analytics.ranking import HOPPING, LIQUID, NONCONDUCTING, UNKNOWN, RankSummary, Thresholds
+from ramanscreen.tasks.common import save_figure
 
 CLASS_COLORS = {LIQUID: "tab:red", HOPPING: "tab:orange", NONCONDUCTING: "tab:blue", UNKNOWN: "tab:gray"}
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 #: Up to this many runs the Spearman p-value is exact (all n! permutations).
 EXACT_P_MAX_N = 8
@@ -120,7 +120,7 @@ def ranking(
     try:
         cur = con.execute(sql, [campaign] if campaign is not None else [])
         names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        rows = [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
     except duckdb.Error as exc:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise InputError(f"cannot read the results: {first}", field="ranking",
@@ -173,7 +173,7 @@ def summarize(rows: list[dict[str, Any]]) -> RankSummary:
     n = len(pairs)
     if n < 3:
         return RankSummary(n, None, None, f"needs ≥ 3 runs with both numbers, have {n}")
-    xs, ys = zip(*pairs)
+    xs, ys = zip(*pairs, strict=False)
     if len(set(xs)) == 1 or len(set(ys)) == 1:
         return RankSummary(n, None, None, "one of the two columns is constant")
     rho = float(spearmanr(xs, ys).statistic)

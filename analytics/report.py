@@ -1,7 +1,7 @@
 """A campaign report: the ranking as CSV, Markdown and JSON, and the two PNGs.
 
 >>> import tempfile
->>> from tasks.results import write_run
+>>> from ramanscreen.tasks.results import write_run
 >>> root = tempfile.mkdtemp()
 >>> for name, d in (("A", 3e-5), ("B", 1e-6), ("C", 1e-9)):
 ...     _ = write_run(root, "demo", name, "r1", meta=dict(formula=name, temperature_k=300, n_atoms=8,
@@ -23,10 +23,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from analytics.db import connect
-from analytics.plots import scatter_cp_vs_d, spectra_overlay
-from analytics.ranking import RankSummary, Thresholds, ranking, summarize
-from tasks.common import atomic_write
+from ramanscreen.analytics.db import connect
+from ramanscreen.analytics.plots import scatter_cp_vs_d, spectra_overlay
+from ramanscreen.analytics.ranking import RankSummary, Thresholds, ranking, summarize
+from ramanscreen.tasks.common import atomic_write
 
 #: Columns of the CSV and Markdown ranking, in order: (key, header).
 REPORT_COLUMNS = (

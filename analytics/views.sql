@@ -1,5 +1,5 @@
 -- ramanscreen results views (schema version 1). The one place the views are defined:
--- `analytics.db.connect()` runs this file, and so can the duckdb shell:
+-- `ramanscreen.analytics.db.connect()` runs this file, and so can the duckdb shell:
 --
 --   duckdb -cmd "SET VARIABLE results_root = 'results'" -cmd ".read analytics/views.sql"
 --
@@ -10,7 +10,7 @@
 -- (materials/.../run.parquet), and every other table reads exactly the data files those
 -- records name (<table>/.../<write_id>.parquet). A crashed or in-flight write is never
 -- listed, and a run rewritten while you query keeps showing one whole version. The writer
--- keeps superseded files for at least a minute (tasks.results.STALE_GRACE_S); read this file
+-- keeps superseded files for at least a minute (ramanscreen.tasks.results.STALE_GRACE_S); read this file
 -- again (or reconnect) to see newer results.
 
 SET VARIABLE results_root = COALESCE(getvariable('results_root'), 'results');
@@ -94,7 +94,7 @@ FROM binned
 GROUP BY campaign, material, run_id;
 
 -- The default: 5-50 cm^-1 of 5-1000 cm^-1 (AgI's central peak sits near 20 cm^-1), the same
--- windows as tasks.spectra.central_peak_descriptors' fraction_below_omega_c.
+-- windows as ramanscreen.tasks.spectra.central_peak_descriptors' fraction_below_omega_c.
 CREATE OR REPLACE VIEW central_peak AS
 SELECT * FROM central_peak_window(5.0, 50.0, 1000.0);
 

@@ -7,7 +7,7 @@ fast path that ``AlphaModel.predict`` uses (ridge weights contracted into the sp
 expansion, no power spectrum), alone and with the whole bootstrap committee.
 
 Accuracy is measured for every path on held-out frames against the embedded Thole
-point-dipole reference (tasks.reference), and the fast path is checked against the
+point-dipole reference (ramanscreen.tasks.reference), and the fast path is checked against the
 plain one frame by frame.
 
     .venv/bin/python benchmarks/bench_alpha.py [--n-train 48] [--n-test 16] [--n-frames 64] [--repeats 3]
@@ -25,7 +25,7 @@ from rich.table import Table
 
 
 def _frames(n: int, seed: int):
-    from tasks.structures import build_structure
+    from ramanscreen.tasks.structures import build_structure
 
     rng = np.random.default_rng(seed)
     out = []
@@ -57,8 +57,8 @@ def main() -> None:
     parser.add_argument("--n-committee", type=int, default=8)
     args = parser.parse_args()
 
-    from tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics, spherical_to_alpha
-    from tasks.reference import get_backend
+    from ramanscreen.tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics, spherical_to_alpha
+    from ramanscreen.tasks.reference import get_backend
 
     console = Console(width=200)
     hypers = SOAPHypers()

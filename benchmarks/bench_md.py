@@ -2,7 +2,7 @@
 
 For each material the same process measures, back to back:
 
-* **md**: :func:`tasks.md.run_md` for ``n`` production steps, writing every frame, with a
+* **md**: :func:`ramanscreen.tasks.md.run_md` for ``n`` production steps, writing every frame, with a
   checkpoint half-way -- everything a real run does;
 * **raw**: right after, bare calls of the same calculator on exactly the ``n`` structures the MD
   evaluated (its stored frames 1..n) -- the cost of the model alone, on identical input.
@@ -25,8 +25,8 @@ from ase.io import read
 from rich.console import Console
 from rich.table import Table
 
-from tasks.md import MDSettings, get_calculator, run_md, set_num_threads
-from tasks.structures import build_structure
+from ramanscreen.tasks.md import MDSettings, get_calculator, run_md, set_num_threads
+from ramanscreen.tasks.structures import build_structure
 
 #: (builder, temperature K, time step fs) as in the paper.
 CASES = {"AgI": (500.0, 10.0), "Na3SbS4": (300.0, 2.0)}

@@ -23,11 +23,11 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import numpy as np
+from threadpoolctl import threadpool_limits
 
-from tasks.common import CM1_PER_INV_FS  # noqa: E402
-from tasks.spectra import raman_spectrum  # noqa: E402
+from ramanscreen.tasks.common import CM1_PER_INV_FS
+from ramanscreen.tasks.spectra import raman_spectrum
 
 
 def make_alpha(n: int, dt_fs: float, seed: int = 0) -> np.ndarray:

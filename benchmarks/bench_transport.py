@@ -33,8 +33,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tasks.trajectory import Trajectory
-    from tasks.transport import analyze_transport, msd_fft
+    from ramanscreen.tasks.trajectory import Trajectory
+    from ramanscreen.tasks.transport import analyze_transport, msd_fft
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=10_000)

@@ -1,5 +1,5 @@
 """``python -m flows`` runs the ramanscreen CLI."""
 
-from flows.cli import main
+from ramanscreen.flows.cli import main
 
 main()

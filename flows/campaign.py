@@ -6,8 +6,8 @@ overlaps with the reference calculations or the ML of another. It ends with the 
 (analytics) as a Prefect table artifact and the report files (CSV, Markdown, PNGs).
 
 :func:`run_campaign` is what ``ramanscreen screen`` calls: it starts a local Prefect server
-unless ``PREFECT_API_URL`` is set (:mod:`flows.server`), then the Dask cluster of the
-campaign's ``[cluster]`` section (:mod:`flows.cluster`) — in that order, so the workers inherit
+unless ``PREFECT_API_URL`` is set (:mod:`ramanscreen.flows.server`), then the Dask cluster of the
+campaign's ``[cluster]`` section (:mod:`ramanscreen.flows.cluster`) — in that order, so the workers inherit
 ``PREFECT_API_URL`` — and runs the flow with a task runner connected to that cluster.
 """
 
@@ -28,8 +28,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from prefect.logging import get_run_logger
 
-from flows.config import Campaign, load_campaign
-from flows.stages import artifact_key, configure_caching
+from ramanscreen.flows.config import Campaign, load_campaign
+from ramanscreen.flows.stages import artifact_key, configure_caching
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,13 @@ def _flow_run_name() -> str:
     params = flow_run.parameters
     stem = Path(str(params.get("campaign_file", "campaign"))).stem
     quick = "-quick" if params.get("quick") else ""
-    return f"{stem}{quick}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
+    return f"{stem}{quick}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}"
 
 
 def ranking_rows(campaign: Campaign) -> list[dict[str, Any]]:
-    """The campaign's ranking from DuckDB over its Parquet results (``analytics.ranking``)."""
-    from analytics.db import connect
-    from analytics.ranking import ranking
+    """The campaign's ranking from DuckDB over its Parquet results (``ramanscreen.analytics.ranking``)."""
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.analytics.ranking import ranking
 
     con = connect(campaign.results_root)
     try:
@@ -80,7 +80,7 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
                 campaign.results_root)
     stage_tasks = configure_caching(campaign.results_root)
 
-    from flows.material import screen_material
+    from ramanscreen.flows.material import screen_material
 
     runner = get_run_context().task_runner
     if hasattr(runner, "client"):
@@ -104,8 +104,8 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
         # which ends the tasks they wait for
         pool.shutdown(wait=False, cancel_futures=True)
 
-    from analytics.ranking import summarize
-    from analytics.report import ranking_markdown, write_report
+    from ramanscreen.analytics.ranking import summarize
+    from ramanscreen.analytics.report import ranking_markdown, write_report
 
     report: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
@@ -137,12 +137,12 @@ class CampaignRun:
 
 
 def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, keep_ui: bool = False,
-                 on_server=None) -> CampaignRun:  # noqa: ANN001
+                 on_server=None) -> CampaignRun:
     """Validate the campaign, start the Prefect server (unless ``PREFECT_API_URL`` is set) and
     the Dask cluster, run :func:`campaign_flow` on it, and tear both down (``keep_ui`` keeps the
     server). ``on_server(ui_url)`` is called once the server is up."""
-    from flows.cluster import make_task_runner, open_cluster
-    from flows.server import local_server
+    from ramanscreen.flows.cluster import make_task_runner, open_cluster
+    from ramanscreen.flows.server import local_server
 
     campaign = load_campaign(campaign_file, quick=quick)  # bad input fails here, before anything starts
     campaign.results_root.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def scheduled_campaign(campaign_file: str, quick: bool = False) -> dict[str, Any
     ``campaign_file`` is resolved against the working directory the deployment's pull step sets
     (the repository root).
     """
-    from flows.cluster import make_task_runner, open_cluster
+    from ramanscreen.flows.cluster import make_task_runner, open_cluster
 
     campaign = load_campaign(campaign_file, quick=quick)
     with open_cluster(campaign.cluster, file=str(campaign.source)) as running:

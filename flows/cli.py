@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 app = typer.Typer(
     name="ramanscreen",
@@ -52,13 +52,13 @@ def _root(
         os.environ[_DEBUG_ENV] = "1"
 
 
-def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:
     err.print(f"[yellow]warning:[/] {escape(str(message))}", markup=True)
 
 
 def _load_commands() -> None:
     for name in COMMAND_MODULES:
-        importlib.import_module(f"flows.commands.{name}")
+        importlib.import_module(f"ramanscreen.flows.commands.{name}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err.print(f"[red]error:[/] {escape(str(exc))}", markup=True)
         sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
+    except Exception as exc:
         if debug:
             raise
         text = " ".join(str(exc).split()) or type(exc).__name__

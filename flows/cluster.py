@@ -65,13 +65,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 __all__ = [
     "STAGES",
     "ClusterSettings",
     "PoolSettings",
-    "PoolAdaptive",
+    "PoolAdaptive",  # noqa: F822 - provided by the module __getattr__ below
     "RunningCluster",
     "build_cluster",
     "make_task_runner",

@@ -1,7 +1,7 @@
 """The campaign file: a TOML document listing what to screen and how.
 
 Every key is checked; anything wrong (unknown key, wrong type, bad value) raises
-:class:`tasks.common.InputError` naming the file and the dotted field, e.g.
+:class:`ramanscreen.tasks.common.InputError` naming the file and the dotted field, e.g.
 ``default.toml: materials[2].temperature_k: must be > 0 (fix: ...)``.
 
 Layout (see ``docs/campaign.md`` for every key)::
@@ -36,11 +36,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
-#: Keys allowed in ``[md]`` and per material (fields of ``tasks.md.MDSettings``), type and default.
+#: Keys allowed in ``[md]`` and per material (fields of ``ramanscreen.tasks.md.MDSettings``), type and default.
 #: ``temperature_k`` is per material; the calculator comes from ``[mlff]``.
 MD_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "dt_fs": ((int, float), 2.0),
@@ -70,7 +70,7 @@ _TABLE_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "mlff": {"calculator": (str, "chgnet"), "options": (dict, {})},
     "reference": {
         "backend": (str, "dipole"),
-        "options": (dict, {}),  # dataclass fields of the backend (tasks.reference)
+        "options": (dict, {}),  # dataclass fields of the backend (ramanscreen.tasks.reference)
         "n_train": (int, 100),  # N_T: snapshots the model is fitted on
         "n_test": (int, 10),  # further snapshots, only for the R²/RMSE test metrics
         "selection": (str, "random"),  # "random" (the paper) or "fps"
@@ -80,7 +80,7 @@ _TABLE_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     },
     "model": {
         "committee": (int, 4),  # bootstrap committee members (the spectrum band)
-        "hypers": (dict, {}),  # tasks.polarizability.SOAPHypers fields
+        "hypers": (dict, {}),  # ramanscreen.tasks.polarizability.SOAPHypers fields
         "seed": (int, 0),
     },
     "prediction": {"chunk_frames": (int, 200)},
@@ -94,7 +94,7 @@ _TABLE_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "host_window_cm1": (list, [60.0, 1000.0]),
     },
     "ranking": {
-        "metric": (str, "cp_fraction"),  # analytics.ranking metric: cp_fraction or a descriptors column
+        "metric": (str, "cp_fraction"),  # ramanscreen.analytics.ranking metric: cp_fraction or a descriptors column
         "d_liquid_cm2_s": ((int, float), 5e-6),
         "d_hopping_cm2_s": ((int, float), 1e-7),
         "cp_threshold": ((int, float), 0.25),
@@ -103,7 +103,7 @@ _TABLE_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "method": (str, "kinisi"),  # "kinisi" or "blocks"
         "drift": (str, "framework"),
         "n_blocks": (int, 5),
-        # earliest start of the MSD fit window, ps (tasks.transport.analyze_transport)
+        # earliest start of the MSD fit window, ps (ramanscreen.tasks.transport.analyze_transport)
         "min_fit_start_ps": ((int, float), 0.0),
     },
 }
@@ -160,9 +160,9 @@ class Campaign:
     def campaign_dir(self) -> Path:
         return self.results_root / "campaigns" / self.name
 
-    def thresholds(self):  # noqa: ANN201
-        """The ``analytics.ranking.Thresholds`` of ``[ranking]``."""
-        from analytics.ranking import Thresholds
+    def thresholds(self):
+        """The ``ramanscreen.analytics.ranking.Thresholds`` of ``[ranking]``."""
+        from ramanscreen.analytics.ranking import Thresholds
 
         r = self.ranking
         return Thresholds(d_liquid_cm2_s=r["d_liquid_cm2_s"], d_hopping_cm2_s=r["d_hopping_cm2_s"],
@@ -249,7 +249,7 @@ def n_alpha_frames(md: dict[str, Any]) -> int:
 def _check_lengths(ck: _Checker, f: str, md: dict[str, Any], reference: dict[str, Any],
                    spectrum: dict[str, Any]) -> None:
     """Catch, before any MD, runs too short for the reference snapshots or the spectral windows."""
-    from tasks.common import CM1_PER_INV_FS
+    from ramanscreen.tasks.common import CM1_PER_INV_FS
 
     n_stored = md["steps"] // md["write_every"] + 1
     need = reference["n_train"] + reference["n_test"]
@@ -353,7 +353,7 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
                 or not vals[0] < vals[1]:
             raise ck.fail(f"spectrum.{key}", f"expected two increasing numbers, got {vals!r}")
         spectrum[key] = [float(v) for v in vals]
-    if not 0 <= spectrum["band_percentiles"][0] and spectrum["band_percentiles"][1] <= 100:
+    if not spectrum["band_percentiles"][0] >= 0 and spectrum["band_percentiles"][1] <= 100:
         raise ck.fail("spectrum.band_percentiles", "percentiles must lie in [0, 100]")
     if spectrum["omega_c_cm1"] <= spectrum["omega_min_cm1"]:
         raise ck.fail("spectrum.omega_c_cm1", "must exceed spectrum.omega_min_cm1")
@@ -397,12 +397,12 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
         if not _NAME_RE.match(mname):
             raise ck.fail(f"{f}.name", f"{mname!r} is not a plain name", "use letters, digits, '-', '_', '.'")
         structure = ck.typed(m["structure"], str, f"{f}.structure")
-        from tasks.structures import resolve_name
+        from ramanscreen.tasks.structures import resolve_name
 
         if resolve_name(structure) is None:
             path = (base_dir / structure).resolve() if not Path(structure).is_absolute() else Path(structure)
             if not path.is_file():
-                from tasks.structures import BUILDERS
+                from ramanscreen.tasks.structures import BUILDERS
 
                 raise ck.fail(f"{f}.structure", f"{structure!r} is neither a builder nor a structure file",
                               f"use one of {', '.join(BUILDERS)} or a path relative to the campaign file")
@@ -421,8 +421,8 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
             if not raw_t:
                 raise ck.fail(f"{f}.temperatures_k", "empty list")
             tfield = [f"{f}.temperatures_k[{j}]" for j in range(len(raw_t))]
-            temps = [ck.typed(t, (int, float), tf) for t, tf in zip(raw_t, tfield)]
-        for t, tf in zip(temps, tfield):
+            temps = [ck.typed(t, (int, float), tf) for t, tf in zip(raw_t, tfield, strict=False)]
+        for t, tf in zip(temps, tfield, strict=False):
             ck.positive(t, tf)
         mobile = ck.typed(m["mobile"], list, f"{f}.mobile")
         if not mobile:
@@ -472,9 +472,9 @@ def validate_against_stages(campaign: Campaign) -> None:
     hypers = campaign.model["hypers"]
     if hypers:
         try:
-            from tasks.polarizability import SOAPHypers
+            from ramanscreen.tasks.polarizability import SOAPHypers
         except ImportError:  # stage not installed: checked when the model is fitted
-            SOAPHypers = None  # noqa: N806
+            SOAPHypers = None
         if SOAPHypers is not None:
             import dataclasses
 
@@ -483,6 +483,6 @@ def validate_against_stages(campaign: Campaign) -> None:
                 if key not in allowed:
                     raise InputError("unknown key", file=file, field=f"model.hypers.{key}",
                                      fix=f"allowed keys: {', '.join(sorted(allowed))}")
-    from flows.cluster import ClusterSettings
+    from ramanscreen.flows.cluster import ClusterSettings
 
     ClusterSettings.from_dict(campaign.cluster, file=file)

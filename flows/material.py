@@ -25,9 +25,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from flows.cluster import on_pool
-from flows.config import Campaign, Material, n_alpha_frames
-from flows.stages import artifact_key, configure_caching, write_task
+from ramanscreen.flows.cluster import on_pool
+from ramanscreen.flows.config import Campaign, Material
+from ramanscreen.flows.stages import artifact_key, configure_caching, write_task
 
 
 def material_workdir(campaign: Campaign, material: Material) -> Path:
@@ -36,7 +36,7 @@ def material_workdir(campaign: Campaign, material: Material) -> Path:
 
 
 def md_settings(campaign: Campaign, material: Material) -> dict[str, Any]:
-    """Keyword arguments of ``tasks.md.MDSettings`` for this material."""
+    """Keyword arguments of ``ramanscreen.tasks.md.MDSettings`` for this material."""
     s = {k: v for k, v in material.md.items() if v is not None}
     return {**s, "temperature_k": material.temperature_k, "calculator": campaign.mlff["calculator"],
             "calculator_kwargs": dict(campaign.mlff["options"])}
@@ -52,7 +52,7 @@ def _chunks(n_stored: int, stride: int, chunk_frames: int) -> list[tuple[int, in
 def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[str, Any]) -> dict[str, Any]:
     """Submit one material's tasks on the current flow's task runner and wait for the result.
 
-    ``stage_tasks`` are the cached tasks from :func:`flows.stages.configure_caching`.
+    ``stage_tasks`` are the cached tasks from :func:`ramanscreen.flows.stages.configure_caching`.
     Returns a summary (descriptors, D, where the spectrum PNG is) and creates the material's
     markdown artifact.
     """
@@ -77,7 +77,7 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     structure_res = structure.result()
     logger.info("%s: MD done, %d stored frames", name, md_res["n_frames"])
 
-    from flows.stages import select_task
+    from ramanscreen.flows.stages import select_task
 
     n_ref = ref["n_train"] + ref["n_test"]
     with on_pool("reference"):
@@ -182,8 +182,8 @@ def material_markdown(campaign: Campaign, material: Material, s: dict[str, Any])
 @flow(name="ramanscreen-material", flow_run_name="{material_name}")
 def material_flow(campaign_file: str, material_name: str, quick: bool = False) -> dict[str, Any]:
     """Screen one material of a campaign file on this flow's task runner."""
-    from flows.config import load_campaign
-    from tasks.common import InputError
+    from ramanscreen.flows.config import load_campaign
+    from ramanscreen.tasks.common import InputError
 
     campaign = load_campaign(campaign_file, quick=quick)
     by_name = {m.name: m for m in campaign.materials}

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 #: Environment that keeps Prefect (server and client) on this machine.
 OFFLINE_ENV: dict[str, str] = {
@@ -58,7 +58,7 @@ def apply_offline_env() -> None:
 def api_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
     """True when ``GET {api_url}/health`` answers ``true``."""
     try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as resp:
             return resp.status == 200 and json.loads(resp.read() or b"false") is True
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -170,7 +170,7 @@ def drain_clients(timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def local_server(home: str | os.PathLike[str], *, keep: bool = False, **kw) -> Iterator[LocalServer | None]:  # noqa: ANN003
+def local_server(home: str | os.PathLike[str], *, keep: bool = False, **kw) -> Iterator[LocalServer | None]:
     """Use ``PREFECT_API_URL`` if it is set (yield ``None``); otherwise start a local server,
     export its address into ``os.environ`` for this process and its children, and stop it at
     the end unless ``keep``."""

@@ -7,10 +7,10 @@ small plain values or numpy arrays, so that
   source + a digest of the science modules it calls), and
 * the results persist under the results root (:func:`configure_caching`), so a re-run of a
   finished campaign recomputes nothing and a re-run of an interrupted one resumes at the first
-  unfinished task (MD additionally resumes *inside* a run from ``tasks.md``'s checkpoints).
+  unfinished task (MD additionally resumes *inside* a run from ``ramanscreen.tasks.md``'s checkpoints).
 
 Tasks run on Dask workers; each stage's tasks are submitted inside
-``flows.cluster.on_pool(stage)`` by ``flows/material.py`` so they land on the right pool.
+``ramanscreen.flows.cluster.on_pool(stage)`` by ``flows/material.py`` so they land on the right pool.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from prefect.tasks import exponential_backoff
 
 #: Science modules each stage's results depend on (their source is part of the cache key).
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "structure": ("tasks.structures",),
-    "md": ("tasks.md", "tasks.structures"),
-    "reference": ("tasks.reference",),
-    "fit": ("tasks.polarizability",),
-    "predict": ("tasks.polarizability",),
-    "spectrum": ("tasks.spectra", "tasks.polarizability"),
-    "transport": ("tasks.transport", "tasks.trajectory"),
+    "structure": ("ramanscreen.tasks.structures",),
+    "md": ("ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
+    "reference": ("ramanscreen.tasks.reference",),
+    "fit": ("ramanscreen.tasks.polarizability",),
+    "predict": ("ramanscreen.tasks.polarizability",),
+    "spectrum": ("ramanscreen.tasks.spectra", "ramanscreen.tasks.polarizability"),
+    "transport": ("ramanscreen.tasks.transport", "ramanscreen.tasks.trajectory"),
 }
 
 
@@ -47,7 +47,7 @@ def source_digest(modules: tuple[str, ...]) -> str:
     import importlib
 
     h = hashlib.sha256()
-    for name in sorted({*modules, "tasks.common"}):
+    for name in sorted({*modules, "ramanscreen.tasks.common"}):
         mod = importlib.import_module(name)
         h.update(name.encode())
         h.update(Path(mod.__file__).read_bytes())
@@ -61,7 +61,7 @@ class CodeVersion(CachePolicy):
 
     modules: tuple[str, ...] = field(default_factory=tuple)
 
-    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
         return source_digest(tuple(self.modules))
 
 
@@ -106,7 +106,7 @@ def artifact_key(*parts: str) -> str:
 @task(name="structure", task_run_name="structure[{material}]")
 def structure_task(material: str, spec: str, n_atoms: int | None, seed: int, workdir: str) -> dict[str, Any]:
     """Build or read the starting structure and write it to ``workdir/structure.extxyz``."""
-    from tasks.structures import load_structure, write_structure
+    from ramanscreen.tasks.structures import load_structure, write_structure
 
     atoms = load_structure(spec, n_atoms=n_atoms, seed=seed)
     path = write_structure(atoms, Path(workdir) / "structure.extxyz")
@@ -148,7 +148,7 @@ def md_task(material: str, structure: dict[str, Any], settings: dict[str, Any], 
     """Run (or resume from its checkpoint, or return the finished) MD in ``workdir``."""
     from ase.io import read
 
-    from tasks.md import MDSettings, run_md
+    from ramanscreen.tasks.md import MDSettings, run_md
 
     atoms = read(structure["path"])
     s = MDSettings(**settings)
@@ -183,7 +183,7 @@ def _read_frames(traj_path: str, indices: Sequence[int]) -> list:
 @task(name="select-snapshots", task_run_name="select[{material}]")
 def select_task(material: str, md: dict[str, Any], n: int, method: str, seed: int) -> list[int]:
     """Indices of ``n`` stored MD frames for reference calculations."""
-    from tasks.reference import select_snapshots
+    from ramanscreen.tasks.reference import select_snapshots
 
     if method == "fps":
         frames = _read_frames(md["traj_path"], range(md["n_frames"]))
@@ -198,7 +198,7 @@ def select_task(material: str, md: dict[str, Any], n: int, method: str, seed: in
 def reference_task(material: str, traj_path: str, frame: int, backend: str, options: dict[str, Any],
                    workdir: str) -> dict[str, Any]:
     """Reference α (3x3, Å³) of one stored MD frame."""
-    from tasks.reference import get_backend
+    from ramanscreen.tasks.reference import get_backend
 
     atoms = _read_frames(traj_path, [frame])[0]
     res = get_backend(backend, **options).compute(atoms, workdir=workdir)
@@ -219,7 +219,7 @@ def reference_with_retries(retries: int, delay_s: float):
 def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_train: int,
              hypers: dict[str, Any], committee: int, seed: int, model_path: str) -> dict[str, Any]:
     """Fit the λ-SOAP committee on ``n_train`` references; test on the rest (R², RMSE)."""
-    from tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics
+    from ramanscreen.tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(references))
@@ -246,17 +246,16 @@ def predict_task(material: str, model_path: str, traj_path: str, start: int, sto
     """α (n,3,3) and the committee's α (m,n,3,3) of stored frames ``start:stop:stride``, written
     to ``out_path`` (``.npz``, atomically). Returns the path and a digest of the arrays, so the
     spectrum task's cache key depends on the values, not on how the arrays travelled."""
-    from tasks.common import atomic_path
-    from tasks.polarizability import predict_frames
+    from ramanscreen.tasks.common import atomic_path
+    from ramanscreen.tasks.polarizability import predict_frames
 
     frames = _read_frames(traj_path, range(start, stop, stride))
     # the model path: loaded once per worker process; committee is (0, n, 3, 3) without members
     alpha, committee = predict_frames(model_path, frames, committee=True)
     alpha = np.ascontiguousarray(alpha, dtype=np.float64)
     committee = np.ascontiguousarray(committee, dtype=np.float64)
-    with atomic_path(out_path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, alpha_A3=alpha, committee_A3=committee)
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, alpha_A3=alpha, committee_A3=committee)
     digest = hashlib.sha256(alpha.tobytes() + committee.tobytes()).hexdigest()[:24]
     return {"path": str(out_path), "sha256": digest, "n": int(len(alpha))}
 
@@ -278,7 +277,13 @@ def _load_chunks(chunks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray |
 def spectrum_task(material: str, chunks: list[dict[str, np.ndarray]], alpha_dt_fs: float,
                   settings: dict[str, Any], workdir: str) -> dict[str, Any]:
     """Raman spectrum of the predicted α series, committee band, central-peak descriptors, PNG."""
-    from tasks.spectra import central_peak_descriptors, plot_spectrum, raman_spectrum, spectrum_band, write_alpha_txt
+    from ramanscreen.tasks.spectra import (
+        central_peak_descriptors,
+        plot_spectrum,
+        raman_spectrum,
+        spectrum_band,
+        write_alpha_txt,
+    )
 
     alpha, committee = _load_chunks(chunks)
     kw = {"laser_nm": settings["laser_nm"], "sigma_cm1": settings["sigma_cm1"], "max_freq_cm1": settings["max_freq_cm1"]}
@@ -305,8 +310,8 @@ def spectrum_task(material: str, chunks: list[dict[str, np.ndarray]], alpha_dt_f
 def transport_task(material: str, traj_path: str, species: list[str], temperature_k: float,
                    settings: dict[str, Any]) -> dict[str, Any]:
     """MSD, D ± error, σ, α₂ peak, VDOS(0) of every species in ``species``."""
-    from tasks.trajectory import Trajectory
-    from tasks.transport import analyze_transport
+    from ramanscreen.tasks.trajectory import Trajectory
+    from ramanscreen.tasks.transport import analyze_transport
 
     traj = Trajectory.from_file(traj_path)
     res = analyze_transport(traj, species=species, temperature_k=temperature_k, drift=settings["drift"],
@@ -328,7 +333,7 @@ def transport_task(material: str, traj_path: str, species: list[str], temperatur
 def write_task(results_root: str, campaign: str, material: str, run_id: str, meta: dict[str, Any],
                spectrum: dict[str, Any], transport: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
     """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id)."""
-    from tasks.results import write_run
+    from ramanscreen.tasks.results import write_run
 
     rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum["columns"],
                     transport=transport["rows"], descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],

@@ -2,7 +2,7 @@
 
 Nothing here imports Prefect or Dask.
 
->>> from tasks.common import CM1_PER_INV_FS, InputError
+>>> from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError
 >>> round(CM1_PER_INV_FS, 2)  # 1 fs^-1 expressed in cm^-1
 33356.41
 >>> str(InputError("must be positive", file="run.toml", field="dt_fs", fix="use e.g. 2.0"))

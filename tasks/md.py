@@ -42,7 +42,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-from tasks.common import InputError, atomic_path, atomic_write, save_figure
+from ramanscreen.tasks.common import InputError, atomic_path, atomic_write, save_figure
 
 #: ``progress(step, total, ps_per_day)``: called during a run (step counts equilibration too).
 ProgressCallback = Callable[[int, int, float], None]
@@ -81,7 +81,7 @@ class MDSettings:
     >>> MDSettings(temperature_k=-1).validate()
     Traceback (most recent call last):
     ...
-    tasks.common.InputError: temperature_k: must be a positive number of kelvin, got -1 (fix: e.g. --temperature-k 300)
+    ramanscreen.tasks.common.InputError: temperature_k: must be a positive number of kelvin, got -1 (fix: e.g. --temperature-k 300)
     """
 
     temperature_k: float = 300.0
@@ -96,7 +96,7 @@ class MDSettings:
     seed: int = 0
     calculator: str = "chgnet"
     calculator_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    #: torch/BLAS threads; ``None``: ``tasks.settings.get_settings().num_threads``.
+    #: torch/BLAS threads; ``None``: ``ramanscreen.tasks.settings.get_settings().num_threads``.
     num_threads: int | None = None
     #: Nosé-Hoover chain damping time (fs); ``None``: 100 × dt.
     tdamp_fs: float | None = None
@@ -190,7 +190,7 @@ def check_overlaps(atoms: Atoms, min_distance_A: float = MIN_PAIR_DISTANCE_A, *,
     >>> check_overlaps(Atoms("Na2", positions=[[0, 0, 0], [0.3, 0, 0]], cell=[5, 5, 5], pbc=True))
     Traceback (most recent call last):
     ...
-    tasks.common.InputError: structure: atoms 0 (Na) and 1 (Na) are 0.3 Å apart, below 0.5 Å (fix: check the structure file; overlapping atoms)
+    ramanscreen.tasks.common.InputError: structure: atoms 0 (Na) and 1 (Na) are 0.3 Å apart, below 0.5 Å (fix: check the structure file; overlapping atoms)
     """
     from ase.neighborlist import neighbor_list
 
@@ -211,7 +211,7 @@ def check_overlaps(atoms: Atoms, min_distance_A: float = MIN_PAIR_DISTANCE_A, *,
 def set_num_threads(n: int | None) -> int:
     """Set torch's intra-op threads (and the BLAS env for child processes); returns n used."""
     if n is None:
-        from tasks.settings import get_settings
+        from ramanscreen.tasks.settings import get_settings
 
         n = get_settings().num_threads
     os.environ["OMP_NUM_THREADS"] = str(n)
@@ -236,7 +236,7 @@ def _chgnet_calculator(*, properties: Iterable[str] = ("energy", "forces"), mode
         "m" if "magmoms" in props else "")
 
     class _CHGNet(CHGNetCalculator):
-        def calculate(self, atoms=None, properties=None, system_changes=None, task=task):  # noqa: ANN001
+        def calculate(self, atoms=None, properties=None, system_changes=None, task=task):
             wanted = set(properties or ())
             run_task = task
             if wanted - {"energy", "free_energy", "forces", "stress", "magmoms"} or (
@@ -287,7 +287,7 @@ def get_calculator(spec: str = "chgnet", *, properties: Iterable[str] = ("energy
     >>> get_calculator("nope")
     Traceback (most recent call last):
     ...
-    tasks.common.InputError: calculator: unknown calculator 'nope' (fix: use chgnet, sevenn or ase:module:Class)
+    ramanscreen.tasks.common.InputError: calculator: unknown calculator 'nope' (fix: use chgnet, sevenn or ase:module:Class)
     """
     set_num_threads(num_threads)
     name = spec.strip()
@@ -422,8 +422,8 @@ class MDResult:
     metadata: dict[str, Any]
 
     def trajectory(self):
-        """The run as a :class:`tasks.trajectory.Trajectory`."""
-        from tasks.trajectory import Trajectory
+        """The run as a :class:`ramanscreen.tasks.trajectory.Trajectory`."""
+        from ramanscreen.tasks.trajectory import Trajectory
 
         return Trajectory.from_file(self.traj_path)
 
@@ -471,7 +471,7 @@ def _json_default(x: Any) -> Any:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _save_checkpoint(paths: _Paths, atoms: Atoms, dyn, step: int, meta: Mapping[str, Any],
@@ -529,10 +529,9 @@ def _truncate_part(paths: _Paths, s: MDSettings, step: int) -> int:
                 f"partial trajectory holds {n_have} frames but the checkpoint at step {step} expects "
                 f"at least {n_keep}", file=paths.part, fix="pass --restart to start over")
         if n_have > n_keep:  # drop frames written after the checkpoint, streaming
-            with atomic_path(paths.part) as tmp:
-                with AseTrajectory(str(tmp), "w") as out:
-                    for k in range(n_keep):
-                        out.write(tr[k])
+            with atomic_path(paths.part) as tmp, AseTrajectory(str(tmp), "w") as out:
+                for k in range(n_keep):
+                    out.write(tr[k])
     return n_keep
 
 
@@ -802,7 +801,14 @@ class RichProgress:
     """
 
     def __init__(self, description: str = "MD", *, dt_fs: float | None = None, disable: bool = False) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -859,7 +865,7 @@ def import_md(
     >>> res.metadata["n_frames"], res.metadata["frame_dt_fs"], res.metadata_path.name
     (3, 20.0, 'run.json')
     """
-    from tasks.trajectory import Trajectory
+    from ramanscreen.tasks.trajectory import Trajectory
 
     path = Path(path)
     out_traj = Path(out_traj)

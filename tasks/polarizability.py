@@ -22,7 +22,7 @@ predicted α series, a confidence band on the Raman spectrum.
 
 >>> import numpy as np
 >>> from ase.build import bulk
->>> from tasks.reference import get_backend
+>>> from ramanscreen.tasks.reference import get_backend
 >>> frames = [bulk("NaCl", "rocksalt", a=5.64, cubic=True) for _ in range(12)]
 >>> rng = np.random.default_rng(0)
 >>> for f in frames:
@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import InputError, atomic_path, atomic_write, require_finite, save_figure
+from ramanscreen.tasks.common import InputError, atomic_path, atomic_write, require_finite, save_figure
 
 #: Cartesian index pairs of the six independent components, in the order of the
 #: 6-column text format ``xx yy zz xy yz zx``.
@@ -286,7 +286,7 @@ def _symmetrize(alpha_A3: np.ndarray, *, file: Any = None) -> np.ndarray:
 
 
 def read_training_set(path: str | os.PathLike[str]) -> tuple[list, np.ndarray, str]:
-    """Read an extxyz α dataset (``tasks.reference.read_alpha_dataset``) for training:
+    """Read an extxyz α dataset (``ramanscreen.tasks.reference.read_alpha_dataset``) for training:
     → (frames, alpha_A3 (n,3,3), method).
 
     Every frame must carry ``info["polarizability"]`` (9 numbers, Å³, row-major), else
@@ -294,7 +294,7 @@ def read_training_set(path: str | os.PathLike[str]) -> tuple[list, np.ndarray, s
     level of theory (a missing method reads as ``"unknown"``, with a warning). Cells,
     sizes and compositions may differ between frames: the features are local.
     """
-    from tasks.reference import read_alpha_dataset
+    from ramanscreen.tasks.reference import read_alpha_dataset
 
     ds = read_alpha_dataset(path)
     methods = sorted(set(ds.methods))
@@ -766,7 +766,7 @@ class AlphaModel:
             ct, l1, l2, t1, n1, t2, n2 = labels[lam].T
             k1 = np.array([el_index[z] for z in t1]) * n_rad + n1
             k2 = np.array([el_index[z] for z in t2]) * n_rad + n2
-            for key in sorted(set(zip(ct.tolist(), l1.tolist(), l2.tolist()))):
+            for key in sorted(set(zip(ct.tolist(), l1.tolist(), l2.tolist(), strict=False))):
                 sel = (ct == key[0]) & (l1 == key[1]) & (l2 == key[2])
                 block = np.zeros((w.shape[0], K, K))
                 np.add.at(block, (slice(None), k1[sel], k2[sel]), w[:, sel])
@@ -881,7 +881,7 @@ class AlphaModel:
                              file=json_path, field="format_version", fix="upgrade ramanscreen")
         try:
             tensor = metatensor.load(str(mts_path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise InputError(f"cannot read metatensor data ({exc})", file=mts_path) from exc
         model = cls(
             hypers=SOAPHypers.from_dict(side["hypers"]),
@@ -1021,7 +1021,7 @@ def iter_trajectory_chunks(
                 buf = []
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a broken trajectory is bad input
+    except Exception as exc:
         raise InputError(f"cannot read trajectory ({type(exc).__name__}: {exc})", file=path) from exc
     if buf:
         yield buf

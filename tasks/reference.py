@@ -11,7 +11,7 @@ cp2k      CP2K linear response, ``&PROPERTIES &LINRES &POLAR``, Berry-phase dipo
 qe        Quantum ESPRESSO ``pw.x`` + ``ph.x`` with ``epsil=.true.`` (ε∞ → α)
 ========  =======================================================================
 
-VASP DFPT OUTCARs are imported by :func:`tasks.vasp.import_vasp` (re-exported here).
+VASP DFPT OUTCARs are imported by :func:`ramanscreen.tasks.vasp.import_vasp` (re-exported here).
 
 Convention (every backend, every file)
 --------------------------------------
@@ -62,8 +62,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
-from tasks.common import InputError, atomic_path
-from tasks.settings import get_settings
+from ramanscreen.tasks.common import InputError, atomic_path
+from ramanscreen.tasks.settings import get_settings
 
 __all__ = [
     "DIPOLE_MODEL_METHOD",
@@ -396,13 +396,12 @@ def _command(exe: str, args: Sequence[str], *, launcher: str | None, mpirun: str
 
 def _check_executable(argv: list[str], exe: str, setting: str) -> None:
     # Only when nothing wraps the executable: inside a container it need not exist on the host.
-    if argv[0] == exe or Path(argv[0]).name in {"mpirun", "mpiexec"}:
-        if shutil.which(exe) is None:
-            raise InputError(
-                f"executable {exe!r} not found on PATH",
-                field=setting,
-                fix=f"install it or set RAMANSCREEN_{setting.upper()} (or a launcher prefix)",
-            )
+    if (argv[0] == exe or Path(argv[0]).name in {"mpirun", "mpiexec"}) and shutil.which(exe) is None:
+        raise InputError(
+            f"executable {exe!r} not found on PATH",
+            field=setting,
+            fix=f"install it or set RAMANSCREEN_{setting.upper()} (or a launcher prefix)",
+        )
 
 
 def _run(
@@ -623,8 +622,8 @@ class Cp2kBackend:
         basis_files = "\n".join(
             f"    BASIS_SET_FILE_NAME {data / f}" for f in dict.fromkeys(k[0] for k in kinds.values())
         )
-        cell = "\n".join(f"      {ax} {v[0]:.10f} {v[1]:.10f} {v[2]:.10f}" for ax, v in zip("ABC", atoms.cell.array))
-        coords = "\n".join(f"      {s} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in zip(symbols, atoms.positions))
+        cell = "\n".join(f"      {ax} {v[0]:.10f} {v[1]:.10f} {v[2]:.10f}" for ax, v in zip("ABC", atoms.cell.array, strict=False))
+        coords = "\n".join(f"      {s} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in zip(symbols, atoms.positions, strict=False))
         kind_text = "\n".join(
             f"    &KIND {s}\n      BASIS_SET {b}\n      POTENTIAL {p}\n    &END KIND" for s, (_, b, p, _) in kinds.items()
         )
@@ -1005,7 +1004,7 @@ def write_alpha_dataset(
     if not frames:
         raise InputError("nothing to write: no frames", file=path, field="frames")
     out = []
-    for k, (atoms, res) in enumerate(zip(frames, results)):
+    for k, (atoms, res) in enumerate(zip(frames, results, strict=False)):
         alpha = np.asarray(res.alpha_A3, dtype=float)
         if alpha.shape != (3, 3) or not np.all(np.isfinite(alpha)):
             raise InputError(f"frame {k}: α must be a finite 3x3 tensor", file=path, field="polarizability")
@@ -1129,8 +1128,8 @@ def select_snapshots(
 
 
 def import_vasp(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`tasks.vasp.import_vasp` (VASP MD + DFPT OUTCARs → α dataset)."""
-    from tasks.vasp import import_vasp as _impl
+    """See :func:`ramanscreen.tasks.vasp.import_vasp` (VASP MD + DFPT OUTCARs → α dataset)."""
+    from ramanscreen.tasks.vasp import import_vasp as _impl
 
     return _impl(*args, **kwargs)
 

@@ -83,7 +83,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.common import InputError, atomic_write
+from ramanscreen.tasks.common import InputError, atomic_write
 
 #: Version of the table layout below. Bump it when a column changes meaning or type.
 SCHEMA_VERSION = 1
@@ -654,7 +654,7 @@ def write_run(
             path = run_dir(root, name, campaign, material, run_id) / f"{write_id}.parquet"
             _write_parquet(tables[name], path)
             paths[name] = path
-        now = pa.array([_dt.datetime.now(_dt.timezone.utc)], type=pa.timestamp("us", tz="UTC"))
+        now = pa.array([_dt.datetime.now(_dt.UTC)], type=pa.timestamp("us", tz="UTC"))
         mat = tables["materials"]
         mat = mat.set_column(mat.column_names.index("created_at"), "created_at", now)
         commit = run_dir(root, "materials", campaign, material, run_id) / COMMIT_FILE

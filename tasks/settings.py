@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 
 @dataclass(frozen=True)

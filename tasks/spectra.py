@@ -53,7 +53,7 @@ n(ν̃)+1 = 1/(1 − exp(−hcν̃/k_B T)). The paper omits it (classical spectr
 Example — a cosine at 100 cm⁻¹ gives a peak there:
 
 >>> import numpy as np
->>> from tasks.common import CM1_PER_INV_FS
+>>> from ramanscreen.tasks.common import CM1_PER_INV_FS
 >>> dt_fs, n = 5.0, 4096
 >>> t_fs = np.arange(n) * dt_fs
 >>> nu0 = round(100.0 / (CM1_PER_INV_FS / (n * dt_fs))) * CM1_PER_INV_FS / (n * dt_fs)
@@ -81,7 +81,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from tasks.common import CM1_PER_INV_FS, InputError, atomic_write, save_figure, write_table
+from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError, atomic_write, save_figure, write_table
 
 #: Fewest α frames accepted (a spectrum from fewer is meaningless).
 MIN_FRAMES = 16
@@ -344,7 +344,7 @@ def _check_shape(alpha: np.ndarray, *, file: str | os.PathLike[str] | None, fiel
 def validate_alpha(alpha_A3: Any, *, file: str | os.PathLike[str] | None = None, field: str = "alpha") -> np.ndarray:
     """Check an α series and return it as a symmetric float array (n, 3, 3) in Å³.
 
-    Raises :class:`~tasks.common.InputError` for a wrong shape, NaN/inf (naming the frame) or
+    Raises :class:`~ramanscreen.tasks.common.InputError` for a wrong shape, NaN/inf (naming the frame) or
     fewer than :data:`MIN_FRAMES` frames. A tensor that is not symmetric beyond
     :data:`SYMMETRY_RTOL` (relative to the largest |α_ij| of the series) gives a warning; the
     series is always returned symmetrised, (α + αᵀ)/2.
@@ -373,7 +373,7 @@ def read_alpha(path: str | os.PathLike[str], *, fmt: str | None = None) -> np.nd
     shape (n, 3, 3); ``extxyz`` (``.xyz``/``.extxyz``) — frames whose ``atoms.info
     ["polarizability"]`` holds 9 numbers (row-major 3x3).
 
-    Bad input raises :class:`~tasks.common.InputError` naming the line (text) or frame; see
+    Bad input raises :class:`~ramanscreen.tasks.common.InputError` naming the line (text) or frame; see
     :func:`validate_alpha` for the checks shared by all formats.
 
     >>> import tempfile, pathlib

@@ -31,7 +31,7 @@ from ase.build import make_supercell
 from ase.geometry import get_distances
 from ase.spacegroup import crystal
 
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 #: Formal oxidation states used for the charge-neutrality checks.
 OXIDATION_STATES: dict[str, int] = {
@@ -507,7 +507,7 @@ def write_structure(atoms: Atoms, path: str | os.PathLike[str]) -> Path:
     extxyz, ``.traj``, ``POSCAR``/``.vasp``)."""
     from ase.io import write
 
-    from tasks.common import atomic_path
+    from ramanscreen.tasks.common import atomic_path
 
     path = Path(path)
     fmt = None

@@ -13,7 +13,7 @@ constructor per input source, in the style of kinisi:
 Time between frames.  ASE ``.traj`` files written by ``tasks/md.py`` carry
 ``atoms.info["time_fs"]`` (and ``md_step``) on every frame; ``dt_fs`` is inferred from them.
 Every other source needs ``dt_fs`` from the user (the CLI's ``--dt-fs``: the time between
-*stored* frames, i.e. MD step × write interval); without it :class:`~tasks.common.InputError`
+*stored* frames, i.e. MD step × write interval); without it :class:`~ramanscreen.tasks.common.InputError`
 is raised naming the file.
 
 Velocities.  Read from the file where present (ASE keeps them as momenta in its own units;
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.common import InputError, atomic_path
+from ramanscreen.tasks.common import InputError, atomic_path
 
 #: Relative tolerance for "the frames are evenly spaced in time".
 _DT_RTOL = 1e-6
@@ -280,10 +280,9 @@ class Trajectory:
         if path.suffix != ".traj":
             raise InputError("Trajectory.write writes ASE .traj files", file=path, field="suffix",
                              fix="use a .traj file name")
-        with atomic_path(path) as tmp:
-            with AseTrajectory(str(tmp), "w") as out:
-                for i in range(len(self)):
-                    out.write(self.to_atoms(i))
+        with atomic_path(path) as tmp, AseTrajectory(str(tmp), "w") as out:
+            for i in range(len(self)):
+                out.write(self.to_atoms(i))
         return path
 
     # ------------------------------------------------------------------ internals

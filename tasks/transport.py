@@ -37,8 +37,8 @@ import scipy.constants as const
 import scipy.fft
 import scipy.signal
 
-from tasks.common import CM1_PER_INV_FS, CM2_PER_S_PER_A2_PER_FS, InputError
-from tasks.trajectory import Trajectory
+from ramanscreen.tasks.common import CM1_PER_INV_FS, CM2_PER_S_PER_A2_PER_FS, InputError
+from ramanscreen.tasks.trajectory import Trajectory
 
 #: Formal charges (units of e) used by the Nernst–Einstein conductivity unless overridden.
 FORMAL_CHARGES: dict[str, float] = {

@@ -8,7 +8,7 @@ snapshots. From each OUTCAR (plain or ``.gz``) this module reads
   line, then three rows of three numbers;
 * the structure the OUTCAR itself was run on (ASE's ``vasp-out`` reader);
 
-converts ε∞ to the whole-cell α = V (ε∞ − 1)/4π (Å³, :mod:`tasks.reference` convention) and
+converts ε∞ to the whole-cell α = V (ε∞ − 1)/4π (Å³, :mod:`ramanscreen.tasks.reference` convention) and
 finds the MD step: the MD frame with the same species whose positions match (minimum-image
 RMSD below ``match_tol_A``), else digits in the file or directory name (``step_0420``,
 ``OUTCAR.420``), else −1.
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from tasks.common import InputError
-from tasks.reference import ReferenceResult, _open_text, alpha_from_epsilon, write_alpha_dataset
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.reference import ReferenceResult, _open_text, alpha_from_epsilon, write_alpha_dataset
 
 __all__ = [
     "VASP_METHOD",
@@ -111,7 +111,7 @@ def read_vasp_md(path: str | os.PathLike[str]) -> tuple[list[Atoms], np.ndarray]
     if not path.is_file():
         raise InputError("MD file not found", file=path, fix="pass an XDATCAR or vasprun.xml")
     name = path.name.lower()
-    is_xml = name.endswith(".xml") or name.endswith(".xml.gz") or "vasprun" in name
+    is_xml = name.endswith((".xml", ".xml.gz")) or "vasprun" in name
     fmt = "vasp-xml" if is_xml else "vasp-xdatcar"
     try:
         if path.suffix == ".gz":

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flows.server import LocalServer, start_server
+from ramanscreen.flows.server import LocalServer, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = REPO / "deployments" / "campaigns"
@@ -53,7 +53,7 @@ def screen_env(server: LocalServer, results_root: Path) -> dict[str, str]:
 
 
 def screen_cmd(campaign: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "flows", "screen", str(campaign), *extra]
+    return [sys.executable, "-m", "ramanscreen.flows", "screen", str(campaign), *extra]
 
 
 def run_screen(server: LocalServer, campaign: Path, results_root: Path, *extra: str,
@@ -74,7 +74,7 @@ def api(server: LocalServer, path: str, body: dict[str, Any] | None = None) -> A
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"{server.api_url}{path}", data=data, method="GET" if body is None else "POST",
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
 
@@ -89,7 +89,7 @@ def task_runs(server: LocalServer, flow_run: str) -> list[dict[str, Any]]:
 
 def committed_rows(results_root: Path, campaign: str) -> dict[str, int]:
     """Rows per table of ``campaign`` as DuckDB sees them through the analytics views."""
-    from analytics.db import connect
+    from ramanscreen.analytics.db import connect
 
     con = connect(results_root)
     try:

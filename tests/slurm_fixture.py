@@ -251,14 +251,14 @@ def slurm() -> Iterator[Slurm]:
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """PREFECT_API_URL of a real local Prefect server (flows.server), exported for one test module.
+    """PREFECT_API_URL of a real local Prefect server (ramanscreen.flows.server), exported for one test module.
 
     Exported in ``os.environ`` so Dask workers started afterwards (local or SLURM) inherit it, and
     set in Prefect's in-process settings, which may have been read at import already.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.server import start_server
+    from ramanscreen.flows.server import start_server
 
     server = start_server(tmp_path_factory.mktemp("prefect-home"))
     saved = {k: os.environ.get(k) for k in server.env()}
@@ -272,7 +272,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        from flows.server import drain_clients
+        from ramanscreen.flows.server import drain_clients
 
         drain_clients()  # send buffered events before the server goes away
         server.stop()

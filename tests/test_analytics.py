@@ -15,14 +15,14 @@ import duckdb
 import numpy as np
 import pytest
 
-from analytics.db import check_read_only, connect, run_query, views_sql
-from analytics.ranking import Thresholds, ranking, summarize
-from analytics.report import write_report
-from tasks.common import InputError
-from tasks.results import write_run
+from ramanscreen.analytics.db import check_read_only, connect, run_query, views_sql
+from ramanscreen.analytics.ranking import Thresholds, ranking, summarize
+from ramanscreen.analytics.report import write_report
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.results import write_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_results import SYNTHETIC, synthetic_spectrum, write_synthetic  # noqa: E402
+from test_results import SYNTHETIC, synthetic_spectrum, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_FREQ = np.arange(0.0, 1000.0 + 1e-9, 1.0)
@@ -78,7 +78,7 @@ def tree_digest(root: Path) -> str:
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "ramanscreen.flows", *args], capture_output=True, text=True, timeout=120,
                           cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
@@ -270,7 +270,7 @@ def test_views_sql_runs_as_the_duckdb_cli_would(paper_root, tmp_path, monkeypatc
 
 
 def test_newer_schema_version_is_refused(tmp_path, monkeypatch) -> None:
-    from tasks import results
+    from ramanscreen.tasks import results
 
     monkeypatch.setattr(results, "SCHEMA_VERSION", 99)
     write_step_run(tmp_path, "c", "A", 0.5, 1e-5)
@@ -346,8 +346,8 @@ def test_duckdb_shell_reads_the_same_views(paper_root) -> None:
     assert out.stdout.split() == ["material,mobile_species", "AgI,Ag", "Na3PS4,Na", "Na3SbS4-W,Na", "Na3SbS4,Na"]
 
 
-@pytest.mark.parametrize("module", ["tasks.results", "analytics.db", "analytics.ranking", "analytics.plots",
-                                    "analytics.report"])
+@pytest.mark.parametrize("module", ["ramanscreen.tasks.results", "ramanscreen.analytics.db", "ramanscreen.analytics.ranking", "ramanscreen.analytics.plots",
+                                    "ramanscreen.analytics.report"])
 def test_docstring_examples_run(module) -> None:
     import doctest
     import importlib

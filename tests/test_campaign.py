@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from campaign_helpers import (
     CAMPAIGNS,
     committed_rows,
@@ -28,8 +27,9 @@ from campaign_helpers import (
     screen_env,
     task_runs,
 )
-from flows.server import OFFLINE_ENV, api_healthy, local_server, start_server
-from flows.stages import artifact_key
+
+from ramanscreen.flows.server import OFFLINE_ENV, api_healthy, local_server, start_server
+from ramanscreen.flows.stages import artifact_key
 
 MATERIALS = ("AgI", "Na3SbS4", "Na3SbS4-W", "Na3PS4")
 
@@ -53,7 +53,7 @@ def test_server_starts_healthy_offline_and_stops(tmp_path: Path) -> None:
 
 
 def test_local_server_uses_an_existing_api_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.common import InputError
+    from ramanscreen.tasks.common import InputError
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens on port 9
     with pytest.raises(InputError, match="PREFECT_API_URL: no healthy Prefect server"):
@@ -84,8 +84,8 @@ def test_quick_campaign_end_to_end_then_rerun_recomputes_nothing(prefect_server,
     assert "ranking of 'quick'" in proc.stdout and "spectrum plots:" in proc.stdout
 
     # Parquet that DuckDB queries and ranks
-    from analytics.db import connect
-    from analytics.ranking import ranking
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.analytics.ranking import ranking
 
     con = connect(root)
     try:
@@ -189,10 +189,10 @@ def test_two_campaigns_share_one_results_root(prefect_server, tmp_path: Path) ->
     procs = [subprocess.Popen(screen_cmd(c), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for c in (a, b)]
     outs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=False):
         assert p.returncode == 0, err[-4000:]
-    from analytics.db import connect
-    from analytics.ranking import ranking
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.analytics.ranking import ranking
 
     con = connect(root)
     try:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tasks.common import InputError, atomic_write
+from ramanscreen.tasks.common import InputError, atomic_write
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ramanscreen.flows", *args], capture_output=True, text=True, timeout=120
     )
 
 
 def test_help_lists_every_command() -> None:
-    from flows import cli
+    from ramanscreen.flows import cli
 
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
@@ -49,7 +49,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path) -> None:
 def test_atomic_outputs_have_ordinary_permissions(tmp_path) -> None:
     import os
 
-    from tasks.common import atomic_path
+    from ramanscreen.tasks.common import atomic_path
 
     mask = os.umask(0o022)
     try:

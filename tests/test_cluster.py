@@ -12,8 +12,9 @@ import cloudpickle
 import dask
 import pytest
 from prefect import flow, task
+from slurm_fixture import prefect_api  # noqa: F401  (fixture)
 
-from flows.cluster import (
+from ramanscreen.flows.cluster import (
     STAGES,
     ClusterSettings,
     RunningCluster,
@@ -22,8 +23,7 @@ from flows.cluster import (
     open_cluster,
     stage_resources,
 )
-from slurm_fixture import prefect_api  # noqa: F401  (fixture)
-from tasks.common import InputError
+from ramanscreen.tasks.common import InputError
 
 # The workers cannot import this test module by name: ship its tasks by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -242,7 +242,6 @@ def test_campaign_finishes_when_the_md_worker_is_killed(prefect_api, tmp_path: P
     import time
 
     import psutil
-
     from campaign_helpers import mini_campaign, screen_cmd
 
     root = tmp_path / "results"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import deep_merge, load_campaign, n_alpha_frames, parse_campaign
-from tasks.common import InputError
+from ramanscreen.flows.config import deep_merge, load_campaign, n_alpha_frames, parse_campaign
+from ramanscreen.tasks.common import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = REPO / "deployments" / "campaigns"
@@ -100,7 +100,7 @@ def test_defaults_and_temperature_list(tmp_path: Path) -> None:
 
 
 def test_structure_file_relative_to_campaign(tmp_path: Path) -> None:
-    from tasks.structures import build_structure, write_structure
+    from ramanscreen.tasks.structures import build_structure, write_structure
 
     write_structure(build_structure("Na3PS4", n_atoms=16), tmp_path / "cells" / "nps.cif")
     c = load_campaign(write(tmp_path, GOOD.replace('structure = "Na3PS4"', 'structure = "cells/nps.cif"')))
@@ -172,7 +172,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     """`ramanscreen screen` rejects a bad file before starting a server or writing anything."""
     path = write(tmp_path, GOOD.replace("temperature_k = 900", "temperature_k = \"hot\""))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    proc = subprocess.run([sys.executable, "-m", "flows", "screen", str(path)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ramanscreen.flows", "screen", str(path)], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -4,6 +4,7 @@ triggered with ``prefect deployment run``, and the ranking artifact is read back
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import signal
@@ -14,16 +15,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from campaign_helpers import REPO, api, committed_rows, latest_artifacts, prefect_server, screen_env  # noqa: F401
-from flows.stages import artifact_key
+
+from ramanscreen.flows.stages import artifact_key
 
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
 
 
 def test_prefect_yaml_is_consistent() -> None:
     """Fast: every deployment points at an existing flow and a campaign file that validates."""
-    from flows.config import load_campaign
+    from ramanscreen.flows.config import load_campaign
 
     doc = yaml.safe_load(PREFECT_YAML.read_text())
     deps = {d["name"]: d for d in doc["deployments"]}
@@ -31,15 +32,17 @@ def test_prefect_yaml_is_consistent() -> None:
     assert deps["paper-weekly"]["schedules"][0]["cron"] == "0 3 * * 1"
     assert deps["quick-nightly"]["schedules"][0]["cron"] == "30 1 * * *"
     for d in deps.values():
-        path, func = d["entrypoint"].split(":")
-        assert (REPO / path).is_file() and f"def {func}(" in (REPO / path).read_text()
+        module, func = d["entrypoint"].split(":")
+        assert module.startswith("ramanscreen."), d["entrypoint"]
+        flow = getattr(importlib.import_module(module), func)
+        assert flow.name.startswith("ramanscreen-"), flow
         assert d["work_pool"]["name"] == "ramanscreen-process"
         load_campaign(REPO / d["parameters"]["campaign_file"], quick=d["parameters"]["quick"])
 
 
 def test_deploy_needs_a_server(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    proc = subprocess.run([sys.executable, "-m", "flows", "deploy"], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-m", "ramanscreen.flows", "deploy"], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -53,7 +56,7 @@ def test_deploy_schedule_worker_run(prefect_server, tmp_path: Path) -> None:  # 
     env = screen_env(prefect_server, root)
 
     # register the deployments
-    proc = subprocess.run([sys.executable, "-m", "flows", "deploy"], env=env, cwd=tmp_path, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "ramanscreen.flows", "deploy"], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     deps = {d["name"]: d for d in api(prefect_server, "/deployments/filter", {"limit": 50})}

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase.build import bulk, sort
-
-from tasks.reference import DipoleModel, epsilon_from_alpha, read_alpha_dataset, select_snapshots
-from tasks.spectra import write_alpha_txt
 from vasp_formats import write_outcar, write_xdatcar
+
+from ramanscreen.tasks.reference import DipoleModel, epsilon_from_alpha, read_alpha_dataset, select_snapshots
+from ramanscreen.tasks.spectra import write_alpha_txt
 
 C_CM_PER_FS = 2.99792458e-5
 DT_FS = 10.0
@@ -29,7 +29,7 @@ MODES_CM1 = (50.0, 150.0)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([sys.executable, "-m", "flows", *map(str, args)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "ramanscreen.flows", *map(str, args)], capture_output=True, text=True,
                          timeout=300, cwd=cwd)
     assert out.returncode == 0, f"ramanscreen {' '.join(map(str, args))}\n{out.stdout}\n{out.stderr}"
     return out
@@ -49,7 +49,7 @@ def synthetic_md():
     for k in range(N_FRAMES):
         t = k * DT_FS
         a = base.copy()
-        for amp, e, f, ph in zip(amplitudes, patterns, MODES_CM1, phases):
+        for amp, e, f, ph in zip(amplitudes, patterns, MODES_CM1, phases, strict=False):
             a.positions += amp * e * np.cos(2 * np.pi * f * C_CM_PER_FS * t + ph)
         a.positions += rng.normal(0.0, 0.01, (n, 3))
         frames.append(a)

@@ -18,8 +18,8 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import read, write
 
-from tasks.common import InputError
-from tasks.md import (
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.md import (
     MDSettings,
     check_time_step,
     force_check,
@@ -27,8 +27,8 @@ from tasks.md import (
     import_md,
     run_md,
 )
-from tasks.structures import build_structure
-from tasks.trajectory import Trajectory
+from ramanscreen.tasks.structures import build_structure
+from ramanscreen.tasks.trajectory import Trajectory
 
 EMT_SPEC = "ase:ase.calculators.emt:EMT"
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def test_crash_and_resume_reproduces_uninterrupted_run(tmp_path, ensemble):
 
 def _md_cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "flows", "md", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "ramanscreen.flows", "md", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -251,7 +251,7 @@ def test_force_check_rmse_and_plot(tmp_path):
 # ------------------------------------------------------------------------------------------
 # bad input through the CLI: one line, exit 2, no trajectory that looks complete
 def _cli(argv, capsys) -> tuple[int, str]:
-    from flows.cli import main
+    from ramanscreen.flows.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -325,7 +325,7 @@ def test_bad_input_one_line_exit_2_nothing_complete(case, tmp_path, cu_poscar, c
 def test_cli_md_every_builder_every_bundled_mlff(name, calculator, tmp_path, capsys):
     """The paper's cells at full size, two steps each, through the CLI."""
     code, err = None, ""
-    from flows.cli import main
+    from ramanscreen.flows.cli import main
 
     try:
         main(["md", name, "--temperature-k", "300", "--dt-fs", "2", "--steps", "2", "--calculator", calculator,

@@ -1,6 +1,6 @@
 """λ-SOAP polarizability model: equivariance, invariance, persistence, learning, bad input.
 
-The data come from the embedded Thole point-dipole reference model (tasks.reference) on
+The data come from the embedded Thole point-dipole reference model (ramanscreen.tasks.reference) on
 disordered 16-atom α-AgI cells, so the targets are anisotropic, geometry-dependent and
 physically shaped, not a function the model was built around.
 """
@@ -16,8 +16,8 @@ import pytest
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-from tasks.common import InputError
-from tasks.polarizability import (
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.polarizability import (
     AlphaModel,
     SOAPHypers,
     alpha_metrics,
@@ -36,7 +36,7 @@ N_TRAIN = 40
 
 
 def _agi_frames(n: int, seed: int) -> list[Atoms]:
-    from tasks.structures import build_structure
+    from ramanscreen.tasks.structures import build_structure
 
     rng = np.random.default_rng(seed)
     frames = []
@@ -49,7 +49,7 @@ def _agi_frames(n: int, seed: int) -> list[Atoms]:
 
 @pytest.fixture(scope="module")
 def dataset() -> tuple[list[Atoms], np.ndarray, str]:
-    from tasks.reference import get_backend
+    from ramanscreen.tasks.reference import get_backend
 
     backend = get_backend("dipole")
     frames = _agi_frames(N_FRAMES, seed=1)
@@ -65,7 +65,7 @@ def model(dataset) -> AlphaModel:
 
 @pytest.fixture(scope="module")
 def dataset_file(dataset, tmp_path_factory):
-    from tasks.reference import ReferenceResult, write_alpha_dataset
+    from ramanscreen.tasks.reference import ReferenceResult, write_alpha_dataset
 
     frames, alpha, method = dataset
     path = tmp_path_factory.mktemp("alpha") / "agi.extxyz"
@@ -267,13 +267,13 @@ def test_dataset_without_alpha_and_mixed_methods(dataset_file, tmp_path) -> None
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows", "alpha", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ramanscreen.flows", "alpha", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_fit_predict_and_errors(dataset_file, dataset, tmp_path) -> None:
     import ase.io
 
-    from tasks.spectra import read_alpha
+    from ramanscreen.tasks.spectra import read_alpha
 
     model_path = tmp_path / "agi.mts"
     res = _cli("fit", str(dataset_file), "--n-train", "48", "--seed", "1", "--out", str(model_path),

@@ -18,9 +18,10 @@ from ase import Atoms
 from ase.build import bulk, sort
 from ase.units import Bohr
 from scipy.spatial.transform import Rotation
+from vasp_formats import outcar_text, write_outcar, write_vasprun, write_xdatcar
 
-from tasks.common import InputError
-from tasks.reference import (
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.reference import (
     DIPOLE_MODEL_METHOD,
     Cp2kBackend,
     DipoleModel,
@@ -36,8 +37,7 @@ from tasks.reference import (
     select_snapshots,
     write_alpha_dataset,
 )
-from tasks.vasp import VASP_METHOD, import_vasp, parse_outcar_epsilon, read_outcar
-from vasp_formats import outcar_text, write_outcar, write_vasprun, write_xdatcar
+from ramanscreen.tasks.vasp import VASP_METHOD, import_vasp, parse_outcar_epsilon, read_outcar
 
 # ---------------------------------------------------------------------------------------
 # Real output excerpts (CP2K 2023.1 on 8-atom Si, QE 6.7 ph.x on 2-atom Si, measured here)
@@ -386,6 +386,7 @@ def test_launcher_command_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pw[-3:] == ["/opt/qe/pw.x", "-in", "pw.in"] and ph[-3:] == ["ph.x", "-in", "ph.in"]
 
 
+@pytest.mark.system("cp2k-data")
 def test_cp2k_input_writer() -> None:
     pos = [[0, 0, 0], [3, 0, 0], [0, 3, 0], [0, 0, 2], [2, 2, 0], [4, 4, 4], [1, 4, 2], [4, 1, 2]]
     atoms = Atoms("La2ZrO5", positions=pos, cell=np.eye(3) * 6, pbc=True)  # 2·11 + 12 + 5·6 electrons
@@ -426,7 +427,7 @@ def test_qe_inputs_and_pseudopotential_lookup(tmp_path: Path) -> None:
 # VASP import and CLI
 # ---------------------------------------------------------------------------------------
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "ramanscreen.flows", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def test_import_vasp_matches_md_steps(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from tasks.reference import (
+from ramanscreen.tasks.reference import (
     Cp2kBackend,
     QEBackend,
     ReferenceConvergenceError,
@@ -25,12 +25,15 @@ from tasks.reference import (
 SI_PSP_DIR = Path("/usr/share/abinit/psp")  # Debian abinit-data: 14-Si.nlcc.UPF (LDA, PW92)
 
 pytestmark = pytest.mark.slow
+CP2K = pytest.mark.system("cp2k", "cp2k-data")
+QE = pytest.mark.system("qe")
 
 
 def si8():
     return bulk("Si", "diamond", a=5.431, cubic=True)
 
 
+@CP2K
 def test_cp2k_polarizability_si8(tmp_path: Path) -> None:
     """One real CP2K LINRES POLAR run (Berry phase, Γ) on the 8-atom cubic Si cell.
 
@@ -51,6 +54,7 @@ def test_cp2k_polarizability_si8(tmp_path: Path) -> None:
     print(f"CP2K Si8: alpha_xx={alpha[0, 0]:.4f} A^3, eps={eps:.3f}, wall={res.meta['wall_s']:.1f} s")
 
 
+@CP2K
 def test_cp2k_non_convergence_is_a_retryable_error(tmp_path: Path) -> None:
     """Starved of iterations, CP2K (which carries on with a warning) must surface as
     ReferenceConvergenceError: first the ground state, then only the linear response."""
@@ -63,6 +67,7 @@ def test_cp2k_non_convergence_is_a_retryable_error(tmp_path: Path) -> None:
         starved_linres.compute(si, workdir=tmp_path / "linres")
 
 
+@QE
 def test_qe_epsilon_si_via_cli(tmp_path: Path) -> None:
     """pw.x + ph.x (epsil) on crystalline Si through `ramanscreen reference --backend qe`.
 
@@ -74,7 +79,7 @@ def test_qe_epsilon_si_via_cli(tmp_path: Path) -> None:
     atoms = bulk("Si", "diamond", a=5.431)
     ase.io.write(tmp_path / "si.extxyz", atoms)
     out = subprocess.run(
-        [sys.executable, "-m", "flows", "reference", str(tmp_path / "si.extxyz"), "--backend", "qe",
+        [sys.executable, "-m", "ramanscreen.flows", "reference", str(tmp_path / "si.extxyz"), "--backend", "qe",
          "--pseudo-dir", str(SI_PSP_DIR), "--ecutwfc-ry", "20", "--kpts", "4,4,4",
          "--workdir", str(tmp_path / "run"), "-o", str(tmp_path / "si.alpha.extxyz")],
         capture_output=True, text=True, timeout=900,
@@ -86,12 +91,13 @@ def test_qe_epsilon_si_via_cli(tmp_path: Path) -> None:
     assert np.abs(eps - eps[0, 0] * np.eye(3)).max() < 1e-6
     assert 12.5 < eps[0, 0] < 15.0
     ph_out = (tmp_path / "run" / "frame_00000" / "ph.out").read_text()
-    from tasks.reference import parse_qe_dielectric
+    from ramanscreen.tasks.reference import parse_qe_dielectric
 
     assert np.allclose(parse_qe_dielectric(ph_out), eps, atol=1e-8)
     print(f"QE Si2: eps={eps[0, 0]:.4f}, alpha_xx={ds.alpha_A3[0, 0, 0]:.4f} A^3")
 
 
+@QE
 def test_qe_backend_direct_reports_meta(tmp_path: Path) -> None:
     """The Python backend on the same cell: ε in meta, the convention applied, the XC recorded."""
     atoms = bulk("Si", "diamond", a=5.431)

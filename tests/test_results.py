@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import results
-from tasks.common import InputError
-from tasks.results import SCHEMA_VERSION, committed_runs, committed_write_id, write_run
+from ramanscreen.tasks import results
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.results import SCHEMA_VERSION, committed_runs, committed_write_id, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -160,7 +160,7 @@ def test_exception_midway_keeps_previous_version(tmp_path, monkeypatch) -> None:
 _KILL_SCRIPT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
-    from tasks import results
+    from ramanscreen.tasks import results
     from test_results import write_synthetic
     real, n = results._write_parquet, []
     def dying(table, path):
@@ -232,7 +232,7 @@ _REWRITER_SCRIPT = textwrap.dedent("""
 
 
 def test_reader_during_rewrites_sees_one_whole_version(tmp_path) -> None:
-    from analytics.db import connect
+    from ramanscreen.analytics.db import connect
 
     write_synthetic(tmp_path, "camp", "AgI")
     write_synthetic(tmp_path, "camp", "Na3PS4")
@@ -301,7 +301,7 @@ def test_spectrum_object_with_attributes_is_accepted(tmp_path) -> None:
     from dataclasses import dataclass
 
     @dataclass
-    class Spectrum:  # shaped like tasks.spectra.RamanSpectrum; extra fields are ignored
+    class Spectrum:  # shaped like ramanscreen.tasks.spectra.RamanSpectrum; extra fields are ignored
         freq_cm1: np.ndarray
         intensity: np.ndarray
         a2: np.ndarray
@@ -333,10 +333,10 @@ def test_real_stage_outputs_are_written_as_they_come(tmp_path, rng) -> None:
 
     from ase import Atoms
 
-    from tasks.polarizability import alpha_metrics
-    from tasks.spectra import central_peak_descriptors, spectrum_band
-    from tasks.trajectory import Trajectory
-    from tasks.transport import analyze_transport
+    from ramanscreen.tasks.polarizability import alpha_metrics
+    from ramanscreen.tasks.spectra import central_peak_descriptors, spectrum_band
+    from ramanscreen.tasks.trajectory import Trajectory
+    from ramanscreen.tasks.transport import analyze_transport
 
     n = 2048
     base = np.diag([30.0, 30.0, 30.0])

@@ -12,9 +12,11 @@ import cloudpickle
 import distributed
 import pytest
 from prefect import flow, task
-
-from flows.cluster import STAGES, make_task_runner, on_pool, open_cluster
 from slurm_fixture import Slurm, prefect_api, slurm  # noqa: F401  (fixtures)
+
+from ramanscreen.flows.cluster import STAGES, make_task_runner, on_pool, open_cluster
+
+pytestmark = pytest.mark.system("slurm")
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -176,8 +178,8 @@ def test_quick_campaign_on_slurm_workers(slurm: Slurm, prefect_api, tmp_path: Pa
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     assert "ranking of 'slurm-quick'" in proc.stdout
     assert {"rs-md", "rs-reference", "rs-ml"} <= seen_jobs, seen_jobs
-    from analytics.db import connect
-    from analytics.ranking import ranking
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.analytics.ranking import ranking
 
     con = connect(results)
     try:

@@ -19,8 +19,8 @@ import pytest
 from scipy.signal import lfilter
 from scipy.spatial.transform import Rotation
 
-from tasks.common import CM1_PER_INV_FS, InputError
-from tasks.spectra import (
+from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError
+from ramanscreen.tasks.spectra import (
     MIN_FRAMES,
     RamanSpectrum,
     central_peak_descriptors,
@@ -399,7 +399,7 @@ def test_api_rejects_bad_input() -> None:
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows", "spectrum", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+        [sys.executable, "-m", "ramanscreen.flows", "spectrum", *args], capture_output=True, text=True, timeout=120, cwd=cwd
     )
 
 
@@ -447,7 +447,7 @@ def test_cli_nonsymmetric_warns_then_succeeds(tmp_path: Path) -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import tasks.spectra
+    import ramanscreen.tasks.spectra
 
-    result = doctest.testmod(tasks.spectra, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(ramanscreen.tasks.spectra, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 10 and result.failed == 0

@@ -8,8 +8,8 @@ import spglib
 from ase.io import write
 from ase.neighborlist import neighbor_list
 
-from tasks.common import InputError
-from tasks.structures import (
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.structures import (
     BUILDERS,
     build_structure,
     formal_charge,

@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
-from tasks.common import InputError
-from tasks.trajectory import Trajectory
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.trajectory import Trajectory
 
 
 def _frames(n_frames: int = 6, *, velocities: bool = False, time_fs: float | None = None, rng=None) -> list[Atoms]:

@@ -12,9 +12,9 @@ import scipy.constants as const
 from ase import Atoms
 from ase.io import write
 
-from tasks.common import CM1_PER_INV_FS, InputError
-from tasks.trajectory import Trajectory
-from tasks.transport import (
+from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError
+from ramanscreen.tasks.trajectory import Trajectory
+from ramanscreen.tasks.transport import (
     analyze_transport,
     displacement_moments,
     msd_fft,
@@ -256,7 +256,7 @@ def test_too_few_frames(rng) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "ramanscreen.flows", *args], capture_output=True, text=True, timeout=120)
 
 
 def _write_plain_xyz(path, rng) -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from campaign_helpers import (  # noqa: F401
     api,
     flow_run_id,
@@ -30,8 +29,9 @@ from campaign_helpers import (  # noqa: F401
     prefect_server,
     run_screen,
 )
-from flows.server import free_port
-from flows.stages import artifact_key
+
+from ramanscreen.flows.server import free_port
+from ramanscreen.flows.stages import artifact_key
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -53,7 +53,7 @@ class Browser:
         ws_url = None
         while time.monotonic() < deadline and ws_url is None:
             with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
                     pages = [p for p in json.loads(r.read()) if p.get("type") == "page"]
                     ws_url = pages[0]["webSocketDebuggerUrl"] if pages else None
             time.sleep(0.3)
@@ -114,7 +114,7 @@ class Browser:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+@pytest.mark.system("chromium")
 def test_flow_run_page_shows_name_and_ranking_artifact(prefect_server, tmp_path: Path) -> None:  # noqa: F811
     root = tmp_path / "results"
     campaign = mini_campaign(tmp_path / "ui.toml", "ui-demo", ("AgI",))

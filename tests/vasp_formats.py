@@ -97,7 +97,7 @@ def outcar_text(atoms: Atoms, epsilon: np.ndarray, *, earlier_epsilon: np.ndarra
         "  energy-cutoff  :      400.00",
         f"  volume of cell :  {abs(np.linalg.det(cell)):10.2f}",
         "      direct lattice vectors                 reciprocal lattice vectors",
-        *[f"  {a[0]:12.9f}{a[1]:13.9f}{a[2]:13.9f}  {b[0]:13.9f}{b[1]:13.9f}{b[2]:13.9f}" for a, b in zip(cell, rec)],
+        *[f"  {a[0]:12.9f}{a[1]:13.9f}{a[2]:13.9f}  {b[0]:13.9f}{b[1]:13.9f}{b[2]:13.9f}" for a, b in zip(cell, rec, strict=False)],
         "",
         " POSITION                                       TOTAL-FORCE (eV/Angst)",
         " -----------------------------------------------------------------------------------",
@@ -151,7 +151,7 @@ def write_vasprun(path: Path, frames: Sequence[Atoms]) -> Path:
 
     species, counts = _species_blocks(frames[0])
     rc = "".join(f"    <rc><c>{s:2s}</c><c>   {t + 1}</c></rc>\n"
-                 for t, (s, c) in enumerate(zip(species, counts)) for _ in range(c))
+                 for t, (s, c) in enumerate(zip(species, counts, strict=False)) for _ in range(c))
     text = ['<?xml version="1.0" encoding="ISO-8859-1"?>\n<modeling>\n',
             ' <generator>\n  <i name="program" type="string">vasp </i>\n  <i name="version" type="string">6.3.2 </i>\n </generator>\n',
             ' <incar>\n  <i type="string" name="IBRION">0</i>\n  <i name="POTIM">10.0</i>\n </incar>\n',

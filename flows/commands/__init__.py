@@ -1,1 +1,1 @@
-"""CLI commands, one module per stage; each registers on :data:`flows.cli.app`."""
+"""CLI commands, one module per stage; each registers on :data:`ramanscreen.flows.cli.app`."""

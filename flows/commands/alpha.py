@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flows.cli import app
-from tasks.common import InputError, atomic_path, write_table
+from ramanscreen.flows.cli import app
+from ramanscreen.tasks.common import InputError, atomic_path, write_table
 
 alpha_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 app.add_typer(
@@ -25,7 +25,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def _hypers(cutoff_a: float, max_radial: int, max_angular: int, width_a: float):
-    from tasks.polarizability import SOAPHypers
+    from ramanscreen.tasks.polarizability import SOAPHypers
 
     return SOAPHypers(cutoff_A=cutoff_a, max_radial=max_radial, max_angular=max_angular, width_A=width_a)
 
@@ -64,7 +64,7 @@ def fit(
     width_a: float = _WIDTH,
 ) -> None:
     """Fit the λ-SOAP ridge model of α and report R²/RMSE on the held-out frames."""
-    from tasks.polarizability import AlphaModel, alpha_metrics, plot_parity, read_training_set
+    from ramanscreen.tasks.polarizability import AlphaModel, alpha_metrics, plot_parity, read_training_set
 
     out_path = _model_out(out_path)
     hypers = _hypers(cutoff_a, max_radial, max_angular, width_a)
@@ -128,8 +128,8 @@ def predict(
     fmt: str | None = typer.Option(None, "--format", help="ASE format name if the file name does not tell."),
 ) -> None:
     """Predict α for every ``stride``-th frame of a trajectory, streamed in chunks."""
-    from tasks.polarizability import AlphaModel, frame_uncertainty_A3, predict_trajectory
-    from tasks.spectra import write_alpha_txt
+    from ramanscreen.tasks.polarizability import AlphaModel, frame_uncertainty_A3, predict_trajectory
+    from ramanscreen.tasks.spectra import write_alpha_txt
 
     if out_path.suffix not in (".npy", ".txt"):
         raise InputError(f"unknown output format {out_path.suffix!r}", field="--out", fix="use .npy or .txt")
@@ -174,7 +174,7 @@ def learning_curve_cmd(
     width_a: float = _WIDTH,
 ) -> None:
     """Test R² and RMSE (diagonal, off-diagonal) against training-set size."""
-    from tasks.polarizability import learning_curve, read_training_set
+    from ramanscreen.tasks.polarizability import learning_curve, read_training_set
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flows.cli import app
+from ramanscreen.flows.cli import app
 
 # Piped output (logs, tests) gets a wide console so the ranking columns are never truncated.
 out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
@@ -20,17 +20,17 @@ _CLASS_STYLE = {"liquid-like": "red", "hopping": "yellow", "non-conducting": "bl
 
 
 def _default_root() -> Path:
-    from tasks.settings import get_settings
+    from ramanscreen.tasks.settings import get_settings
 
     return get_settings().results_root
 
 
 @app.command()
 def rank(
-    results_root: Optional[Path] = typer.Argument(
+    results_root: Path | None = typer.Argument(
         None, help="Results root a campaign wrote (default: the `results_root` setting, ./results)."
     ),
-    campaign: Optional[str] = typer.Option(None, "--campaign", "-c", help="Rank one campaign (default: all)."),
+    campaign: str | None = typer.Option(None, "--campaign", "-c", help="Rank one campaign (default: all)."),
     metric: str = typer.Option(
         "cp_fraction", "--metric",
         help="Central-peak metric: cp_fraction (share of the Raman intensity in 5–1000 cm⁻¹ that lies in 5–50 cm⁻¹) "
@@ -41,7 +41,7 @@ def rank(
         1e-7, "--d-hopping", help="D (cm²/s) at or above which (below --d-liquid) it is hopping; below: non-conducting."
     ),
     cp_threshold: float = typer.Option(0.25, "--cp-threshold", help="Metric value at or above which a run shows a central peak."),
-    out_dir: Optional[Path] = typer.Option(
+    out_dir: Path | None = typer.Option(
         None, "--out", help="Where to write ranking.csv/.md, summary.json and the PNGs "
                             "(default: <results_root>/reports/<campaign or all>)."
     ),
@@ -56,9 +56,9 @@ def rank(
 
     Schemas and thresholds: docs/results.md.
     """
-    from analytics.db import connect
-    from analytics.ranking import Thresholds, ranking, summarize
-    from analytics.report import REPORT_COLUMNS, fmt, write_report
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.analytics.ranking import Thresholds, ranking, summarize
+    from ramanscreen.analytics.report import REPORT_COLUMNS, fmt, write_report
 
     root = results_root if results_root is not None else _default_root()
     thresholds = Thresholds(d_liquid_cm2_s=d_liquid, d_hopping_cm2_s=d_hopping, cp_threshold=cp_threshold)
@@ -93,7 +93,7 @@ def rank(
 @app.command()
 def query(
     sql: str = typer.Argument(..., help='One SELECT over the views, e.g. "SELECT * FROM screening".'),
-    results_root: Optional[Path] = typer.Option(
+    results_root: Path | None = typer.Option(
         None, "--results-root", "-r", help="Results root (default: the `results_root` setting, ./results)."
     ),
     limit: int = typer.Option(200, "--limit", help="Print at most this many rows."),
@@ -104,7 +104,7 @@ def query(
 
     Only one SELECT (or EXPLAIN SELECT) runs; DELETE, COPY ... TO, CREATE, SET, INSTALL, ATTACH and the like are refused, and file access is confined to the results root.
     """
-    from analytics.db import check_read_only, connect, run_query
+    from ramanscreen.analytics.db import check_read_only, connect, run_query
 
     check_read_only(sql)  # refuse before touching the results root
     root = results_root if results_root is not None else _default_root()

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from flows.cli import app
+from ramanscreen.flows.cli import app
 
 out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
@@ -26,13 +26,13 @@ def screen(
     stops at the end unless --keep-ui. Re-running a finished campaign recomputes nothing; an
     interrupted one resumes at the first unfinished step.
     """
-    from flows.campaign import run_campaign
-    from flows.config import load_campaign
+    from ramanscreen.flows.campaign import run_campaign
+    from ramanscreen.flows.config import load_campaign
 
     load_campaign(campaign, quick=quick)  # one-line error + exit 2 before anything starts
     import signal
 
-    def _terminate(signum, frame):  # noqa: ANN001, ARG001 - SIGTERM unwinds like Ctrl-C: cluster and server stop
+    def _terminate(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -47,7 +47,7 @@ def screen(
     c = run.campaign
     if run.ui_url and run.flow_run_id:
         out.print(f"flow run: {run.ui_url}/runs/flow-run/{run.flow_run_id}")
-    from flows.commands.analytics import rank
+    from ramanscreen.flows.commands.analytics import rank
 
     r = c.ranking
     rank(results_root=c.results_root, campaign=c.name, metric=r["metric"], d_liquid=r["d_liquid_cm2_s"],
@@ -79,8 +79,8 @@ def deploy(
     import os
     import subprocess
 
-    from flows.server import api_healthy, apply_offline_env
-    from tasks.common import InputError
+    from ramanscreen.flows.server import api_healthy, apply_offline_env
+    from ramanscreen.tasks.common import InputError
 
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:

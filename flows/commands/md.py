@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from flows.cli import app
-from tasks.common import InputError
+from ramanscreen.flows.cli import app
+from ramanscreen.tasks.common import InputError
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -50,8 +50,8 @@ def md(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run MLFF molecular dynamics: equilibrate, then store positions + velocities every k steps."""
-    from tasks.md import MDSettings, RichProgress, run_md
-    from tasks.structures import load_structure
+    from ramanscreen.tasks.md import MDSettings, RichProgress, run_md
+    from ramanscreen.tasks.structures import load_structure
 
     settings = MDSettings(
         temperature_k=temperature_k, dt_fs=dt_fs, steps=steps, equil_steps=equil_steps, ensemble=ensemble,
@@ -79,7 +79,7 @@ def structure(
     seed: int = typer.Option(0, "--seed", help="Seed for disordered sublattices (AgI, LLZO, W-doping)."),
 ) -> None:
     """Write a built structure to a file."""
-    from tasks.structures import formal_charge, load_structure, min_distance_A, write_structure
+    from ramanscreen.tasks.structures import formal_charge, load_structure, min_distance_A, write_structure
 
     atoms = load_structure(name, n_atoms=n_atoms, seed=seed)
     write_structure(atoms, out_file)
@@ -98,7 +98,7 @@ def import_md_cmd(
     type_map: list[str] | None = typer.Option(None, "--type-map", help="LAMMPS dumps: element of type 1, 2, ... (repeat)."),
 ) -> None:
     """Convert MD you already ran into ramanscreen's trajectory + metadata files."""
-    from tasks.md import import_md
+    from ramanscreen.tasks.md import import_md
 
     res = import_md(trajectory, out_file, dt_fs=dt_fs, fmt=fmt, type_map=type_map or None,
                     temperature_k=temperature_k, alpha_stride=alpha_stride)
@@ -115,8 +115,8 @@ def force_check_cmd(
     threads: int | None = typer.Option(None, "--threads", help="torch threads."),
 ) -> None:
     """Force RMSE of the MLFF against reference forces, with a parity plot (paper Fig. S1)."""
-    from tasks.common import atomic_write
-    from tasks.md import force_check
+    from ramanscreen.tasks.common import atomic_write
+    from ramanscreen.tasks.md import force_check
 
     res = force_check([str(p) for p in reference], calculator, plot_path=plot,
                       calculator_kwargs=_parse_kwargs(calc_kw), num_threads=threads)

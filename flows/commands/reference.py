@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli import app
-from tasks.common import InputError
+from ramanscreen.flows.cli import app
+from ramanscreen.tasks.common import InputError
 
 console = Console(highlight=False)
 
@@ -21,7 +21,7 @@ def _read_frames(spec: str, n_atoms: int | None, seed: int) -> list:
 
     path = Path(spec)
     if not path.is_file():
-        from tasks.structures import load_structure
+        from ramanscreen.tasks.structures import load_structure
 
         return [load_structure(spec, n_atoms=n_atoms, seed=seed)]
     try:
@@ -68,7 +68,7 @@ def reference(
     pseudo_dir: Path | None = typer.Option(None, "--pseudo-dir", help="QE pseudopotential directory (UPF files)."),
 ) -> None:
     """Reference polarizabilities α (Å³, whole cell) for structures, with the method stored per frame."""
-    from tasks.reference import compute_references, get_backend, select_snapshots, write_alpha_dataset
+    from ramanscreen.tasks.reference import compute_references, get_backend, select_snapshots, write_alpha_dataset
 
     options: dict = {}
     name = backend.lower()
@@ -123,9 +123,9 @@ def reference(
 
     import numpy as np
 
-    from tasks.reference import epsilon_from_alpha
+    from ramanscreen.tasks.reference import epsilon_from_alpha
 
-    eps = [np.trace(epsilon_from_alpha(r.alpha_A3, abs(a.cell.volume))) / 3 for a, r in zip(frames, results)]
+    eps = [np.trace(epsilon_from_alpha(r.alpha_A3, abs(a.cell.volume))) / 3 for a, r in zip(frames, results, strict=False)]
     console.print(f"wrote {len(frames)} frames to {out}")
     console.print(f"method: {engine.method}")
     console.print(f"mean tr(α)/3 = {np.mean([np.trace(r.alpha_A3) / 3 for r in results]):.4g} Å³ per cell; "
@@ -141,7 +141,7 @@ def import_vasp_cmd(
     match_tol_A: float = typer.Option(0.05, "--match-tol-A", help="Max RMSD (Å) for an OUTCAR to match an MD frame."),
 ) -> None:
     """Import VASP DFPT ε∞ (OUTCARs) as an α dataset: α = V (ε∞ − 1)/4π, MD step attached."""
-    from tasks.vasp import import_vasp
+    from ramanscreen.tasks.vasp import import_vasp
 
     paths = [*(outcars or []), *(outcar or [])]
     if not paths:
@@ -157,7 +157,7 @@ def import_vasp_cmd(
     table = Table(title=f"{len(frames)} DFPT frames → {out}")
     for col in ("source", "atoms", "MD step", "matched by", "ε∞ (tr/3)", "tr(α)/3 Å³"):
         table.add_column(col)
-    for a, r in zip(frames, results):
+    for a, r in zip(frames, results, strict=False):
         eps = np.array(r.meta["epsilon_inf"])
         table.add_row(str(r.meta["source"]), str(len(a)), str(r.meta["md_step"]), r.meta["md_match"],
                       f"{np.trace(eps) / 3:.4g}", f"{np.trace(r.alpha_A3) / 3:.4g}")

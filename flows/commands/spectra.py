@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli import app
-from tasks.common import InputError
+from ramanscreen.flows.cli import app
+from ramanscreen.tasks.common import InputError
 
 
 def _output_prefix(alpha_file: Path, out: Path | None, out_dir: Path | None) -> Path:
@@ -45,7 +45,13 @@ def spectrum(
     ),
 ) -> None:
     """Raman spectrum (isotropic a², anisotropic γ², total/parallel/perpendicular) of an α time series."""
-    from tasks.spectra import central_peak_descriptors, plot_spectrum, raman_spectrum, read_alpha, write_spectrum
+    from ramanscreen.tasks.spectra import (
+        central_peak_descriptors,
+        plot_spectrum,
+        raman_spectrum,
+        read_alpha,
+        write_spectrum,
+    )
 
     if dt_fs is None:
         raise InputError("required option not given", field="--dt-fs", fix="pass the MD time step, e.g. --dt-fs 2.0 (and --stride for the α interval)")
@@ -72,7 +78,7 @@ def spectrum(
     _summary(spec, descriptors, [csv_path, pq_path, *([png] if plot else [])], alpha_file)
 
 
-def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file: Path) -> None:  # noqa: ANN001
+def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file: Path) -> None:
     import numpy as np
 
     console = Console()

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli import app
-from tasks.common import InputError, atomic_write, save_figure, write_table
+from ramanscreen.flows.cli import app
+from ramanscreen.tasks.common import InputError, atomic_write, save_figure, write_table
 
 
 def _parse_charges(items: list[str] | None) -> dict[str, float]:
@@ -46,8 +46,8 @@ def transport(
     plot: bool = typer.Option(False, "--plot", help="Also write MSD/α₂ and VDOS PNGs."),
 ) -> None:
     """Diffusivity, Nernst–Einstein conductivity, VDOS and hopping descriptors from an MD trajectory."""
-    from tasks.trajectory import Trajectory
-    from tasks.transport import analyze_transport
+    from ramanscreen.tasks.trajectory import Trajectory
+    from ramanscreen.tasks.transport import analyze_transport
 
     traj = Trajectory.from_file(trajectory, dt_fs=dt_fs, fmt=fmt, index=index, type_map=type_map or None)
     if stride != 1:
