@@ -59,7 +59,7 @@ _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 def voigt_strain_matrix(j: int, delta: float) -> np.ndarray:
     """Symmetric strain tensor for Voigt component ``j`` (0-based) of engineering amplitude ``delta``.
 
-    >>> voigt_strain_matrix(3, 0.01)[1, 2]
+    >>> float(voigt_strain_matrix(3, 0.01)[1, 2])
     0.005
     """
     eps = np.zeros((3, 3))

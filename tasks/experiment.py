@@ -24,7 +24,7 @@ Every malformed file raises :class:`InputError` with one line naming the file an
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.txt"
 >>> _ = p.write_text("# Raman, 532 nm\\nshift;counts\\n100,5;1,0\\n101,5;2,0\\n102,5;4,0\\n103,5;2,0\\n104,5;1,0\\n")
 >>> s = read_spectrum(p)
->>> s.freq_cm1[:2].tolist(), s.intensity.max()
+>>> s.freq_cm1[:2].tolist(), float(s.intensity.max())
 ([100.5, 101.5], 4.0)
 """
 
@@ -371,14 +371,14 @@ def write_jcamp(path: str | os.PathLike[str], freq_cm1: Any, intensity: Any, *, 
 
     x = np.asarray(freq_cm1, dtype=float)
     y = np.asarray(intensity, dtype=float)
-    step = (x[-1] - x[0]) / (len(x) - 1)
+    step = float((x[-1] - x[0]) / (len(x) - 1))
     if not np.allclose(np.diff(x), step, rtol=1e-6, atol=1e-9):
         raise InputError("X is not evenly spaced", field="freq_cm1", fix="interpolate onto an even grid first")
     yfac = float(np.max(np.abs(y))) / 1e6 if np.any(y) else 1.0
     iy = np.rint(y / yfac).astype(np.int64)
     lines = ["##TITLE=" + title, "##JCAMP-DX=4.24", "##DATA TYPE=RAMAN SPECTRUM", "##XUNITS=1/CM",
-             "##YUNITS=ARBITRARY UNITS", "##XFACTOR=1", f"##YFACTOR={yfac!r}", f"##FIRSTX={x[0]!r}",
-             f"##LASTX={x[-1]!r}", f"##DELTAX={step!r}", f"##NPOINTS={len(x)}", f"##FIRSTY={y[0]!r}",
+             "##YUNITS=ARBITRARY UNITS", "##XFACTOR=1", f"##YFACTOR={yfac!r}", f"##FIRSTX={float(x[0])!r}",
+             f"##LASTX={float(x[-1])!r}", f"##DELTAX={step!r}", f"##NPOINTS={len(x)}", f"##FIRSTY={float(y[0])!r}",
              "##XYDATA=(X++(Y..Y))"]
     per = 10
     for start in range(0, len(iy), per):
@@ -447,14 +447,21 @@ def _pick(spectra: list[np.ndarray], index: int | None, path: Path, what: str) -
 
 
 def _read_spc(path: Path, index: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    import logging
+
     from spc_io import SPC
 
+    log = logging.getLogger("spc_io")
+    level = log.level
+    log.setLevel(logging.ERROR)  # spc-io logs a warning for every file without a valid date
     try:
         with open(path, "rb") as fh:
             spc = SPC.from_bytes_io(fh)
     except Exception as exc:  # noqa: BLE001 - spc-io raises struct/pydantic/value errors on damaged files
         raise InputError(f"cannot read SPC: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}", file=path,
                          fix="pass a Thermo-Galactic SPC file") from None
+    finally:
+        log.setLevel(level)
     xtype = str(spc.xtype)
     if xtype not in _SPC_X_OK:
         raise InputError(f"X axis type {xtype} (need Raman shift in cm-1)", file=path, field="fxtype",
@@ -471,12 +478,31 @@ def _read_spc(path: Path, index: int | None = None) -> tuple[np.ndarray, np.ndar
     return x, y, {"spc_xtype": f"{xtype}: {_SPC_X_OK[xtype]}", "spc_ytype": str(spc.ytype), "selection": how}
 
 
+def _check_wdf_blocks(path: Path) -> None:
+    """Walk the block headers (name, uid, size) before renishawWiRE does: it loops forever on a
+    zero-size block and reads garbage past a truncated one."""
+    import struct
+
+    data = path.read_bytes()
+    if data[:4] != b"WDF1":
+        raise InputError("not a WiRE file (no WDF1 header)", file=path, fix="pass a Renishaw .wdf file")
+    pos = 0
+    while pos + 16 <= len(data):
+        name = data[pos:pos + 4]
+        size = struct.unpack_from("<q", data, pos + 8)[0]
+        if size < 16 or pos + size > len(data):
+            raise InputError(f"block {name!r} at byte {pos} has size {size} (file has {len(data)} bytes)", file=path,
+                             fix="the file is truncated or damaged")
+        pos += size
+
+
 def _read_wdf(path: Path, index: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     try:
         from renishawWiRE import WDFReader
     except ImportError:
         raise InputError("reading .wdf needs the optional extra experiment-wdf", file=path,
                          fix="pip install 'ramanscreen[experiment-wdf]' (renishawWiRE), or export the spectrum as text/SPC") from None
+    _check_wdf_blocks(path)
     try:
         reader = WDFReader(str(path))
     except Exception as exc:  # noqa: BLE001 - the reader raises on damaged blocks in several ways
