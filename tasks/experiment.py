@@ -87,11 +87,12 @@ def read_spectrum(path: str | os.PathLike[str], fmt: str | None = None, *, index
     if not path.is_file():
         raise InputError("file does not exist", file=path, fix="check the path")
     kind = detect_format(path, fmt)
-    reader = {"text": _read_text, "parquet": _read_parquet, "jcamp": read_jcamp, "spc": _read_spc, "wdf": _read_wdf}[kind]
-    if kind in ("spc", "wdf"):
-        x, y, meta = reader(path, index=index)
+    if kind == "spc":
+        x, y, meta = _read_spc(path, index=index)
+    elif kind == "wdf":
+        x, y, meta = _read_wdf(path, index=index)
     else:
-        x, y, meta = reader(path)
+        x, y, meta = {"text": _read_text, "parquet": _read_parquet, "jcamp": read_jcamp}[kind](path)
     return _finish(path, kind, x, y, meta)
 
 
@@ -147,7 +148,8 @@ def _read_text(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
         return [t.replace(",", ".") for t in parts] if decimal_comma else parts
 
     header: list[str] | None = None
-    xs, ys = [], []
+    xs: list[float] = []
+    ys: list[float] = []
     xcol, ycol = 0, 1
     for lineno, line in body:
         parts = tokens(line)
@@ -470,9 +472,8 @@ def _read_spc(path: Path, index: int | None = None) -> tuple[np.ndarray, np.ndar
     if not subs:
         raise InputError("no subfiles (spectra) in the SPC file", file=path, fix="the file is empty or damaged")
     xs = [np.asarray(s.xarray, dtype=float) for s in subs]
-    if any(len(x) != len(xs[0]) or not np.allclose(x, xs[0]) for x in xs):
-        if index is None:
-            raise InputError("the subfiles have different X axes", file=path, field="--index", fix="pick one with --index")
+    if any(len(x) != len(xs[0]) or not np.allclose(x, xs[0]) for x in xs) and index is None:
+        raise InputError("the subfiles have different X axes", file=path, field="--index", fix="pick one with --index")
     y, how = _pick([np.asarray(s.yarray, dtype=float) for s in subs], index, path, "subfiles")
     x = xs[0 if index is None else index]
     return x, y, {"spc_xtype": f"{xtype}: {_SPC_X_OK[xtype]}", "spc_ytype": str(spc.ytype), "selection": how}

@@ -439,10 +439,10 @@ def select_batch(model: SurrogateModel | None, space: DesignSpace, settings: Exp
             exclude_near(np.array([space.to_unit(p[None, :])[0] for p, _, _ in out]).reshape(-1, 3), 1e-9)
             if not available.any():
                 break
-        if settings.acquisition == "random" or model is None:
+        if settings.acquisition == "random" or model is None or X_pool is None:
             k = int(rng.choice(np.flatnonzero(available)))
             mean = std = float("nan")
-            if model is not None:
+            if model is not None and X_pool is not None:
                 m, s = model.pipeline.predict(X_pool[k:k + 1], return_std=True)
                 mean, std = float(m[0]), float(s[0])
         else:

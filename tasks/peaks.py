@@ -97,7 +97,7 @@ def voigt(x: np.ndarray, area: float, center: float, sigma: float, gamma: float)
 
 
 _N_PARAMS = {"gaussian": 3, "lorentzian": 3, "voigt": 4}
-_FUNCS = {"gaussian": gaussian, "lorentzian": lorentzian, "voigt": voigt}
+_FUNCS: dict[str, Any] = {"gaussian": gaussian, "lorentzian": lorentzian, "voigt": voigt}
 
 
 def _fwhm(profile: str, p: np.ndarray) -> float:
@@ -207,7 +207,7 @@ def fit_peaks(freq_cm1: Any, intensity: Any, settings: PeakSettings | None = Non
     yb = y - base
     dx = float(np.median(np.diff(x)))
     top = float(np.max(yb))
-    empty = {k: [] for k in _COLUMNS[s.profile]}
+    empty: dict[str, list[Any]] = {k: [] for k in _COLUMNS[s.profile]}
     if not top > 0:
         return PeakFit(empty, x, y, base, np.zeros_like(x), float("nan"), True, s)
     idx, props = find_peaks(yb, prominence=s.prominence * top, distance=max(1, round(s.min_distance_cm1 / dx)))

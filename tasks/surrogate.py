@@ -145,7 +145,8 @@ def oxidation_states(formula: str) -> dict[str, float]:
     """Charge-balanced oxidation states of each element.
 
     pymatgen's most probable guess (``Composition.oxi_state_guesses``) when the formula scales to
-    integers with at most 200 sites; otherwise (long fractional formulas, e.g. x = 0.137, where
+    integers with at most 200 sites and its site enumeration stays small (≤ 5 000
+    assignments); otherwise (long fractional formulas, e.g. x = 0.137, where
     the site enumeration explodes) one state per element from ``Element.common_oxidation_states``,
     the combination with the smallest net charge, ties going to negative states on the more
     electronegative elements. A formula that cannot be balanced gets a warning.
@@ -157,7 +158,7 @@ def oxidation_states(formula: str) -> dict[str, float]:
     """
     comp = _parse_composition(formula)
     scale = _integer_scale(comp)
-    if scale is not None and comp.num_atoms * scale <= 200:
+    if scale is not None and comp.num_atoms * scale <= 200 and _guess_cost(comp, scale) <= 5_000:
         try:
             guesses = list((comp * scale).oxi_state_guesses(max_sites=-200))
         except Exception:  # noqa: BLE001 - pymatgen's guesser fails in several ways on odd inputs
@@ -165,6 +166,15 @@ def oxidation_states(formula: str) -> dict[str, float]:
         if guesses:
             return {el.symbol: float(guesses[0].get(el.symbol, 0.0)) for el in comp.elements}
     return _balance_per_element(comp, formula)
+
+
+def _guess_cost(comp, scale: int) -> float:
+    """Site assignments pymatgen's guesser enumerates: Π_e C(n_e + k_e − 1, k_e − 1)."""
+    cost = 1.0
+    for el in comp.elements:
+        k = max(len(el.common_oxidation_states), 1)
+        cost *= math.comb(round(comp[el] * scale) + k - 1, k - 1)
+    return cost
 
 
 def _balance_per_element(comp, formula: str) -> dict[str, float]:
