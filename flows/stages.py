@@ -29,28 +29,47 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.tasks import exponential_backoff
 
-#: Science modules each stage's results depend on (their source is part of the cache key).
+#: Science modules each stage's results depend on (their source is part of the cache key). A
+#: package stands for every file in it (``ramanscreen.tasks.reference`` = base, backends, ...).
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "structure": ("ramanscreen.tasks.structures",),
     "md": ("ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
-    "reference": ("ramanscreen.tasks.reference",),
+    "reference": ("ramanscreen.tasks.reference", "ramanscreen.tasks.settings"),
     "fit": ("ramanscreen.tasks.polarizability",),
     "predict": ("ramanscreen.tasks.polarizability",),
     "spectrum": ("ramanscreen.tasks.spectra", "ramanscreen.tasks.polarizability"),
     "transport": ("ramanscreen.tasks.transport", "ramanscreen.tasks.trajectory"),
 }
+#: Modules every stage depends on.
+COMMON_MODULES = ("ramanscreen.tasks.common", "ramanscreen.tasks.schema")
+
+
+def module_files(name: str) -> list[Path]:
+    """The source files of module ``name``: the file itself, or every ``.py`` file of a package.
+
+    >>> [p.name for p in module_files("ramanscreen.tasks.common")]
+    ['common.py']
+    >>> "cp2k.py" in {p.name for p in module_files("ramanscreen.tasks.reference")}
+    True
+    """
+    import importlib
+
+    mod = importlib.import_module(name)
+    paths = getattr(mod, "__path__", None)
+    if paths is None:
+        return [Path(mod.__file__ or "")]
+    return sorted(p for d in paths for p in Path(d).rglob("*.py"))
 
 
 @cache
 def source_digest(modules: tuple[str, ...]) -> str:
-    """SHA-256 (16 hex) of the source files of ``modules`` plus ``tasks/common.py``."""
-    import importlib
-
+    """SHA-256 (16 hex) of the source files of ``modules`` (packages: all their files) plus
+    :data:`COMMON_MODULES`."""
     h = hashlib.sha256()
-    for name in sorted({*modules, "ramanscreen.tasks.common"}):
-        mod = importlib.import_module(name)
-        h.update(name.encode())
-        h.update(Path(mod.__file__).read_bytes())
+    for name in sorted({*modules, *COMMON_MODULES}):
+        for path in module_files(name):
+            h.update(f"{name}:{path.name}".encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

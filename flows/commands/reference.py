@@ -141,7 +141,7 @@ def import_vasp_cmd(
     match_tol_A: float = typer.Option(0.05, "--match-tol-A", help="Max RMSD (Å) for an OUTCAR to match an MD frame."),
 ) -> None:
     """Import VASP DFPT ε∞ (OUTCARs) as an α dataset: α = V (ε∞ − 1)/4π, MD step attached."""
-    from ramanscreen.tasks.vasp import import_vasp
+    from ramanscreen.tasks.reference import import_vasp
 
     paths = [*(outcars or []), *(outcar or [])]
     if not paths:

@@ -38,7 +38,9 @@ import numpy as np
 from ase import Atoms
 
 from ramanscreen.tasks.common import InputError
-from ramanscreen.tasks.reference import ReferenceResult, _open_text, alpha_from_epsilon, write_alpha_dataset
+from ramanscreen.tasks.reference.base import ReferenceResult, alpha_from_epsilon
+from ramanscreen.tasks.reference.dataset import write_alpha_dataset
+from ramanscreen.tasks.reference.external import open_text as _open_text
 
 __all__ = [
     "VASP_METHOD",
