@@ -114,8 +114,9 @@ def _bounds_text(meta: Mapping[str, Any]) -> str:
     return " and ".join(parts) + unit if parts else ""
 
 
-def help_text(cls: type, name: str, *, extra: str = "") -> str:
-    """CLI help for field ``name``: its doc, unit and default, from the dataclass."""
+def help_text(cls: type, name: str, *, extra: str = "", default_text: str | None = None) -> str:
+    """CLI help for field ``name``: its doc, unit and default, from the dataclass
+    (``default_text`` replaces the default's description)."""
     f = {f.name: f for f in _fields(cls)}[name]
     meta = f.metadata
     value = default(cls, name)
@@ -127,7 +128,8 @@ def help_text(cls: type, name: str, *, extra: str = "") -> str:
         shown = "none" if value is None else str(value)
     unit = f"{meta['unit']}; " if meta.get("unit") else ""
     choices = f"; one of {', '.join(map(str, meta['choices']))}" if meta.get("choices") else ""
-    return f"{meta.get('doc', '')}{extra} ({unit}default {shown}{choices})."
+    shown = default_text.format(default=shown) if default_text is not None else f"default {shown}"
+    return f"{meta.get('doc', '')}{extra} ({unit}{shown}{choices})."
 
 
 # ----------------------------------------------------------------------------- type checks
