@@ -13,7 +13,8 @@
 >>> b = ProgressBoard(); b.add("AgI"); b.stage("AgI", "fit", "N_T = 8")
 >>> c = Console(width=100, record=True, file=open(os.devnull, "w"))
 >>> c.print(campaign_table(b, title="demo"))
->>> "AgI" in c.export_text() and "fit" in c.export_text()
+>>> text = c.export_text()
+>>> "AgI" in text and "fit" in text and "N_T = 8" in text
 True
 """
 

@@ -247,9 +247,15 @@ def _chgnet_calculator(*, properties: Iterable[str] = ("energy", "forces"), mode
     with contextlib.redirect_stdout(io.StringIO()):
         net = CHGNet.load(model_name=model or "0.3.0", verbose=False, use_device="cpu")
         calc = _CHGNet(model=net, use_device="cpu", **kwargs)
-    calc.ramanscreen_info = {"model": f"CHGNet {net.version}", "model_version": str(net.version),
-                             "package": "chgnet", "task": task,
-                             "elements_max_z": int(net.atom_embedding.embedding.num_embeddings)}
+    return tag_calculator(calc, {"model": f"CHGNet {net.version}", "model_version": str(net.version),
+                                 "package": "chgnet", "task": task,
+                                 "elements_max_z": int(net.atom_embedding.embedding.num_embeddings)})
+
+
+def tag_calculator(calc: Calculator, info: Mapping[str, Any]) -> Calculator:
+    """Attach ``ramanscreen_info`` (model name, version, package, covered elements) to ``calc``;
+    the run metadata and :func:`check_elements` read it."""
+    vars(calc)["ramanscreen_info"] = dict(info)
     return calc
 
 
@@ -263,9 +269,8 @@ def _sevenn_calculator(*, properties: Iterable[str] = ("energy", "forces"), mode
         warnings.simplefilter("ignore")
         calc = SevenNetCalculator(model=model, device="cpu", **kwargs)
     version = str(getattr(calc, "sevennet_config", {}).get("version", "?"))
-    calc.ramanscreen_info = {"model": f"SevenNet {model}", "model_version": f"{model} (sevenn {version} checkpoint)",
-                             "package": "sevenn",
-                             "elements_z": sorted(int(z) for z in getattr(calc, "type_map", {}))}
+    tag_calculator(calc, {"model": f"SevenNet {model}", "model_version": f"{model} (sevenn {version} checkpoint)",
+                          "package": "sevenn", "elements_z": sorted(int(z) for z in getattr(calc, "type_map", {}))})
     return calc
 
 
@@ -303,8 +308,8 @@ def get_calculator(spec: str = "chgnet", *, properties: Iterable[str] = ("energy
             cls = getattr(module, parts[2])
             calc = cls(**kwargs)
             version = getattr(module, "__version__", None) or _package_version(parts[1].split(".")[0])
-            calc.ramanscreen_info = {"model": f"{parts[1]}:{parts[2]}", "model_version": version,
-                                     "package": parts[1].split(".")[0]}
+            tag_calculator(calc, {"model": f"{parts[1]}:{parts[2]}", "model_version": version,
+                                  "package": parts[1].split(".")[0]})
         else:
             raise InputError(f"unknown calculator {spec!r}", field="calculator",
                              fix="use chgnet, sevenn or ase:module:Class")
@@ -617,7 +622,7 @@ def _prepare_calculator(atoms: Atoms, settings: MDSettings, calculator: Calculat
     calc = calculator or get_calculator(settings.calculator, properties=props, num_threads=n_threads,
                                         **dict(settings.calculator_kwargs))
     if not hasattr(calc, "ramanscreen_info"):
-        calc.ramanscreen_info = {"model": type(calc).__name__, "model_version": None}  # type: ignore[attr-defined]
+        tag_calculator(calc, {"model": type(calc).__name__, "model_version": None})
     check_elements(atoms, calc, settings.calculator)
     _first_forces(atoms, calc, settings.calculator)
     return calc, n_threads
@@ -902,7 +907,7 @@ class RichProgress:
             disable=disable, transient=False,
         )
         self._description = description
-        self._task = None
+        self._task: Any = None
         self._dt_fs = dt_fs
 
     def __enter__(self) -> RichProgress:

@@ -430,7 +430,7 @@ class _Featurizer:
         """Plain path: X0 (n, p0) and X2 (n, 5, p2), the λ-SOAP summed over atoms."""
         ps = self.eps.compute(list(frames), selected_keys=self._selected_keys(), neighbors_to_properties=True)
         n = len(frames)
-        X = {0: None, 2: None}
+        X: dict[int, np.ndarray] = {}
         labels = self.feature_labels
         for lam in (0, 2):
             n_per = len(labels[lam]) // len(self.elements)
@@ -692,7 +692,7 @@ class AlphaModel:
             )
             targets[lam] = y / n_atoms[:, None]
         scale = _calibrate_committee(oobs, targets) if n_committee >= 2 else 1.0
-        z_counts = {}
+        z_counts: dict[int, int] = {}
         for f in frames:
             for z in f.numbers:
                 z_counts[int(z)] = z_counts.get(int(z), 0) + 1
@@ -823,7 +823,7 @@ class AlphaModel:
             for key in sorted(set(zip(ct.tolist(), l1.tolist(), l2.tolist(), strict=False))):
                 sel = (ct == key[0]) & (l1 == key[1]) & (l2 == key[2])
                 block = np.zeros((w.shape[0], K, K))
-                np.add.at(block, (slice(None), k1[sel], k2[sel]), w[:, sel])
+                np.add.at(block, (slice(None), k1[sel], k2[sel]), w[:, sel])  # type: ignore[arg-type]
                 blocks[(lam, *key)] = block
         groups: dict[tuple[int, int], tuple[list[tuple[int, int]], np.ndarray]] = {}
         for (ct, l2) in sorted({(k[1], k[3]) for k in blocks}):
@@ -1199,11 +1199,11 @@ def learning_curve(
         raise InputError(f"{len(frames)} frames but {len(alpha_A3)} α tensors", field="alpha_A3")
     n = len(frames)
     n_test = max(1, n // 4) if n_test is None else int(n_test)
-    sizes = np.array(sorted({int(s) for s in sizes}))
-    if sizes.size == 0 or sizes.min() < 2:
-        raise InputError(f"sizes must be integers ≥ 2, got {list(sizes)}", field="sizes")
-    if sizes.max() > n - n_test:
-        raise InputError(f"largest size {sizes.max()} exceeds the {n - n_test} frames left after holding out "
+    grid = np.array(sorted({int(s) for s in sizes}))
+    if grid.size == 0 or grid.min() < 2:
+        raise InputError(f"sizes must be integers ≥ 2, got {list(grid)}", field="sizes")
+    if grid.max() > n - n_test:
+        raise InputError(f"largest size {grid.max()} exceeds the {n - n_test} frames left after holding out "
                          f"{n_test} for testing", field="sizes", fix=f"use sizes ≤ {n - n_test} or more data")
     hypers = hypers or SOAPHypers()
     ridge = ridge or RidgeSettings()
@@ -1213,9 +1213,9 @@ def learning_curve(
     pool, test = train_test_split(n, n - n_test, n_test=n_test, seed=seed)
     rng = np.random.default_rng(seed)
     names = ["r2_diag", "r2_offdiag", "rmse_diag_A3", "rmse_offdiag_A3"]
-    metrics = {k: np.zeros((len(sizes), repeats)) for k in names}
-    done, total = 0, len(sizes) * repeats
-    for i, size in enumerate(sizes):
+    metrics = {k: np.zeros((len(grid), repeats)) for k in names}
+    done, total = 0, len(grid) * repeats
+    for i, size in enumerate(grid):
         for r in range(repeats):
             train = np.sort(rng.choice(pool, size=size, replace=False))
             model = AlphaModel._fit_features(
@@ -1231,4 +1231,4 @@ def learning_curve(
             done += 1
             if progress is not None:
                 progress(done, total)
-    return LearningCurve(sizes=sizes, metrics=metrics, n_test=n_test)
+    return LearningCurve(sizes=grid, metrics=metrics, n_test=n_test)

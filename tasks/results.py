@@ -268,7 +268,7 @@ def _long_columns(obj: Any, table: str) -> dict[str, Any]:
     ):
         return dict(mapping)
     blocks: list[tuple[str, int, dict[str, Any]]] = []
-    names: list[str] = ["species"]
+    names = ["species"]
     for species, sub in mapping.items():
         sub = {k: v for k, v in _as_mapping(sub, f"{table}.{species}").items() if k != "species"}
         lengths = {int(np.size(v)) for v in sub.values() if np.ndim(v) > 0}
@@ -281,7 +281,7 @@ def _long_columns(obj: Any, table: str) -> dict[str, Any]:
     for species, n, sub in blocks:
         cols["species"] += [species] * n
         for k in names[1:]:
-            v = sub.get(k)
+            v: Any = sub.get(k)
             cols[k] += list(np.ravel(v)) if np.ndim(v) > 0 else [v] * n
     return cols
 

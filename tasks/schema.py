@@ -44,7 +44,7 @@ import numbers
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def setting(
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -101,7 +101,7 @@ def default(cls: type, name: str) -> Any:
     """
     f = {f.name: f for f in _fields(cls)}[name]
     if f.default_factory is not _MISSING:
-        return f.default_factory()
+        return cast(Any, f.default_factory)()
     return f.default
 
 
@@ -248,7 +248,7 @@ def check(obj: Any) -> None:
 
     Raises :class:`InputError` whose ``field`` is the field name.
     """
-    hints = _hints(type(obj))
+    hints = _hints(cast(Any, type(obj)))
     for f in _fields(type(obj)):
         value = getattr(obj, f.name)
         new = _coerce(value, hints.get(f.name, Any), f.name)

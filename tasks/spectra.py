@@ -589,8 +589,8 @@ def _extxyz_dt_fs(path: Path) -> float | None:
     import ase.io
 
     frames = ase.io.read(path, index="0:2", format="extxyz")
-    times = [a.info.get("time_fs") for a in frames]
-    if len(times) == 2 and None not in times:
+    times = [a.info.get("time_fs") for a in (frames if isinstance(frames, list) else [frames])]
+    if len(times) == 2 and times[0] is not None and times[1] is not None:
         return _stated_dt(float(times[1]) - float(times[0]), path)
     return None
 
@@ -662,7 +662,8 @@ def write_alpha(path: str | os.PathLike[str], alpha_A3: Any, *, dt_fs: float | N
     elif suffix == ".npz":
         arr = validate_alpha(arr, file=path)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, alpha_A3=arr, **({"dt_fs": np.float64(dt_fs)} if dt_fs is not None else {}))
+            extra: dict[str, Any] = {"dt_fs": np.float64(dt_fs)} if dt_fs is not None else {}
+            np.savez(fh, alpha_A3=arr, **extra)
     else:
         raise InputError(f"unknown α output format {path.suffix!r}", file=path, field="path",
                          fix="use .txt, .npy or .npz")

@@ -550,8 +550,8 @@ def analyze_transport(
 
     out: dict[str, dict] = {k: {} for k in (
         "n", "q", "D", "Derr", "sig", "sigerr", "beta", "a2pk", "a2t", "v0", "msd", "a2", "slope", "vdos")}
-    freq_cm1 = None
-    kinisi_text = None
+    freq_cm1: np.ndarray | None = None
+    kinisi_text: str | None = None
     for s in species:  # a handful of species; all work inside is vectorised
         idx = np.flatnonzero(symbols == s)
         p = pos[:, idx]
@@ -578,7 +578,8 @@ def analyze_transport(
         low = freq_cm1 <= max(vdos0_max_cm1, freq_cm1[1] if len(freq_cm1) > 1 else 0.0)
         q = charges_all.get(s)
         sigma = None if q is None or not np.isfinite(volume) else nernst_einstein_S_cm(D, len(idx), volume, q, temperature_k)
-        sigma_err = None if sigma is None else nernst_einstein_S_cm(Derr, len(idx), volume, q, temperature_k)
+        sigma_err = None if sigma is None or q is None else nernst_einstein_S_cm(Derr, len(idx), volume, q,
+                                                                               temperature_k)
         finite = np.isfinite(a2)
         k_pk = int(np.nanargmax(np.where(finite, a2, -np.inf))) if finite.any() else 0
         for key, val in (("n", len(idx)), ("q", q), ("D", D), ("Derr", Derr), ("sig", sigma), ("sigerr", sigma_err),
@@ -586,8 +587,9 @@ def analyze_transport(
                          ("v0", float(g[low].mean())), ("msd", msd_lags), ("a2", a2), ("slope", slope), ("vdos", g)):
             out[key][s] = val
 
+    assert freq_cm1 is not None  # there is at least one species
     if method == "kinisi":
-        d_method = kinisi_text
+        d_method = str(kinisi_text)
         end_fs = duration_fs
     else:
         d_method = f"OLS fit of FFT MSD; standard error from {n_blocks} blocks"

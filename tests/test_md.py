@@ -152,7 +152,7 @@ def test_sigkilled_cli_run_resumes_without_gap_or_duplicate(tmp_path):
     write(poscar, cu(2), format="vasp")
     steps, every = 1500, 10
     args = [str(poscar), "--temperature-k", "500", "--dt-fs", "2", "--steps", str(steps), "--write-every", str(every),
-            "--checkpoint-every", "50", "--calculator", EMT_SPEC, "--seed", "3", "--quiet", "--out", str(tmp_path / "run")]
+            "--checkpoint-every", "50", "--calculator", EMT_SPEC, "--seed", "3", "--quiet", "--out-dir", str(tmp_path / "run")]
     out = tmp_path / "run"
     proc = _md_cli(args)
     ckpt = out / "md.ckpt.npz"
@@ -266,8 +266,10 @@ def cu_poscar(tmp_path) -> Path:
 
 
 BAD = {
-    "temperature": (["--temperature-k", "0"], "temperature_k"),
-    "negative dt": (["--dt-fs", "-1"], "time step must be positive"),
+    # science-layer errors name the field; the CLI shows the flag
+    "temperature": (["--temperature-k", "0"], "--temperature-k: must be > 0 K, got 0"),
+    "negative dt": (["--dt-fs", "-1"], "--dt-fs: must be > 0 fs, got -1"),
+    "unknown ensemble": (["--ensemble", "nve"], "--ensemble: 'nve' is not one of nvt-nhc, langevin, npt"),
     "overlap": (["--structure", "overlap"], "below 0.5 Å"),
     "unreadable": (["--structure", "garbage"], "unreadable structure file"),
     "element not covered": (["--structure", "es", "--calculator", "chgnet"], "does not cover Es"),
@@ -299,8 +301,8 @@ def test_bad_input_one_line_exit_2_nothing_complete(case, tmp_path, cu_poscar, c
         elif kind == "na3ps4":
             structure = "Na3PS4"
     opts = {"--temperature-k": "300", "--dt-fs": "2", "--steps": "3", "--calculator": EMT_SPEC}
-    argv = ["md", structure, "--out", str(tmp_path / "out"), "--quiet", "--n-atoms", "16"] if structure == "Na3PS4" \
-        else ["md", structure, "--out", str(tmp_path / "out"), "--quiet"]
+    argv = ["md", structure, "--out-dir", str(tmp_path / "out"), "--quiet", "--n-atoms", "16"] if structure == "Na3PS4" \
+        else ["md", structure, "--out-dir", str(tmp_path / "out"), "--quiet"]
     i = 0
     while i < len(extra):
         opts[extra[i]] = extra[i + 1]
@@ -329,7 +331,7 @@ def test_cli_md_every_builder_every_bundled_mlff(name, calculator, tmp_path, cap
 
     try:
         main(["md", name, "--temperature-k", "300", "--dt-fs", "2", "--steps", "2", "--calculator", calculator,
-              "--threads", "2", "--quiet", "--out", str(tmp_path)])
+              "--num-threads", "2", "--quiet", "--out-dir", str(tmp_path)])
     except SystemExit as exc:
         code, err = exc.code, capsys.readouterr().err
     assert code in (None, 0), err

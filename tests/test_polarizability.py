@@ -277,7 +277,7 @@ def test_cli_fit_predict_and_errors(dataset_file, dataset, tmp_path) -> None:
 
     model_path = tmp_path / "agi.mts"
     res = _cli("fit", str(dataset_file), "--n-train", "48", "--seed", "1", "--out", str(model_path),
-               "--n-committee", "4", "--max-radial", "4", "--max-angular", "3")
+               "--committee", "4", "--max-radial", "4", "--max-angular", "3")
     assert res.returncode == 0, res.stderr
     assert "test R² diagonal" in res.stdout
     side = json.loads((tmp_path / "agi.json").read_text())
@@ -287,9 +287,14 @@ def test_cli_fit_predict_and_errors(dataset_file, dataset, tmp_path) -> None:
     traj = tmp_path / "md.extxyz"
     ase.io.write(traj, dataset[0][:40], format="extxyz")  # 20 frames at stride 2
     res = _cli("predict", str(model_path), str(traj), "--stride", "2", "--out", str(tmp_path / "alpha.txt"),
-               "--committee-out", str(tmp_path / "committee.npy"), "--chunk", "3")
+               "--committee-out", str(tmp_path / "committee.npy"), "--chunk-frames", "3", "--dt-fs", "5")
     assert res.returncode == 0, res.stderr
     alpha = read_alpha(tmp_path / "alpha.txt")
+    # the α file states its spacing: stored frames 5 fs apart, every 2nd of them
+    from ramanscreen.tasks.spectra import read_alpha_series
+
+    assert read_alpha_series(tmp_path / "alpha.txt").dt_fs == 10.0
+    assert json.loads((tmp_path / "committee.json").read_text())["dt_fs"] == 10.0
     expected = AlphaModel.load(model_path).predict(ase.io.read(traj, index="::2"))  # extxyz rounds positions
     np.testing.assert_allclose(alpha, expected, rtol=1e-10)
     assert np.load(tmp_path / "committee.npy").shape == (4, 20, 3, 3)

@@ -33,6 +33,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from ase import Atoms
@@ -90,7 +91,7 @@ def read_outcar(path: str | os.PathLike[str]) -> tuple[Atoms, np.ndarray]:
     text = _open_text(path)
     eps = parse_outcar_epsilon(text, file=path)
     try:
-        atoms = ase.io.read(path, format="vasp-out", index=-1)  # ASE gunzips *.gz itself
+        atoms = cast(Atoms, ase.io.read(path, format="vasp-out", index=-1))  # ASE gunzips *.gz itself
     except Exception as exc:  # noqa: BLE001 - ASE raises many types on malformed files
         raise InputError(
             f"cannot read the structure ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
