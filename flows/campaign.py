@@ -86,9 +86,9 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
     board = progress.board()
     if board is not None:
         board.flow_run_id = str(get_run_context().flow_run.id)
-        for m in campaign.materials:
-            board.add(m.name, md_state=material_workdir(campaign, m) / "md" / "md.state.json",
-                      total_ps=m.md.total_steps * m.md.dt_fs / 1000.0)
+        for m in campaign.materials:  # every material shows from the start, queued
+            progress.track(m.name, md_state=material_workdir(campaign, m) / "md" / "md.state.json",
+                           total_ps=m.md.total_steps * m.md.dt_fs / 1000.0)
 
     runner = get_run_context().task_runner
     if hasattr(runner, "client"):

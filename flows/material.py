@@ -28,7 +28,7 @@ from prefect.logging import get_run_logger
 
 from ramanscreen.flows.cluster import on_pool
 from ramanscreen.flows.config import Campaign, Material
-from ramanscreen.flows.progress import report
+from ramanscreen.flows.progress import report, track
 from ramanscreen.flows.stages import artifact_key, configure_caching, write_task
 
 
@@ -102,6 +102,7 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     md = material.md
     logger.info("%s: run %s in %s", name, run_id, wd)
 
+    track(name, md_state=wd / "md" / "md.state.json", total_ps=md.total_steps * md.dt_fs / 1000.0)
     report(name, "structure")
     with on_pool("md"):
         structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md.seed, str(wd))

@@ -73,8 +73,13 @@ class ProgressBoard:
         self.log_path: Path | None = None
 
     def add(self, material: str, *, md_state: Path | None = None, total_ps: float | None = None) -> None:
+        """A row for ``material`` (kept if it exists; ``md_state``/``total_ps`` fill it in)."""
         with self._lock:
-            self._rows.setdefault(material, MaterialProgress(material, md_state=md_state, total_ps=total_ps))
+            row = self._rows.setdefault(material, MaterialProgress(material))
+            if md_state is not None:
+                row.md_state = md_state
+            if total_ps is not None:
+                row.total_ps = total_ps
 
     def stage(self, material: str, stage: str, detail: str = "") -> None:
         """Material ``material`` entered ``stage`` (one of :data:`STAGES`)."""
@@ -129,3 +134,10 @@ def report(material: str, stage: str, detail: str = "") -> None:
     b = _BOARD
     if b is not None:
         b.stage(material, stage, detail)
+
+
+def track(material: str, *, md_state: Path, total_ps: float) -> None:
+    """Tell the current board, if any, where ``material``'s MD reports its progress."""
+    b = _BOARD
+    if b is not None:
+        b.add(material, md_state=md_state, total_ps=total_ps)
