@@ -401,3 +401,34 @@ def validate_campaign(path: str | os.PathLike[str]) -> list[Campaign]:
     if "quick" in data:
         out.append(parse_campaign(data, file=Path(path), quick=True))
     return out
+
+
+def settings_reference_markdown() -> str:
+    """The key reference of docs/campaign.md, generated from the settings dataclasses (the test
+    suite checks the page holds exactly this, so the documentation follows the code)."""
+    from ramanscreen.tasks.polarizability import SOAPHypers
+    from ramanscreen.tasks.schema import describe
+
+    def shown(v: Any) -> str:
+        if isinstance(v, tuple):
+            return "[" + ", ".join(f"{x:g}" for x in v) + "]"
+        if isinstance(v, float):
+            return f"{v:g}"
+        if v is None:
+            return "none"
+        if isinstance(v, dict):
+            return "{}"
+        if dataclasses.is_dataclass(v):
+            return "(table below)"
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    sections = [("mlff", MLFFSettings), ("md", MDSettings), ("reference", ReferenceSettings),
+                ("model", ModelSettings), ("model.hypers", SOAPHypers), ("prediction", PredictionSettings),
+                ("spectrum", SpectrumSettings), ("transport", TransportSettings), ("ranking", Thresholds)]
+    out = []
+    for name, cls in sections:
+        out += [f"**[{name}]** — `{cls.__module__}.{cls.__name__}`", "", "| key | default | unit | meaning |",
+                "|---|---|---|---|"]
+        out += [f"| `{d['key']}` | {shown(d['default'])} | {d['unit'] or ''} | {d['doc']} |" for d in describe(cls)]
+        out.append("")
+    return "\n".join(out)

@@ -85,3 +85,22 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path) -> None:
         os.umask(mask)
     for name in ("a.txt", "b.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_cli_doc_covers_every_command() -> None:
+    """docs/cli.md, the written-down vocabulary, has a row for every command."""
+    from pathlib import Path
+
+    import typer
+
+    from ramanscreen.flows import cli
+
+    cli._load_commands()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    rows = re.findall(r"(?m)^\| `([a-z][a-z-]*(?: [a-z-]+)?)[ `]", page)
+    group = typer.main.get_command(cli.app)
+    names = set()
+    for name, cmd in group.commands.items():
+        sub = getattr(cmd, "commands", None)
+        names |= {f"{name} {s}" for s in sub} if sub else {name}
+    assert names <= set(rows), sorted(names - set(rows))

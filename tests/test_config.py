@@ -279,3 +279,12 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert "materials[0].temperature_k" in lines[0] and str(path) in lines[0]
     assert not (tmp_path / "out").exists()  # no partial results
+
+
+def test_campaign_doc_lists_every_key_with_its_default() -> None:
+    """docs/campaign.md's key reference is generated from the settings dataclasses: a changed
+    default, bound or doc string shows up as a failing test until the page is regenerated."""
+    from ramanscreen.flows.config import settings_reference_markdown
+
+    page = (REPO / "docs" / "campaign.md").read_text()
+    assert settings_reference_markdown() in page, "regenerate the key reference of docs/campaign.md"
