@@ -69,6 +69,7 @@ def screen(
     try:
         with logs, watching(board), live:
             run = run_campaign(campaign, quick=quick, keep_ui=keep_ui, on_server=announce)
+        out.line()
     except BaseException:
         if board.log_path is not None:
             err.print(f"library logs of this run: {board.log_path}")
