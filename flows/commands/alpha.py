@@ -153,7 +153,7 @@ def predict(
     out_path: Path = typer.Option(..., "--out", "-o", help="α series: .txt (6 columns xx yy zz xy yz zx, Å³, with a "
                                   "'# dt_fs' header), .npy (n,3,3) + .json sidecar, or .npz."),
     committee_out: Path | None = typer.Option(None, "--committee-out", help="Also write the committee's α series (m,n,3,3) as .npy, for the spectrum band."),
-    chunk_frames: int = typer.Option(64, "--chunk-frames", help="Frames per chunk (memory bound)."),
+    chunk_frames: int = _opt("PredictionSettings", "chunk_frames", "--chunk-frames"),
     input_format: str | None = typer.Option(None, "--input-format", help="ASE format name if the file name does not tell."),
 ) -> None:
     """Predict α for every ``stride``-th frame of a trajectory, streamed in chunks.
