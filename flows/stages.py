@@ -149,8 +149,6 @@ class _ArtifactProgress:
 
     def __call__(self, step: int, total: int, ps_per_day: float) -> None:
         now = time.monotonic()
-        if self.id is None:
-            return
         if step < total and now - self.last < self.every_s:
             return
         self.last = now
