@@ -101,10 +101,23 @@ def library_logs_to_file(path: Path) -> Iterator[Path]:
     os.dup2(fh.fileno(), 2)
     root = logging.getLogger()
     old_level = root.level
+    # Python logging that reaches the root goes to the file through a handler of its own (the
+    # root's stderr handlers are set aside meanwhile: they would write the same lines again);
+    # loggers with their own stderr handlers (Prefect's, distributed's) follow fd 2 there.
+    on_stderr = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                 and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)]
+    for h in on_stderr:
+        root.removeHandler(h)
+    handler = logging.StreamHandler(fh)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
     root.setLevel(logging.INFO)  # the file may hold what the terminal should not
     try:
         yield path
     finally:
+        root.removeHandler(handler)
+        for h in on_stderr:
+            root.addHandler(h)
         root.setLevel(old_level)
         sys.stderr.flush()
         os.dup2(saved, 2)

@@ -381,3 +381,35 @@ def test_duckdb_shell_reads_the_same_views(paper_root) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["material,mobile_species", "AgI,Ag", "Na3PS4,Na", "Na3SbS4-W,Na", "Na3SbS4,Na"]
+
+
+def test_cli_query_formats_for_scripts(paper_root, tmp_path) -> None:
+    """query --format csv|json to stdout, and --out FILE for csv/json/parquet: the same rows."""
+    import json
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    sql = "SELECT material, D_cm2_s, cp_fraction FROM screening WHERE campaign = 'quick' ORDER BY material"
+    expect = [tuple(r) for r in connect(paper_root).execute(sql).fetchall()]
+    as_json = cli("query", sql, "-r", str(paper_root), "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert [(r["material"], r["D_cm2_s"], r["cp_fraction"]) for r in rows] == expect
+    as_csv = cli("query", sql, "-r", str(paper_root), "--format", "csv")
+    assert as_csv.returncode == 0 and as_csv.stdout.splitlines()[0] == '"material","D_cm2_s","cp_fraction"'
+    for suffix in ("csv", "json", "parquet"):
+        target = tmp_path / f"out.{suffix}"
+        res = cli("query", sql, "-r", str(paper_root), "--out", str(target))  # the suffix picks the format
+        assert res.returncode == 0, res.stderr
+        if suffix == "parquet":
+            got = pq.read_table(target).to_pylist()
+        elif suffix == "csv":
+            got = pacsv.read_csv(target).to_pylist()
+        else:
+            got = json.loads(target.read_text())
+        assert [(r["material"], r["D_cm2_s"], r["cp_fraction"]) for r in got] == expect, suffix
+    bad = cli("query", sql, "-r", str(paper_root), "--format", "parquet")
+    assert bad.returncode == 2 and "--out" in bad.stderr and bad.stderr.count("\n") == 1
+    bad = cli("query", sql, "-r", str(paper_root), "--format", "xml")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --format: unknown format"), bad.stderr
