@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         na, oka = evals_to_goal(res["active"], args.goal, args.budget)
         nr, okr = evals_to_goal(res["random"], args.goal, args.budget)
         rows.append((seed, na, oka, nr, okr, res["active"][-1][1], res["random"][-1][1]))
+        print(f"seed {seed}: active {na}{'' if oka else '+'}, random {nr}{'' if okr else '+'} evaluations "
+              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     print(f"synthetic oracle (Arrhenius, composition optimum); goal: held-out RMSE ≤ {args.goal} log10(S/cm); "
           f"budget {args.budget}, batch {args.batch}")
     print(f"{'seed':>4} {'active evals':>13} {'random evals':>13} {'ratio r/a':>10} {'final RMSE a':>13} {'final RMSE r':>13}")

@@ -72,12 +72,12 @@ class Spectrum:
 def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
     if fmt is not None:
         if fmt not in FORMATS:
-            raise InputError(f"unknown format {fmt!r}", file=path, field="--format", fix=f"use one of {', '.join(FORMATS)}")
+            raise InputError(f"unknown format {fmt!r}", file=path, field="--input-format", fix=f"use one of {', '.join(FORMATS)}")
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix not in _SUFFIX:
-        raise InputError(f"cannot tell the format from the suffix {suffix!r}", file=path, field="--format",
-                         fix=f"pass --format ({', '.join(FORMATS)})")
+        raise InputError(f"cannot tell the format from the suffix {suffix!r}", file=path, field="--input-format",
+                         fix=f"pass --input-format ({', '.join(FORMATS)})")
     return _SUFFIX[suffix]
 
 

@@ -795,31 +795,45 @@ def _minor(v: str) -> str:
     return ".".join(v.split(".")[:2])
 
 
-MODEL_FILE = "model.joblib"
-INFO_FILE = "model.json"
+MODEL_SUFFIX = ".joblib"
 
 
-def save_model(model: SurrogateModel, out_dir: str | os.PathLike[str], report: FitReport | None = None) -> Path:
-    """Write ``model.joblib`` (the sklearn pipeline) and ``model.json`` (features, target, CV
-    metrics, versions, the joblib's SHA-256) into ``out_dir``; with ``report`` also
-    ``cv_predictions.csv``, ``trials.csv`` and ``parity.png``. ``model.json`` is written last: a
-    crash before it leaves the previous model (or none) loadable, never a mismatched pair."""
+def model_paths(path: str | os.PathLike[str]) -> dict[str, Path]:
+    """``MODEL.joblib`` and the files named after it: ``MODEL.json`` (metadata), ``MODEL.cv.csv``
+    (out-of-fold predictions), ``MODEL.trials.csv`` (optimisation history), ``MODEL.parity.png``.
+
+    >>> sorted(model_paths("m.joblib"))
+    ['cv', 'info', 'model', 'parity', 'trials']
+    """
+    p = Path(path)
+    if p.suffix == ".json":
+        p = p.with_suffix(MODEL_SUFFIX)
+    if p.suffix != MODEL_SUFFIX:
+        raise InputError(f"model path must end in {MODEL_SUFFIX}, got {p.name!r}", field="--out",
+                         fix="use e.g. --out sigma_gp.joblib (MODEL.json and the report are written beside it)")
+    stem = p.with_suffix("")
+    return {"model": p, "info": Path(f"{stem}.json"), "cv": Path(f"{stem}.cv.csv"),
+            "trials": Path(f"{stem}.trials.csv"), "parity": Path(f"{stem}.parity.png")}
+
+
+def save_model(model: SurrogateModel, path: str | os.PathLike[str], report: FitReport | None = None) -> Path:
+    """Write ``MODEL.joblib`` (the sklearn pipeline) and ``MODEL.json`` (features, target, CV
+    metrics, versions, the joblib's SHA-256); with ``report`` also ``MODEL.cv.csv``,
+    ``MODEL.trials.csv`` and ``MODEL.parity.png``. ``MODEL.json`` is written last: a crash before
+    it leaves the previous model (or none) loadable, never a mismatched pair."""
     import joblib
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file; the model is a directory", file=out, fix="pass a directory name for --out")
-    out.mkdir(parents=True, exist_ok=True)
+    paths = model_paths(path)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     payload = {"pipeline": model.pipeline, "stamp": stamp}
-    with atomic_path(out / MODEL_FILE) as tmp:
+    with atomic_path(paths["model"]) as tmp:
         joblib.dump(payload, tmp)
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
     if report is not None:
-        write_table(report.table, out / "cv_predictions.csv")
+        write_table(report.table, paths["cv"])
         keys = sorted({k for h in report.history for k in h})
-        write_table({k: [h.get(k) for h in report.history] for k in keys}, out / "trials.csv")
-        plot_parity(report, model, out / "parity.png")
+        write_table({k: [h.get(k) for h in report.history] for k in keys}, paths["trials"])
+        plot_parity(report, model, paths["parity"])
     info = {
         "format_version": MODEL_FORMAT_VERSION,
         "kind": "ramanscreen.surrogate.gp",
@@ -829,7 +843,7 @@ def save_model(model: SurrogateModel, out_dir: str | os.PathLike[str], report: F
         "features": model.features,
         "feature_definitions": {
             "frac_<El>": "atomic fraction of the element",
-            "<stat>_<property>": f"stat in {STATISTICS} of {ELEMENT_PROPERTIES} over the elements, fraction-weighted",
+            "<stat>_<property>": f"stat in {STATISTICS} of {list(ELEMENT_PROPERTIES)} over the elements, fraction-weighted",
             "inv_temperature_1000_k": "1000 / T in 1/K",
             "pressure_gpa": "pressure in GPa",
         },
@@ -838,46 +852,46 @@ def save_model(model: SurrogateModel, out_dir: str | os.PathLike[str], report: F
         "versions": _versions(),
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "joblib_sha256": digest,
-        "provenance": "values are whatever the training table holds; label them (experiment, MLFF-MD, DFT)",
+        "provenance": "GP surrogate; its training values are whatever the table holds (experiment, MLFF-MD, DFT)",
     }
-    with atomic_write(out / INFO_FILE, "w") as fh:
+    with atomic_write(paths["info"], "w") as fh:
         json.dump(info, fh, indent=2, default=float)
         fh.write("\n")
-    return out
+    return paths["model"]
 
 
 def load_model(path: str | os.PathLike[str]) -> SurrogateModel:
-    """Load a model directory written by :func:`save_model`.
+    """Load ``MODEL.joblib`` written by :func:`save_model` (``MODEL.json`` may be given instead).
 
     Refuses (one line) a model of another format version or made with another scikit-learn
     minor version (pickled estimators are not portable across those), and a joblib file that
-    does not match its ``model.json``.
+    does not match its ``MODEL.json``.
     """
     import joblib
 
-    d = Path(path)
-    info_path = d / INFO_FILE
+    paths = model_paths(path)
+    info_path = paths["info"]
     if not info_path.is_file():
-        raise InputError(f"no {INFO_FILE} here; not a surrogate model", file=d,
-                         fix="pass the directory `ramanscreen surrogate fit --out` wrote")
+        raise InputError(f"no {info_path.name} beside it; not a surrogate model", file=paths["model"],
+                         fix="pass the MODEL.joblib that `ramanscreen surrogate fit --out` wrote")
     try:
         info = json.loads(info_path.read_text())
     except json.JSONDecodeError as exc:
-        raise InputError(f"damaged {INFO_FILE}: {exc}", file=d, fix="refit the model") from None
+        raise InputError(f"damaged metadata: {exc}", file=info_path, fix="refit the model") from None
     fmt = info.get("format_version")
     if fmt != MODEL_FORMAT_VERSION:
-        raise InputError(f"model format version {fmt}, this ramanscreen reads {MODEL_FORMAT_VERSION}", file=d,
+        raise InputError(f"model format version {fmt}, this ramanscreen reads {MODEL_FORMAT_VERSION}", file=info_path,
                          fix="refit the model with this ramanscreen")
     made = info.get("versions", {}).get("scikit-learn", "?")
     have = _versions()["scikit-learn"]
     if _minor(made) != _minor(have):
-        raise InputError(f"model made with scikit-learn {made}, this environment has {have}", file=d,
+        raise InputError(f"model made with scikit-learn {made}, this environment has {have}", file=info_path,
                          fix="refit the model here, or install the scikit-learn it was made with")
-    blob = (d / MODEL_FILE).read_bytes() if (d / MODEL_FILE).is_file() else b""
+    blob = paths["model"].read_bytes() if paths["model"].is_file() else b""
     if hashlib.sha256(blob).hexdigest() != info.get("joblib_sha256"):
-        raise InputError(f"{MODEL_FILE} does not match {INFO_FILE} (incomplete or foreign write)", file=d,
+        raise InputError(f"does not match {info_path.name} (incomplete or foreign write)", file=paths["model"],
                          fix="refit the model")
-    payload = joblib.load(d / MODEL_FILE)
+    payload = joblib.load(paths["model"])
     choice = KernelChoice(**info["kernel_choice"])
     keep = {k: v for k, v in info.items() if k not in ("kernel_choice",)}
     return SurrogateModel(payload["pipeline"], info["target"], info["transform"], list(info["elements"]),
@@ -952,6 +966,7 @@ __all__ = [
     "feature_names",
     "fit_surrogate",
     "load_model",
+    "model_paths",
     "optimise_kernel",
     "oxidation_states",
     "parse_target",

@@ -3,7 +3,6 @@ on a spectrum the project computes, the regression, and the CLI."""
 
 from __future__ import annotations
 
-import doctest
 import json
 import subprocess
 import sys
@@ -18,11 +17,6 @@ from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "ramanscreen.flows", *args], capture_output=True, text=True)
-
-
-def test_doctests():
-    res = doctest.testmod(pk, optionflags=doctest.ELLIPSIS)
-    assert res.attempted > 0 and res.failed == 0
 
 
 @pytest.mark.parametrize("profile", pk.PROFILES)

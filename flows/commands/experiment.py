@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ramanscreen.flows.cli import app
-from ramanscreen.tasks.common import atomic_write, write_table
+from ramanscreen.tasks.common import InputError, atomic_write, write_table
 from ramanscreen.tasks.experiment import COMPARE_BASELINE, COMPARE_GRID_CM1, COMPARE_RANGE_CM1, MATCH_TOLERANCE_CM1
 
 experiment_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 app.add_typer(experiment_app, name="experiment", help="Experimental Raman spectra: import (text, JCAMP-DX, SPC, WDF) and compare.")
 out = Console(highlight=False, soft_wrap=True)
-_FMT = typer.Option(None, "--format", help="text | parquet | jcamp | spc | wdf, if the suffix does not tell.")
+_FMT = typer.Option(None, "--input-format", help="text | parquet | jcamp | spc | wdf, if the suffix does not tell.")
 
 
 @experiment_app.command("import")
@@ -46,7 +46,7 @@ def import_(
 def compare(
     experimental: Path = typer.Argument(..., help="Experimental spectrum (any format `experiment import` reads)."),
     computed: Path = typer.Argument(..., help="Computed spectrum (the project's spectrum CSV/Parquet, or any readable format)."),
-    out_prefix: Path = typer.Option(Path("comparison"), "--out", "-o", help="Writes PREFIX.png (overlay), PREFIX.peaks.csv (matches), PREFIX.json (score)."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Peak-matching table FILE.csv (or .parquet); beside it FILE.png (overlay) and FILE.json (score, settings)."),
     range_cm1: tuple[float, float] = typer.Option(COMPARE_RANGE_CM1, "--range-cm1", help="Range of the comparison, cm⁻¹."),
     grid_cm1: float = typer.Option(COMPARE_GRID_CM1, "--grid-cm1", help="Step of the common grid, cm⁻¹."),
     baseline: str = typer.Option(COMPARE_BASELINE, "--baseline", help="Baseline removed from the experimental spectrum: none | poly | asls | arpls."),
@@ -61,13 +61,16 @@ def compare(
     comp = read_spectrum(computed)
     cmp = compare_spectra(exp, comp, range_cm1=range_cm1, grid_step_cm1=grid_cm1, baseline=baseline,
                           computed_baseline=computed_baseline, tolerance_cm1=tolerance_cm1)
-    png = plot_comparison(cmp, f"{out_prefix}.png", labels=(experimental.name, computed.name))
-    write_table(cmp.matches, f"{out_prefix}.peaks.csv")
+    if out_file.suffix not in (".csv", ".parquet"):
+        raise InputError(f"unknown table format {out_file.suffix!r}", field="--out", fix="use e.g. --out comparison.csv")
+    stem = out_file.with_suffix("")
+    png = plot_comparison(cmp, f"{stem}.png", labels=(experimental.name, computed.name))
+    write_table(cmp.matches, out_file)
     summary = {"experimental": str(experimental), "computed": str(computed), "pearson_r": cmp.pearson_r,
                "range_cm1": list(cmp.range_cm1), "grid_step_cm1": cmp.grid_step_cm1, "n_points": cmp.n_points,
                "n_matched": int(sum(cmp.matches["matched"])), "mean_abs_shift_cm1": cmp.mean_abs_shift_cm1,
                **cmp.settings}
-    with atomic_write(f"{out_prefix}.json", "w") as fh:
+    with atomic_write(f"{stem}.json", "w") as fh:
         json.dump(summary, fh, indent=2)
         fh.write("\n")
     t = Table(title=f"Pearson r = {cmp.pearson_r:.3f} over {cmp.range_cm1[0]:g}–{cmp.range_cm1[1]:g} cm⁻¹ "
@@ -78,4 +81,4 @@ def compare(
                        cmp.matches["shift_cm1"], strict=True):
         t.add_row(f"{e:.1f}", f"{c:.1f}", f"{d:+.1f}")
     out.print(t)
-    out.print(f"wrote {png}, {out_prefix}.peaks.csv, {out_prefix}.json", markup=False)
+    out.print(f"wrote {out_file}, {png}, {stem}.json", markup=False)

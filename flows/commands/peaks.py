@@ -49,7 +49,7 @@ _PROM = typer.Option(_D.prominence, "--prominence", help="Detection threshold: p
 _DIST = typer.Option(_D.min_distance_cm1, "--min-distance-cm1", help="Smallest distance between detected peaks (cm⁻¹).")
 _MAXP = typer.Option(_D.max_peaks, "--max-peaks", help="Keep at most this many (the most prominent) peaks.")
 _RANGE = typer.Option(None, "--range-cm1", help="Fit only LO HI cm⁻¹, e.g. --range-cm1 100 1000.")
-_FMT = typer.Option(None, "--format", help="Spectrum format if the suffix does not tell: text | parquet | jcamp | spc | wdf.")
+_FMT = typer.Option(None, "--input-format", help="Spectrum format if the suffix does not tell: text | parquet | jcamp | spc | wdf.")
 
 
 @peaks_app.command("fit")
