@@ -45,6 +45,10 @@ COMMAND_MODULES: list[str] = [
     "alpha",
     "spectra",
     "campaign",
+    "surrogate",
+    "elastic",
+    "peaks",
+    "experiment",
 ]
 
 _DEBUG_ENV = "RAMANSCREEN_DEBUG"
