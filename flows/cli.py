@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "transport",
     "analytics",
     "md",
+    "mlff",
     "alpha",
     "spectra",
     "campaign",
