@@ -155,7 +155,7 @@ def test_nvt_run_is_the_projects_trajectory_format(emt_fit, tmp_path):
 def test_npt_holds_the_pressure_and_compresses(emt_fit, tmp_path):
     vols, press = {}, {}
     for p_gpa in (0.0, 8.0):
-        s = LammpsMDSettings(temperature_k=300, dt_fs=2.0, steps=3000, equil_steps=1500, ensemble="npt",
+        s = LammpsMDSettings(temperature_k=300, dt_fs=2.0, steps=2000, equil_steps=1000, ensemble="npt",
                              pressure_gpa=p_gpa, write_every=20, checkpoint_every=500, pdamp_fs=400.0)
         m = run_lammps_md(cuau(), emt_fit.potential, s, tmp_path / f"p{p_gpa:g}").metadata
         vols[p_gpa], press[p_gpa] = m["volume_mean_A3"], m["pressure_mean_gpa"]

@@ -489,6 +489,8 @@ def run_lammps_md(
     dt_fs = settings.dt_fs
     label = pot.method
     ms_per_step = 1e3 * md_seconds / max(total - steps_at_start, 1)
+    session_wall = time.perf_counter() - t_start
+    wall_ms_per_step = 1e3 * session_wall / max(total - steps_at_start, 1)
     meta = {
         "schema": SCHEMA, "traj": paths.traj.name, "fingerprint": fingerprint,
         "material": atoms.info.get("material"), "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms),
@@ -512,7 +514,8 @@ def run_lammps_md(
         "pressure_mean_gpa": acc["p_sum"] / acc["pv_n"] if acc["pv_n"] else None,
         "volume_mean_A3": acc["v_sum"] / acc["pv_n"] if acc["pv_n"] else None,
         "wall_time_s": wall, "calc_time_s": None, "overhead_fraction": None, "calc_calls_per_step": 1.0,
-        "ms_per_step": ms_per_step,
+        "ms_per_step": ms_per_step, "wall_ms_per_step": wall_ms_per_step,
+        "overhead_fraction_python": (session_wall - md_seconds) / md_seconds if md_seconds > 0 else None,
         "ps_per_day": total * dt_fs * 1e-3 / (wall / 86400.0) if wall > 0 else None,
         "n_resumes": int(acc["n_resumes"]), "num_threads": 1, "chunk_steps": settings.chunk_steps,
         "extrapolation": refiner.summary(acc["extrapolation"]) if refiner is not None else None,
