@@ -62,7 +62,7 @@ ProgressCallback = Callable[[int, int, float], None]
 
 ENSEMBLES = ("nvt-nhc", "npt")
 SCHEMA = "ramanscreen.md/1"
-#: Dump columns (LAMMPS frame, metal units).
+#: Dump columns (LAMMPS frame, metal units), written as a binary dump.
 _COLUMNS = "id type xu yu zu vx vy vz c_pea"
 
 
@@ -146,7 +146,7 @@ class _Paths:
 
     def __getattr__(self, item: str) -> Path:
         suffix = {"traj": ".traj", "part": ".traj.part", "meta": ".json", "ckpt": ".ckpt.json",
-                  "state": ".state.json", "log": ".lammps.log", "chunk": ".chunk.dump"}.get(item)
+                  "state": ".state.json", "log": ".lammps.log", "chunk": ".chunk.bin"}.get(item)
         if suffix is None:
             raise AttributeError(item)
         return self.workdir / f"{self.name}{suffix}"
@@ -181,18 +181,54 @@ class _Chunk:
 
 
 def _read_dump(path: Path, n_atoms: int) -> _Chunk:
-    """Frames of a ``dump custom`` text file with :data:`_COLUMNS`, atoms sorted by id."""
-    lines = path.read_text().splitlines()
-    per = 9 + n_atoms
-    if len(lines) % per:
-        raise InputError(f"dump holds {len(lines)} lines, not a whole number of {n_atoms}-atom frames", file=path,
-                         fix="pass --restart to start over")
-    block = np.array(lines, dtype=object).reshape(-1, per)
-    steps = block[:, 1].astype(np.int64)
-    bounds = np.array(" ".join(block[:, 5:8].ravel()).split(), float).reshape(-1, 3, 3)
-    xlo_b, xhi_b, xy = bounds[:, 0, 0], bounds[:, 0, 1], bounds[:, 0, 2]
-    ylo_b, yhi_b, xz = bounds[:, 1, 0], bounds[:, 1, 1], bounds[:, 1, 2]
-    zlo, zhi, yz = bounds[:, 2, 0], bounds[:, 2, 1], bounds[:, 2, 2]
+    """Frames of a binary ``dump custom`` file (``*.bin``) with :data:`_COLUMNS`, atoms sorted by id.
+
+    The layout (LAMMPS ``DUMPCUSTOM`` revision 2, as ``tools/binary2txt`` reads it): per frame
+    the timestep, atom count, triclinic flag, boundary flags, box bounds and tilts, the row width,
+    unit/time/column strings, then the rows in chunks.
+    """
+    import struct
+
+    buf = path.read_bytes()
+    off, n_cols = 0, len(_COLUMNS.split())
+    steps, bounds, rows = [], [], []
+    try:
+        while off < len(buf):
+            (ts,) = struct.unpack_from("<q", buf, off)
+            off += 8
+            if ts < 0:  # magic string, endian flag, revision, then the real timestep
+                off += -ts + 8
+                (ts,) = struct.unpack_from("<q", buf, off)
+                off += 8
+            natoms, triclinic = struct.unpack_from("<qi", buf, off)
+            off += 12 + 24
+            if natoms != n_atoms or triclinic != 1:
+                raise ValueError(f"frame of {natoms} atoms (triclinic {triclinic})")
+            bounds.append(np.frombuffer(buf, "<f8", 9, off))
+            off += 72
+            (size_one,) = struct.unpack_from("<i", buf, off)
+            if size_one != n_cols:
+                raise ValueError(f"{size_one} columns")
+            off += 4
+            (n,) = struct.unpack_from("<i", buf, off)  # unit style
+            off += 4 + n
+            (flag,) = struct.unpack_from("<b", buf, off)  # time present
+            off += 1 + (8 if flag else 0)
+            (n,) = struct.unpack_from("<i", buf, off)  # column names
+            off += 4 + n
+            (nchunk,) = struct.unpack_from("<i", buf, off)
+            off += 4
+            parts = []
+            for _ in range(nchunk):
+                (n,) = struct.unpack_from("<i", buf, off)
+                parts.append(np.frombuffer(buf, "<f8", n, off + 4))
+                off += 4 + 8 * n
+            steps.append(ts)
+            rows.append(np.concatenate(parts).reshape(n_atoms, n_cols))
+    except (struct.error, ValueError) as exc:
+        raise InputError(f"unreadable LAMMPS dump ({exc})", file=path, fix="pass --restart to start over") from None
+    b = np.array(bounds).reshape(-1, 9)
+    xlo_b, xhi_b, ylo_b, yhi_b, zlo, zhi, xy, xz, yz = b.T
     zero = np.zeros_like(xy)
     xlo = xlo_b - np.minimum.reduce([zero, xy, xz, xy + xz])
     xhi = xhi_b - np.maximum.reduce([zero, xy, xz, xy + xz])
@@ -201,11 +237,11 @@ def _read_dump(path: Path, n_atoms: int) -> _Chunk:
     cells = np.zeros((len(steps), 3, 3))
     cells[:, 0, 0], cells[:, 1, 1], cells[:, 2, 2] = xhi - xlo, yhi - ylo, zhi - zlo
     cells[:, 1, 0], cells[:, 2, 0], cells[:, 2, 1] = xy, xz, yz
-    data = np.array(" ".join(block[:, 9:].ravel()).split(), float).reshape(len(steps), n_atoms, 9)
+    data = np.array(rows).reshape(len(steps), n_atoms, n_cols)
     order = np.argsort(data[:, :, 0], axis=1, kind="stable")
     data = np.take_along_axis(data, order[:, :, None], axis=1)
-    return _Chunk(steps=steps, cells=cells, positions=data[:, :, 2:5], velocities=data[:, :, 5:8],
-                  epot=data[:, :, 8].sum(axis=1))
+    return _Chunk(steps=np.array(steps, dtype=np.int64), cells=cells, positions=data[:, :, 2:5],
+                  velocities=data[:, :, 5:8], epot=data[:, :, 8].sum(axis=1))
 
 
 def _temperature_k(masses_amu: np.ndarray, v_A_ps: np.ndarray) -> np.ndarray:
@@ -385,6 +421,8 @@ def run_lammps_md(
     from ase.io.trajectory import Trajectory as AseTrajectory
 
     total, equil, every = settings.total_steps, settings.equil_steps, settings.write_every
+    # pressure and volume are sampled about every 10 steps (a virial on every step costs time)
+    p_every = every * max(1, round(10 / every))
     t_start = time.perf_counter()
     steps_at_start = step
     last_md_step = ckpt.get("last_md_step") if ckpt else None
@@ -401,8 +439,8 @@ def run_lammps_md(
             n = min(settings.chunk_steps, (equil if in_equil else total) - step)
             if not in_equil:
                 lmp.commands_list([f'dump d all custom {every} "{paths.chunk}" {_COLUMNS}',
-                                   "dump_modify d sort id format float %.17g",
-                                   f"fix pav all ave/time {every} 1 {every} c_thermo_press v_vol ave running"])
+                                   "dump_modify d sort id flush no",
+                                   f"fix pav all ave/time {p_every} 1 {p_every} c_thermo_press v_vol ave running"])
             t0 = time.perf_counter()
             try:
                 lmp.command(f"run {n}")
@@ -444,9 +482,10 @@ def run_lammps_md(
                 p_bar, vol = (float(lmp.extract_fix("pav", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR, i))
                               for i in (0, 1))
                 lmp.command("unfix pav")
-                acc["p_sum"] += n * p_bar / GPA_TO_BAR
-                acc["v_sum"] += n * vol
-                acc["pv_n"] += n
+                if n >= p_every:  # the chunk held at least one sample
+                    acc["p_sum"] += n * p_bar / GPA_TO_BAR
+                    acc["v_sum"] += n * vol
+                    acc["pv_n"] += n
                 writer.backend.fd.flush()
                 os.fsync(writer.backend.fd.fileno())
             # on-the-fly extrapolation check (and refit) between chunks
