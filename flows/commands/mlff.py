@@ -12,6 +12,7 @@ from rich.table import Table
 from ramanscreen.flows.cli import app
 from ramanscreen.flows.commands.md import _parse_kwargs
 from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.mlff.snap import SnapSettings
 
 mlff_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 app.add_typer(mlff_app, name="mlff",
@@ -53,9 +54,9 @@ def fit(
     sample_every: int = typer.Option(5, "--sample-every", help="Label every k-th teacher MD step."),
     n_rattled: int = typer.Option(12, "--n-rattled", help="Extra rattled frames."),
     n_strained: int = typer.Option(12, "--n-strained", help="Extra strained frames."),
-    twojmax: int = typer.Option(6, "--twojmax", help="SNAP band limit 2J (6 fast, 8 more accurate)."),
+    twojmax: int = typer.Option(SnapSettings.twojmax, "--twojmax", help="SNAP band limit 2J (4, 6 or 8)."),
     quadratic: bool = typer.Option(False, "--quadratic/--linear", help="Quadratic or linear SNAP."),
-    cutoff_a: float = typer.Option(5.0, "--cutoff-a", help="SNAP neighbour cutoff (Å)."),
+    cutoff_a: float = typer.Option(SnapSettings.cutoff_A, "--cutoff-a", help="SNAP neighbour cutoff (Å)."),
     n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size for a builder name."),
     seed: int = typer.Option(0, "--seed", help="Seed for MD velocities, rattling, straining, committee."),
     threads: int | None = typer.Option(None, "--threads", help="Teacher torch threads."),
@@ -65,7 +66,6 @@ def fit(
     from ramanscreen.tasks.md import RichProgress
     from ramanscreen.tasks.mlff.data import FILE_TEACHER, TrainingSettings
     from ramanscreen.tasks.mlff.distil import DistilSettings, distil
-    from ramanscreen.tasks.mlff.snap import SnapSettings
     from ramanscreen.tasks.structures import load_structure
 
     ts = TrainingSettings(teacher=FILE_TEACHER if training else teacher, teacher_kwargs=_parse_kwargs(teacher_kw),
