@@ -252,10 +252,16 @@ def test_validation_rows_and_table(emt_fit, tmp_path):
 def test_user_labelled_extxyz_as_training(emt_fit, tmp_path):
     frames = [*emt_fit.data.train, *emt_fit.data.holdout]
     write(tmp_path / "dft.xyz", frames)
-    res = distil(None, DistilSettings(training=TrainingSettings(teacher="file", temperature_k=800), snap=FAST_SNAP,
+    six = SnapSettings(twojmax=6, cutoff_A=4.5, committee_size=3)
+    res = distil(None, DistilSettings(training=TrainingSettings(teacher="file", temperature_k=800), snap=six,
                                       training_file=str(tmp_path / "dft.xyz")), tmp_path / "fit")
     assert res.potential.info["teacher"]["name"] == "file" and res.potential.method.startswith("snap-distilled-from-file")
     assert res.potential.info["holdout_errors"]["force_rmse_eV_A"] < FORCE_RMSE_LIMIT_EV_A
+    # model selection: twojmax 4 first, kept only if it meets 90 % of the limit
+    tried = res.potential.info["model_selection"]["tried"]
+    assert tried[0]["twojmax"] == 4
+    four_ok = tried[0]["holdout_force_rmse_eV_A"] <= 0.9 * FORCE_RMSE_LIMIT_EV_A
+    assert res.potential.settings.twojmax == (4 if four_ok else 6) and len(tried) == (1 if four_ok else 2)
     write(tmp_path / "bare.xyz", [cuau()])
     with pytest.raises(InputError, match="no energy or forces"):
         distil(None, DistilSettings(training=TrainingSettings(teacher="file"), training_file=str(tmp_path / "bare.xyz")),
