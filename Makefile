@@ -39,7 +39,8 @@ $(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/ramanscreen screen deployments/campaigns/default.toml
 
-# The test suite: lint (ruff), then pytest. Tests that need a system
+# The test suite: lint (ruff over the project, mypy over tasks/), then pytest (doctests of every
+# module included: tests/test_doctests.py). Tests that need a system
 # package (CP2K data, QE, Chromium, SLURM, podman) skip here with a one-line reason; .ci/run
 # installs those packages and runs them by name with --fail-on-skip.
 test: $(VENV)/.installed lint
@@ -47,6 +48,7 @@ test: $(VENV)/.installed lint
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Slow real-code tests (CP2K, QE, SLURM, deployments, browser, containers), run by name in CI.
 test-slow: $(VENV)/.installed

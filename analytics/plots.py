@@ -1,7 +1,7 @@
 """Ranking plots: central peak vs D (log axis), and a Fig. 3-style stacked spectra overlay.
 
-Both write PNGs atomically (temporary name, then rename) and use the Agg backend, so they
-run headless.
+Both write PNGs atomically (temporary name, then rename) from a ``matplotlib.figure.Figure``
+with its own Agg canvas, so they run headless and never touch pyplot or the caller's backend.
 
 >>> import tempfile, pathlib
 >>> rows = [{"material": "AgI", "temperature_k": 500.0, "D_cm2_s": 2.8e-5, "D_err_cm2_s": 3e-6,
@@ -24,18 +24,9 @@ import duckdb
 import numpy as np
 
 from ramanscreen.analytics.ranking import HOPPING, LIQUID, NONCONDUCTING, UNKNOWN, RankSummary, Thresholds
-from ramanscreen.tasks.common import save_figure
+from ramanscreen.tasks.common import new_figure, save_figure
 
 CLASS_COLORS = {LIQUID: "tab:red", HOPPING: "tab:orange", NONCONDUCTING: "tab:blue", UNKNOWN: "tab:gray"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -43,12 +34,24 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['material']} {t:.0f} K" if t is not None else str(r["material"])
 
 
+def _windows_text(rows: list[dict[str, Any]], *, full: bool = True) -> str:
+    """The central-peak window(s) of the ranked runs, e.g. ``20–60 of 20–1000 cm⁻¹``."""
+    wins = sorted({(r.get("cp_lo_cm1"), r.get("cp_hi_cm1"), r.get("cp_top_cm1")) for r in rows
+                   if r.get("cp_hi_cm1") is not None})
+    if not wins:
+        return "windows not recorded"
+    if len(wins) > 1:
+        return "each run's own window"
+    lo, hi, top = wins[0]
+    return f"{lo:g}–{hi:g} of {lo:g}–{top:g} cm⁻¹" if full else f"{lo:g}–{hi:g} cm⁻¹"
+
+
 def scatter_cp_vs_d(
     rows: list[dict[str, Any]],
     path: str | os.PathLike[str],
     *,
     summary: RankSummary | None = None,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds | None = None,
 ) -> Path:
     """Scatter of the central-peak metric against the mobile species' D on a log axis.
 
@@ -56,11 +59,12 @@ def scatter_cp_vs_d(
     ``cp_fraction`` as vertical bars when known. D ≤ 0 (or below the plotted floor) is drawn
     at the floor as a left-pointing triangle, an upper bound. Threshold lines are dashed.
     """
-    plt = _pyplot()
+    thresholds = thresholds or (rows[0].get("thresholds") if rows else None) or Thresholds()
     pts = [r for r in rows if r.get("metric_value") is not None and r.get("D_cm2_s") is not None]
     positive = [r["D_cm2_s"] for r in pts if r["D_cm2_s"] > 0]
     floor = min([*positive, thresholds.d_hopping_cm2_s]) / 10
-    fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
+    fig = new_figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.subplots()
     seen: set[str] = set()
     for r in pts:
         d, y = r["D_cm2_s"], r["metric_value"]
@@ -91,9 +95,8 @@ def scatter_cp_vs_d(
     ax.axhline(thresholds.cp_threshold, ls=":", lw=0.8, color="0.5")
     metric = pts[0]["metric"] if pts else "cp_fraction"
     ax.set_xlabel("D of the mobile species (cm²/s)")
-    ax.set_ylabel(
-        "central-peak fraction (5–50 of 5–1000 cm⁻¹)" if metric == "cp_fraction" else f"central-peak metric: {metric}"
-    )
+    ax.set_ylabel(f"central-peak fraction ({_windows_text(pts)})" if metric == "cp_fraction"
+                  else f"central-peak metric: {metric}")
     title = "Raman central peak vs diffusivity"
     if summary is not None:
         title += "\n" + summary.line(metric)
@@ -110,23 +113,23 @@ def spectra_overlay(
     rows: list[dict[str, Any]],
     path: str | os.PathLike[str],
     *,
-    low_max_cm1: float = 150.0,
-    window_cm1: tuple[float, float] = (5.0, 50.0),
+    low_max_cm1: float | None = None,
 ) -> Path:
     """Stacked Raman spectra of the ranked runs, in the style of the paper's Fig. 3.
 
-    Left: the full range; right: 0–``low_max_cm1`` cm⁻¹ magnified (each spectrum rescaled to
-    its own maximum in that region, the factor against the left panel printed as ×k: ×1 means
-    the strongest feature is at low frequency), with the central-peak window shaded. Spectra are
-    normalised to their maximum above the first window edge (the ω → 0 bin is excluded),
-    offset vertically in ranking order, the committee band shaded where stored.
+    Left: the full range; right: 0–``low_max_cm1`` cm⁻¹ magnified (default: 150 cm⁻¹, or 1.5 ×
+    the widest central-peak window), each spectrum rescaled to its own maximum in that region,
+    the factor against the left panel printed as ×k: ×1 means the strongest feature is at low
+    frequency, with each run's own central-peak window (``cp_lo_cm1``–``cp_hi_cm1`` of the
+    ranking rows) shaded behind its trace. Spectra are normalised to their maximum above the
+    window start (the ω → 0 bin is excluded), offset vertically in ranking order, the committee
+    band shaded where stored.
     """
-    plt = _pyplot()
-    fig, (ax_full, ax_low) = plt.subplots(
-        1, 2, figsize=(9.0, 1.6 + 1.3 * max(len(rows), 1)), gridspec_kw={"width_ratios": [2.2, 1]},
-        constrained_layout=True,
-    )
-    lo = window_cm1[0]
+    his = [r["cp_hi_cm1"] for r in rows if r.get("cp_hi_cm1") is not None]
+    if low_max_cm1 is None:
+        low_max_cm1 = max([150.0, *(1.5 * h for h in his)])
+    fig = new_figure(figsize=(9.0, 1.6 + 1.3 * max(len(rows), 1)), layout="constrained")
+    ax_full, ax_low = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
     plotted = 0
     for i, r in enumerate(rows):
         data = con.execute(
@@ -143,6 +146,9 @@ def spectra_overlay(
             band = (np.asarray(data["band_low"], dtype=float), np.asarray(data["band_high"], dtype=float))
         offset = len(rows) - 1 - i  # the top-ranked run on top
         color = CLASS_COLORS.get(r.get("conduction"), "k")
+        lo = r.get("cp_lo_cm1") or float(f[1] if f.size > 1 else f[0])
+        if r.get("cp_hi_cm1") is not None:
+            ax_low.fill_between([lo, r["cp_hi_cm1"]], offset - 0.05, offset + 0.95, color="0.88", lw=0, zorder=0)
         keep = f >= lo
         scales = []
         plotted += 1
@@ -163,11 +169,10 @@ def spectra_overlay(
     if not plotted:
         ax_full.text(0.5, 0.5, "no stored spectra", transform=ax_full.transAxes, ha="center")
         ax_full.set_xlim(0, 1000)
-    ax_low.axvspan(window_cm1[0], window_cm1[1], color="0.85", zorder=0)
     ax_full.set_xlabel("Raman shift (cm⁻¹)")
     ax_low.set_xlabel("Raman shift (cm⁻¹)")
     ax_full.set_ylabel("intensity (normalised, offset)")
-    ax_low.set_title(f"low frequency, magnified (shaded: {window_cm1[0]:g}–{window_cm1[1]:g} cm⁻¹)", fontsize=9)
+    ax_low.set_title(f"low frequency, magnified (shaded: {_windows_text(rows, full=False)})", fontsize=9)
     ax_full.set_title("Raman spectra (band: ML committee)", fontsize=9)
     ax_low.set_xlim(0, low_max_cm1)
     for ax in (ax_full, ax_low):

@@ -7,11 +7,14 @@ defaults of :class:`Thresholds`:
 * ``hopping``         1e-7 ≤ D < 5e-6   (W-doped Na₃SbS₄: ~1 hop / 5 ps per cell ≈ 1e-6)
 * ``non-conducting``  D < 1e-7   (Na₃SbS₄ 300 K ≈ 0)
 
-and, separately, ``central_peak = cp_fraction ≥ 0.25``, where ``cp_fraction`` is the share of
-the Raman intensity in 5–1000 cm⁻¹ lying in 5–50 cm⁻¹ (``central_peak`` view). The paper's claim
-is that the two agree: ``consistent`` is true when (class is liquid-like) == central_peak.
-All thresholds are heuristics for ranking, not fitted to the results; change them with
-:class:`Thresholds` (or ``ramanscreen rank --d-liquid/--d-hopping/--cp-threshold``).
+and, separately, ``central_peak = metric ≥ cp_threshold`` (default: ``cp_fraction ≥ 0.25``),
+where ``cp_fraction`` is the share of the Raman intensity of the run's window
+[omega_min_cm1, host end] lying below omega_c_cm1 (``central_peak`` view; the windows are the
+campaign's ``[spectrum]``, recorded with the run). The paper's claim is that the two agree:
+``consistent`` is true when (class is liquid-like) == central_peak. All thresholds are
+heuristics for ranking, not fitted to the results. A run records the metric and thresholds its
+campaign set (``[ranking]``); :func:`ranking` uses those unless given others
+(``ramanscreen rank --metric/--d-liquid-cm2-s/--d-hopping-cm2-s/--cp-threshold``).
 
 >>> Thresholds().classify(2.8e-5), Thresholds().classify(1e-6), Thresholds().classify(0.0)
 ('liquid-like', 'hopping', 'non-conducting')
@@ -27,6 +30,7 @@ from typing import Any
 import duckdb
 
 from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.schema import check, setting
 
 #: Up to this many runs the Spearman p-value is exact (all n! permutations).
 EXACT_P_MAX_N = 8
@@ -38,21 +42,36 @@ LIQUID, HOPPING, NONCONDUCTING, UNKNOWN = "liquid-like", "hopping", "non-conduct
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
-    """Classification thresholds (see the module docstring)."""
+    """The ranking's metric and classification thresholds (the campaign's ``[ranking]``; see the
+    module docstring). Every run records the ones it was screened with (``materials`` table),
+    and :func:`ranking` uses those unless told otherwise.
 
+    >>> Thresholds(d_liquid_cm2_s=1e-7, d_hopping_cm2_s=1e-6)
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: d_hopping_cm2_s: must be below d_liquid_cm2_s (1e-07), got 1e-06 (fix: e.g. 1e-7 below 5e-6)
+    """
+
+    #: What the ranking orders by and ``cp_threshold`` applies to.
+    metric: str = setting("cp_fraction", doc="central-peak metric: cp_fraction (share of the intensity of the run's "
+                          "own [omega_min, host end] window below omega_c, from the stored spectrum) or a "
+                          "descriptors column")
     #: D of the mobile species at or above which conduction is called liquid-like, cm²/s.
-    d_liquid_cm2_s: float = 5e-6
+    d_liquid_cm2_s: float = setting(5e-6, doc="D at or above which conduction is liquid-like", unit="cm²/s", gt=0)
     #: D at or above which (and below ``d_liquid_cm2_s``) it is called hopping, cm²/s.
-    d_hopping_cm2_s: float = 1e-7
+    d_hopping_cm2_s: float = setting(1e-7, doc="D at or above which (below d_liquid_cm2_s) conduction is hopping; "
+                                     "below it, non-conducting", unit="cm²/s", gt=0)
     #: Central-peak metric at or above which a run is said to show a central peak.
-    cp_threshold: float = 0.25
+    cp_threshold: float = setting(0.25, doc="metric value at or above which a run shows a central peak", ge=0)
 
     def __post_init__(self) -> None:
-        if not (0 < self.d_hopping_cm2_s < self.d_liquid_cm2_s):
-            raise InputError(
-                f"need 0 < d_hopping ({self.d_hopping_cm2_s:g}) < d_liquid ({self.d_liquid_cm2_s:g})",
-                field="thresholds", fix="e.g. --d-hopping 1e-7 --d-liquid 5e-6",
-            )
+        check(self)
+        if not _IDENT.match(self.metric):
+            raise InputError(f"{self.metric!r} is not a column name", field="metric",
+                             fix="use cp_fraction or a central-peak descriptor such as fraction_below_omega_c")
+        if not self.d_hopping_cm2_s < self.d_liquid_cm2_s:
+            raise InputError(f"must be below d_liquid_cm2_s ({self.d_liquid_cm2_s:g}), got {self.d_hopping_cm2_s:g}",
+                             field="d_hopping_cm2_s", fix="e.g. 1e-7 below 5e-6")
 
     def classify(self, d_cm2_s: float | None) -> str:
         """Conduction class from the mobile species' D (``unknown`` when D is missing)."""
@@ -64,8 +83,9 @@ class Thresholds:
             return HOPPING
         return NONCONDUCTING
 
-    def describe(self, metric: str = "cp_fraction") -> str:
+    def describe(self, metric: str | None = None) -> str:
         """One line stating the thresholds, for tables and plot captions."""
+        metric = metric or self.metric
         return (
             f"liquid-like: D ≥ {self.d_liquid_cm2_s:.0e} cm²/s; hopping: {self.d_hopping_cm2_s:.0e} ≤ D < "
             f"{self.d_liquid_cm2_s:.0e}; non-conducting: D < {self.d_hopping_cm2_s:.0e}; "
@@ -90,30 +110,56 @@ def _metric_sql(con: duckdb.DuckDBPyConnection, metric: str) -> tuple[str, str]:
     raise InputError(f"unknown ranking metric {metric!r}", field="metric", fix=f"use one of {', '.join(options)}")
 
 
+def _recorded_metric(con: duckdb.DuckDBPyConnection, campaign: str | None) -> str:
+    """The metric the selected runs were screened with (their ``rank_metric``), or the default."""
+    where = "WHERE campaign = $1" if campaign is not None else ""
+    found = [r[0] for r in con.execute(f"SELECT DISTINCT rank_metric FROM materials {where} ORDER BY 1",
+                                       [campaign] if campaign is not None else []).fetchall() if r[0] is not None]
+    if len(found) > 1:
+        raise InputError(f"the runs were screened with different ranking metrics ({', '.join(found)})",
+                         field="metric", fix="choose one metric, or rank one campaign at a time")
+    return found[0] if found else Thresholds.metric
+
+
+def _run_thresholds(row: dict[str, Any], metric: str) -> Thresholds:
+    """The thresholds a run recorded (the defaults for what it did not record)."""
+    default = Thresholds()
+    return Thresholds(
+        metric=metric,
+        d_liquid_cm2_s=row.get("d_liquid_cm2_s") or default.d_liquid_cm2_s,
+        d_hopping_cm2_s=row.get("d_hopping_cm2_s") or default.d_hopping_cm2_s,
+        cp_threshold=default.cp_threshold if row.get("cp_threshold") is None else row["cp_threshold"],
+    )
+
+
 def ranking(
     con: duckdb.DuckDBPyConnection,
     campaign: str | None = None,
     *,
-    metric: str = "cp_fraction",
-    thresholds: Thresholds = Thresholds(),
+    metric: str | None = None,
+    thresholds: Thresholds | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per committed run, ordered by the central-peak ``metric`` (highest first).
 
-    ``metric`` is ``cp_fraction`` (from the stored spectrum, ``central_peak`` view) or the
-    name of any column of the ``descriptors`` table (e.g. a ``central_peak_descriptors``
-    output). Keys of each row: ``rank, campaign, material, run_id, formula, temperature_k,
-    mobile_species, D_cm2_s, D_err_cm2_s, sigma_S_cm, metric, metric_value, cp_fraction,
-    cp_fraction_band_low, cp_fraction_band_high, r2_diag, r2_offdiag, n_train, conduction,
-    central_peak, consistent``. Runs without a spectrum or transport rank last, class
-    ``unknown``.
+    ``metric`` is ``cp_fraction`` (from the stored spectrum, ``central_peak`` view, each run's
+    own windows) or the name of any column of the ``descriptors`` table (e.g. a
+    ``central_peak_descriptors`` output); default: ``thresholds.metric`` when thresholds are
+    given, else the metric the runs recorded. ``thresholds`` classify every run; default: the
+    thresholds each run recorded. Keys of each row: ``rank, campaign, material, run_id, formula,
+    temperature_k, mobile_species, D_cm2_s, D_err_cm2_s, sigma_S_cm, metric, metric_value,
+    cp_fraction, cp_fraction_band_low, cp_fraction_band_high, cp_lo_cm1, cp_hi_cm1, cp_top_cm1,
+    r2_diag, r2_offdiag, n_train, conduction, central_peak, consistent, thresholds`` (the
+    :class:`Thresholds` used). Runs without a spectrum or transport rank last, class ``unknown``.
     """
+    if metric is None:
+        metric = thresholds.metric if thresholds is not None else _recorded_metric(con, campaign)
     join, expr = _metric_sql(con, metric)
     where = "WHERE s.campaign = $1" if campaign is not None else ""
     sql = f"""
         SELECT s.campaign, s.material, s.run_id, s.formula, s.temperature_k, s.mobile_species,
                s.D_cm2_s, s.D_err_cm2_s, s.sigma_S_cm, {expr} AS metric_value, s.cp_fraction,
-               s.cp_fraction_band_low, s.cp_fraction_band_high,
-               s.r2_diag, s.r2_offdiag, s.n_train
+               s.cp_fraction_band_low, s.cp_fraction_band_high, s.cp_lo_cm1, s.cp_hi_cm1, s.cp_top_cm1,
+               s.r2_diag, s.r2_offdiag, s.n_train, s.d_liquid_cm2_s, s.d_hopping_cm2_s, s.cp_threshold
         FROM screening s {join} {where}
         ORDER BY metric_value DESC NULLS LAST, s.D_cm2_s DESC NULLS LAST, s.campaign, s.material, s.run_id
     """
@@ -132,12 +178,20 @@ def ranking(
     out = []
     for i, r in enumerate(rows, start=1):
         value = r.pop("metric_value")
-        cls = thresholds.classify(r["D_cm2_s"])
-        peak = None if value is None else bool(value >= thresholds.cp_threshold)
+        recorded = {k: r.pop(k) for k in ("d_liquid_cm2_s", "d_hopping_cm2_s", "cp_threshold")}
+        used = dataclasses.replace(thresholds, metric=metric) if thresholds is not None else \
+            _run_thresholds(recorded, metric)
+        cls = used.classify(r["D_cm2_s"])
+        peak = None if value is None else bool(value >= used.cp_threshold)
         consistent = None if (peak is None or cls == UNKNOWN) else (cls == LIQUID) == peak
         out.append({"rank": i, **r, "metric": metric, "metric_value": value,
-                    "conduction": cls, "central_peak": peak, "consistent": consistent})
+                    "conduction": cls, "central_peak": peak, "consistent": consistent, "thresholds": used})
     return out
+
+
+def common_thresholds(rows: list[dict[str, Any]]) -> Thresholds:
+    """The thresholds of a ranking (those of its first run; :class:`Thresholds` if it is empty)."""
+    return rows[0]["thresholds"] if rows else Thresholds()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from ramanscreen.analytics.db import connect
 from ramanscreen.analytics.plots import scatter_cp_vs_d, spectra_overlay
-from ramanscreen.analytics.ranking import RankSummary, Thresholds, ranking, summarize
+from ramanscreen.analytics.ranking import RankSummary, Thresholds, common_thresholds, ranking, summarize
 from ramanscreen.tasks.common import atomic_write
 
 #: Columns of the CSV and Markdown ranking, in order: (key, header).
@@ -65,10 +65,21 @@ def ranking_markdown(rows: list[dict[str, Any]], summary: RankSummary, threshold
     return "\n".join([head, sep, *body, "", summary.line(metric), "", thresholds.describe(metric), ""])
 
 
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A ranking row without the Thresholds object (its fields become columns)."""
+    out = {k: v for k, v in row.items() if k != "thresholds"}
+    thr = row.get("thresholds")
+    if thr is not None:
+        out.update({"d_liquid_cm2_s": thr.d_liquid_cm2_s, "d_hopping_cm2_s": thr.d_hopping_cm2_s,
+                    "cp_threshold": thr.cp_threshold})
+    return out
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     import csv
     import io
 
+    rows = [_plain(r) for r in rows]
     keys = list(rows[0]) if rows else [k for k, _ in REPORT_COLUMNS]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
@@ -83,10 +94,13 @@ def write_report(
     campaign: str | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     *,
-    metric: str = "cp_fraction",
-    thresholds: Thresholds = Thresholds(),
+    metric: str | None = None,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Path]:
     """Rank ``campaign`` (all campaigns if None) and write the report files into ``out_dir``.
+
+    ``metric`` and ``thresholds`` default to those the runs recorded (see
+    :func:`ramanscreen.analytics.ranking.ranking`).
 
     ``out_dir`` defaults to ``<results_root>/reports/<campaign or "all">``. Returns the paths
     under the keys ``ranking_csv, ranking_md, summary_json, scatter_png, spectra_png``. Every
@@ -96,6 +110,7 @@ def write_report(
     try:
         rows = ranking(con, campaign, metric=metric, thresholds=thresholds)
         summary = summarize(rows)
+        used = common_thresholds(rows)
         out = Path(out_dir) if out_dir is not None else Path(results_root) / "reports" / (campaign or "all")
         out.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -108,18 +123,17 @@ def write_report(
         with atomic_write(paths["ranking_csv"], "w") as fh:
             fh.write(_csv(rows))
         with atomic_write(paths["ranking_md"], "w") as fh:
-            fh.write(ranking_markdown(rows, summary, thresholds))
+            fh.write(ranking_markdown(rows, summary, used))
         with atomic_write(paths["summary_json"], "w") as fh:
             json.dump({
-                "campaign": campaign, "metric": metric, "n_runs": len(rows),
+                "campaign": campaign, "metric": used.metric, "n_runs": len(rows),
                 "spearman_rho": summary.spearman_rho, "spearman_p": summary.spearman_p,
                 "spearman_n": summary.n, "spearman_note": summary.note,
-                "thresholds": {"d_liquid_cm2_s": thresholds.d_liquid_cm2_s,
-                               "d_hopping_cm2_s": thresholds.d_hopping_cm2_s,
-                               "cp_threshold": thresholds.cp_threshold},
-                "ranking": [{k: v for k, v in r.items()} for r in rows],
+                "thresholds": {"d_liquid_cm2_s": used.d_liquid_cm2_s, "d_hopping_cm2_s": used.d_hopping_cm2_s,
+                               "cp_threshold": used.cp_threshold},
+                "ranking": [_plain(r) for r in rows],
             }, fh, indent=2, default=str)
-        scatter_cp_vs_d(rows, paths["scatter_png"], summary=summary, thresholds=thresholds)
+        scatter_cp_vs_d(rows, paths["scatter_png"], summary=summary, thresholds=used)
         spectra_overlay(con, rows, paths["spectra_png"])
     finally:
         con.close()

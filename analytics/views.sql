@@ -1,4 +1,4 @@
--- ramanscreen results views (schema version 1). The one place the views are defined:
+-- ramanscreen results views (schema version 2). The one place the views are defined:
 -- `ramanscreen.analytics.db.connect()` runs this file, and so can the duckdb shell:
 --
 --   duckdb -cmd "SET VARIABLE results_root = 'results'" -cmd ".read analytics/views.sql"
@@ -20,6 +20,15 @@ SELECT * FROM read_parquet(
     getvariable('results_root') || '/materials/campaign=*/material=*/run_id=*/run.parquet',
     hive_partitioning = true, union_by_name = true,
     hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
+-- Columns added in schema version 2 (a root holding only version-1 runs has none of them: NULL).
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS omega_min_cm1 DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS omega_c_cm1 DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS host_low_cm1 DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS host_high_cm1 DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS rank_metric VARCHAR;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS d_liquid_cm2_s DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS d_hopping_cm2_s DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS cp_threshold DOUBLE;
 
 -- The committed data files of one table, as a list for read_parquet.
 CREATE OR REPLACE MACRO committed_files(tbl) AS (
@@ -63,7 +72,8 @@ SELECT * FROM read_parquet(getvariable('vdos_files'),
     hive_partitioning = true, union_by_name = true,
     hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
 
--- Central-peak fraction: the share of the Raman intensity integrated over [lo_cm1, top_cm1]
+-- Central-peak fraction over windows you choose (for ad-hoc queries; the views below use each
+-- run's own windows): the share of the Raman intensity integrated over [lo_cm1, top_cm1]
 -- that lies in [lo_cm1, hi_cm1]. lo_cm1 > 0 keeps the omega = 0 bin (where the 1/omega
 -- prefactor diverges) out of both integrals. Each bin is weighted by half the distance to its
 -- neighbours inside [lo, top] (the trapezoid rule), so the grid need not be uniform. Also
@@ -93,10 +103,37 @@ SELECT campaign, material, run_id,
 FROM binned
 GROUP BY campaign, material, run_id;
 
--- The default: 5-50 cm^-1 of 5-1000 cm^-1 (AgI's central peak sits near 20 cm^-1), the same
--- windows as ramanscreen.tasks.spectra.central_peak_descriptors' fraction_below_omega_c.
+-- Every run's own windows: the central-peak fraction of a run uses the windows its campaign set
+-- ([spectrum] omega_min_cm1, omega_c_cm1, host_window_cm1), recorded in its materials row, so
+-- cp_fraction = share of [omega_min_cm1, host_high_cm1] that lies below omega_c_cm1 -- the same
+-- windows as that run's descriptors (fraction_below_omega_c, to the edge-bin weighting). A run
+-- without recorded windows (none of the writers leave them out) gets no cp_fraction.
 CREATE OR REPLACE VIEW central_peak AS
-SELECT * FROM central_peak_window(5.0, 50.0, 1000.0);
+WITH binned AS (
+    SELECT s.campaign, s.material, s.run_id, s.freq_cm1, s.intensity, s.band_low, s.band_high,
+           m.omega_min_cm1 AS lo_cm1, m.omega_c_cm1 AS hi_cm1, m.host_high_cm1 AS top_cm1,
+           (COALESCE(lead(s.freq_cm1) OVER w, s.freq_cm1) - COALESCE(lag(s.freq_cm1) OVER w, s.freq_cm1)) / 2.0
+               AS width_cm1
+    FROM spectra s
+    JOIN materials m ON s.campaign = m.campaign AND s.material = m.material AND s.run_id = m.run_id
+    WHERE s.freq_cm1 >= m.omega_min_cm1 AND s.freq_cm1 <= m.host_high_cm1
+    WINDOW w AS (PARTITION BY s.campaign, s.material, s.run_id ORDER BY s.freq_cm1)
+)
+SELECT campaign, material, run_id,
+       any_value(lo_cm1)::DOUBLE AS cp_lo_cm1,
+       any_value(hi_cm1)::DOUBLE AS cp_hi_cm1,
+       any_value(top_cm1)::DOUBLE AS cp_top_cm1,
+       sum(intensity * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1) AS cp_integral,
+       sum(intensity * width_cm1) AS total_integral,
+       sum(intensity * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1)
+           / NULLIF(sum(intensity * width_cm1), 0) AS cp_fraction,
+       sum(band_low * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1)
+           / NULLIF(sum(band_low * width_cm1), 0) AS cp_fraction_band_low,
+       sum(band_high * width_cm1) FILTER (WHERE freq_cm1 <= hi_cm1)
+           / NULLIF(sum(band_high * width_cm1), 0) AS cp_fraction_band_high,
+       count(*) FILTER (WHERE freq_cm1 <= hi_cm1) AS cp_bins
+FROM binned
+GROUP BY campaign, material, run_id;
 
 -- The transport row of each run's mobile species: materials.mobile_species when given,
 -- otherwise the species with the largest D.
@@ -114,8 +151,10 @@ SELECT m.campaign, m.material, m.run_id, m.formula, m.temperature_k, m.n_atoms,
        t.species AS mobile_species, t.D_cm2_s, t.D_err_cm2_s, t.sigma_S_cm, t.alpha2_peak, t.vdos0,
        c.cp_fraction, c.cp_fraction_band_low, c.cp_fraction_band_high, c.cp_lo_cm1, c.cp_hi_cm1, c.cp_top_cm1,
        ml.r2_diag, ml.r2_offdiag, ml.rmse_diag_A3, ml.rmse_offdiag_A3,
-       m.mlff, m.reference_method, m.n_train, m.md_production_ps, m.code_version, m.created_at,
-       m.write_id, m.schema_version
+       m.mlff, m.reference_method, m.n_train, m.md_production_ps,
+       m.omega_min_cm1, m.omega_c_cm1, m.host_low_cm1, m.host_high_cm1,
+       m.rank_metric, m.d_liquid_cm2_s, m.d_hopping_cm2_s, m.cp_threshold,
+       m.code_version, m.created_at, m.write_id, m.schema_version
 FROM materials m
 LEFT JOIN mobile_transport t ON t.campaign = m.campaign AND t.material = m.material AND t.run_id = m.run_id
 LEFT JOIN central_peak c ON c.campaign = m.campaign AND c.material = m.material AND c.run_id = m.run_id

@@ -28,6 +28,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from prefect.logging import get_run_logger
 
+from ramanscreen.flows import progress
 from ramanscreen.flows.config import Campaign, load_campaign
 from ramanscreen.flows.stages import artifact_key, configure_caching
 
@@ -50,15 +51,15 @@ def ranking_rows(campaign: Campaign) -> list[dict[str, Any]]:
 
     con = connect(campaign.results_root)
     try:
-        return ranking(con, campaign.name, metric=campaign.ranking["metric"], thresholds=campaign.thresholds())
+        return ranking(con, campaign.name)  # the metric and thresholds each run recorded
     finally:
         con.close()
 
 
 def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = ("rank", "material", "formula", "temperature_k", "mobile_species", "D_cm2_s", "D_err_cm2_s",
-            "metric", "metric_value", "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "conduction", "central_peak",
-            "consistent", "r2_diag", "r2_offdiag", "n_train")
+            "metric", "metric_value", "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "cp_lo_cm1",
+            "cp_hi_cm1", "cp_top_cm1", "conduction", "central_peak", "consistent", "r2_diag", "r2_offdiag", "n_train")
     out = []
     for r in rows:
         row = {}
@@ -80,7 +81,14 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
                 campaign.results_root)
     stage_tasks = configure_caching(campaign.results_root)
 
-    from ramanscreen.flows.material import screen_material
+    from ramanscreen.flows.material import material_workdir, screen_material
+
+    board = progress.board()
+    if board is not None:
+        board.flow_run_id = str(get_run_context().flow_run.id)
+        for m in campaign.materials:  # every material shows from the start, queued
+            progress.track(m.name, md_state=material_workdir(campaign, m) / "md" / "md.state.json",
+                           total_ps=m.md.total_steps * m.md.dt_fs / 1000.0)
 
     runner = get_run_context().task_runner
     if hasattr(runner, "client"):
@@ -99,25 +107,26 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - rank what finished, then fail the flow
                 logger.error("%s failed: %s: %s", m.name, type(exc).__name__, exc)
                 failures.append(f"{m.name}: {type(exc).__name__}: {' '.join(str(exc).split())}")
+                progress.report(m.name, "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}")
     finally:
         # on Ctrl-C/SIGTERM do not wait for the material threads: the caller closes the cluster,
         # which ends the tasks they wait for
         pool.shutdown(wait=False, cancel_futures=True)
 
-    from ramanscreen.analytics.ranking import summarize
+    from ramanscreen.analytics.ranking import common_thresholds, summarize
     from ramanscreen.analytics.report import ranking_markdown, write_report
 
     report: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     if summaries:
         rows = ranking_rows(campaign)
-        paths = write_report(campaign.results_root, campaign.name, metric=campaign.ranking["metric"],
-                             thresholds=campaign.thresholds())
+        paths = write_report(campaign.results_root, campaign.name)
         report = {k: str(v) for k, v in paths.items()}
+        used = common_thresholds(rows)
         create_table_artifact(table=_artifact_rows(rows), key=artifact_key("ranking", campaign.name),
-                              description=f"Ranking of campaign {campaign.name} by {campaign.ranking['metric']} vs D")
+                              description=f"Ranking of campaign {campaign.name} by {used.metric} vs D")
         create_markdown_artifact(
-            markdown=f"# Ranking of {campaign.name}\n\n" + ranking_markdown(rows, summarize(rows), campaign.thresholds())
+            markdown=f"# Ranking of {campaign.name}\n\n" + ranking_markdown(rows, summarize(rows), used)
             + f"\n\nScatter: `{report.get('scatter_png')}`\n\nSpectra: `{report.get('spectra_png')}`\n",
             key=artifact_key("ranking-report", campaign.name), description="ranking, Spearman and plots")
     if failures:

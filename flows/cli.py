@@ -1,7 +1,13 @@
 """The ``ramanscreen`` command line (Typer + Rich).
 
 Every command lives in ``flows/commands/<stage>.py`` and registers itself on :data:`app`.
-Errors are one line on stderr with a non-zero exit; ``--debug`` shows the traceback.
+Errors are one line on stderr with a non-zero exit; ``--debug`` shows the traceback. The
+vocabulary (``--out``, ``--results-root``, ``--dt-fs``, ``--stride``, units in option names)
+is written down in ``docs/cli.md``.
+
+The science layer names *fields* in its errors (``dt_fs``), never flags: :func:`main` maps a
+field that is a parameter of the command being run to that parameter's option (``--dt-fs``),
+so the same error reads with the TOML key in a campaign and with the flag here.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import os
 import sys
 import warnings
+from typing import Any
 
 import click
 import typer
@@ -43,6 +50,15 @@ COMMAND_MODULES: list[str] = [
 
 _DEBUG_ENV = "RAMANSCREEN_DEBUG"
 
+# Typer >= 0.22 runs on its own copy of click (typer._click): catch both kinds.
+try:
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - an older typer on the real click
+    _typer_click = click.exceptions
+_EXIT = (click.exceptions.Exit, _typer_click.Exit) if hasattr(_typer_click, "Exit") else (click.exceptions.Exit, typer.Exit)
+_CLICK_ERROR = (click.ClickException, _typer_click.ClickException)
+_ABORT = (click.exceptions.Abort, typer.Abort)
+
 
 @app.callback()
 def _root(
@@ -62,6 +78,37 @@ def _load_commands() -> None:
         importlib.import_module(f"ramanscreen.flows.commands.{name}")
 
 
+def command_flags(command: Any, argv: list[str]) -> dict[str, str]:
+    """Parameter name → how the user writes it (``--dt-fs``, or ``ALPHA_FILE`` for an argument)
+    for the (sub)command ``argv`` runs."""
+    cmd, args = command, list(argv)
+    while hasattr(cmd, "commands"):
+        sub = next((a for a in args if not a.startswith("-")), None)
+        if sub is None or sub not in cmd.commands:
+            break
+        args = args[args.index(sub) + 1:]
+        cmd = cmd.commands[sub]
+    flags: dict[str, str] = {}
+    for param in cmd.params:
+        if param.name is None:
+            continue
+        if getattr(param, "param_type_name", "") == "option":
+            longs = [o for o in param.opts if o.startswith("--")]
+            flags[param.name] = (longs or param.opts)[0]
+        else:
+            flags[param.name] = param.name.upper()
+    return flags
+
+
+def _as_flag(exc: InputError, command: Any, argv: list[str]) -> InputError:
+    if exc.field is None:
+        return exc
+    flags = command_flags(command, argv)
+    if exc.field in flags:
+        return InputError(exc.message, file=exc.file, field=flags[exc.field], fix=exc.fix)
+    return exc
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning errors into one line + exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -72,18 +119,18 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="ramanscreen", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _CLICK_ERROR as exc:  # usage errors: click's own one-line message, exit 2
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _ABORT:
         err.print("aborted")
         sys.exit(130)
     except InputError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/] {escape(str(exc))}", markup=True)
+        err.print(f"[red]error:[/] {escape(str(_as_flag(exc, command, argv)))}", markup=True)
         sys.exit(2)
     except Exception as exc:
         if debug:

@@ -1,139 +1,120 @@
 """The campaign file: a TOML document listing what to screen and how.
 
-Every key is checked; anything wrong (unknown key, wrong type, bad value) raises
-:class:`ramanscreen.tasks.common.InputError` naming the file and the dotted field, e.g.
-``default.toml: materials[2].temperature_k: must be > 0 (fix: ...)``.
+Each section *is* its stage's settings dataclass, defined once in the stage's science module;
+the section's keys are the dataclass fields, with their defaults, units and bounds:
 
-Layout (see ``docs/campaign.md`` for every key)::
+==============  ===============================================================
+section         settings
+==============  ===============================================================
+``[mlff]``      :class:`ramanscreen.tasks.md.MLFFSettings` (calculator, options)
+``[md]``        :class:`ramanscreen.tasks.md.MDSettings` (defaults for every material)
+``[reference]`` :class:`ramanscreen.tasks.reference.ReferenceSettings`
+``[model]``     :class:`ramanscreen.tasks.polarizability.ModelSettings` (``hypers`` = ``SOAPHypers``)
+``[prediction]`` :class:`ramanscreen.tasks.polarizability.PredictionSettings`
+``[spectrum]``  :class:`ramanscreen.tasks.spectra.SpectrumSettings`
+``[transport]`` :class:`ramanscreen.tasks.transport.TransportSettings`
+``[ranking]``   :class:`ramanscreen.analytics.ranking.Thresholds`
+``[cluster]``   :class:`ramanscreen.flows.cluster.ClusterSettings`
+==============  ===============================================================
 
-    name = "default"
-    results_root = "results"          # relative to the current directory
+plus ``name``, ``description``, ``results_root`` (relative to the current directory),
+``[[materials]]`` (``name, structure, n_atoms, temperature_k`` or ``temperatures_k``,
+``mobile, label`` and any ``[md]`` key) and ``[quick]``, a partial campaign deep-merged over
+this one by ``--quick`` (``md``, ``reference``, ... tables, ``name``, and a ``materials`` table
+keyed by material name, e.g. ``[quick.materials.AgI] n_atoms = 32``).
 
-    [mlff]        calculator, options
-    [md]          defaults for every material: dt_fs, steps, equil_steps, write_every, ...
-    [reference]   backend, options, n_train (N_T), retries, retry_delay_s
-    [model]       λ-SOAP hyperparameters and committee size
-    [prediction]  chunk_frames
-    [spectrum]    sigma_cm1, band_quantiles, ...
-    [cluster]     passed to flows/cluster.py
-    [[materials]] name, structure, n_atoms, temperature_k (or temperatures_k), mobile, + any [md] key
-    [quick]       a partial campaign deep-merged over this one by ``--quick``
+Everything is checked when the file is read, before anything starts: unknown keys, types,
+bounds, and the cross-field checks that need the whole campaign (reference snapshots against
+stored frames, spectral windows against each material's α sampling, the transport fit window
+against the run). Anything wrong raises :class:`ramanscreen.tasks.common.InputError` naming the
+file, the TOML key and the fix, e.g.
+``default.toml: materials[2].temperature_k: must be > 0 K, got -5 (fix: ...)``.
 
-``[quick]`` may hold ``md``, ``reference``, ``model``, ``prediction``, ``spectrum`` and
-``cluster`` tables and a ``materials`` table keyed by material name, e.g.
-``[quick.materials.AgI] n_atoms = 32``.
+>>> c = load_campaign(Path(__file__).resolve().parents[1] / "deployments" / "campaigns" / "default.toml")
+>>> c.spectrum.omega_min_cm1, c.materials[0].md.dt_fs, c.ranking.d_liquid_cm2_s
+(20.0, 10.0, 5e-06)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ramanscreen.analytics.ranking import Thresholds
 from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.md import MDSettings, MLFFSettings
+from ramanscreen.tasks.polarizability import ModelSettings, PredictionSettings
+from ramanscreen.tasks.reference import ReferenceSettings
+from ramanscreen.tasks.schema import field_names, from_mapping, prefixed
+from ramanscreen.tasks.spectra import SpectrumSettings
+from ramanscreen.tasks.transport import TransportSettings
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
-#: Keys allowed in ``[md]`` and per material (fields of ``ramanscreen.tasks.md.MDSettings``), type and default.
-#: ``temperature_k`` is per material; the calculator comes from ``[mlff]``.
-MD_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "dt_fs": ((int, float), 2.0),
-    "steps": (int, 1000),  # production steps
-    "equil_steps": (int, 0),
-    "write_every": (int, 1),  # store every n-th MD step in the trajectory
-    "alpha_stride": (int, 10),  # predict α on every n-th stored frame
-    "ensemble": (str, "nvt-nhc"),
-    "pressure_gpa": ((int, float), 0.0),
-    "tdamp_fs": ((int, float), None),  # Nosé-Hoover chain damping time; None: 100 × dt
-    "pdamp_fs": ((int, float), None),
-    "friction_per_fs": ((int, float), 0.01),
-    "seed": (int, 0),
-    "checkpoint_every": (int, 100),
-    "num_threads": (int, 1),  # torch threads per MD task (one task per Dask worker slot)
+#: Section -> its settings dataclass ([md] and [cluster] are read separately).
+SECTIONS: dict[str, type] = {
+    "mlff": MLFFSettings,
+    "reference": ReferenceSettings,
+    "model": ModelSettings,
+    "prediction": PredictionSettings,
+    "spectrum": SpectrumSettings,
+    "transport": TransportSettings,
+    "ranking": Thresholds,
 }
-MATERIAL_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "name": (str, None),
-    "structure": (str, None),
-    "n_atoms": (int, None),
-    "temperature_k": ((int, float), None),
-    "temperatures_k": (list, None),
-    "mobile": (list, None),
-    "label": (str, None),
-}
-_TABLE_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
-    "mlff": {"calculator": (str, "chgnet"), "options": (dict, {})},
-    "reference": {
-        "backend": (str, "dipole"),
-        "options": (dict, {}),  # dataclass fields of the backend (ramanscreen.tasks.reference)
-        "n_train": (int, 100),  # N_T: snapshots the model is fitted on
-        "n_test": (int, 10),  # further snapshots, only for the R²/RMSE test metrics
-        "selection": (str, "random"),  # "random" (the paper) or "fps"
-        "retries": (int, 3),
-        "retry_delay_s": ((int, float), 2.0),
-        "seed": (int, 0),
-    },
-    "model": {
-        "committee": (int, 4),  # bootstrap committee members (the spectrum band)
-        "hypers": (dict, {}),  # ramanscreen.tasks.polarizability.SOAPHypers fields
-        "seed": (int, 0),
-    },
-    "prediction": {"chunk_frames": (int, 200)},
-    "spectrum": {
-        "sigma_cm1": ((int, float), 4.0),
-        "laser_nm": ((int, float), 532.0),
-        "max_freq_cm1": ((int, float), None),
-        "band_percentiles": (list, [16.0, 84.0]),
-        "omega_min_cm1": ((int, float), 5.0),
-        "omega_c_cm1": ((int, float), 50.0),
-        "host_window_cm1": (list, [60.0, 1000.0]),
-    },
-    "ranking": {
-        "metric": (str, "cp_fraction"),  # ramanscreen.analytics.ranking metric: cp_fraction or a descriptors column
-        "d_liquid_cm2_s": ((int, float), 5e-6),
-        "d_hopping_cm2_s": ((int, float), 1e-7),
-        "cp_threshold": ((int, float), 0.25),
-    },
-    "transport": {
-        "method": (str, "kinisi"),  # "kinisi" or "blocks"
-        "drift": (str, "framework"),
-        "n_blocks": (int, 5),
-        # earliest start of the MSD fit window, ps (ramanscreen.tasks.transport.analyze_transport)
-        "min_fit_start_ps": ((int, float), 0.0),
-    },
-}
+#: Keys of ``[md]`` and of a material's MD overrides: the MDSettings fields a campaign sets.
+MD_KEYS: tuple[str, ...] = tuple(field_names(MDSettings, toml_only=True))
+MATERIAL_KEYS: tuple[str, ...] = ("name", "structure", "n_atoms", "temperature_k", "temperatures_k", "mobile", "label")
 TABLES = ("mlff", "md", "reference", "model", "prediction", "spectrum", "transport", "ranking", "cluster")
 TOP_KEYS = ("name", "description", "results_root", "materials", "quick", *TABLES)
+#: MDSettings fields that come from [mlff], not [md].
+_MLFF_FIELDS = {"calculator": "mlff.calculator", "calculator_kwargs": "mlff.options"}
 
 
 @dataclass(frozen=True)
 class Material:
-    """One (structure, temperature) run of a campaign."""
+    """One (structure, temperature) run of a campaign; ``md`` holds its complete MD settings."""
 
     name: str  # unique within the campaign, used in paths and the Parquet key
     structure: str  # builder name or structure file (absolute path)
     n_atoms: int | None
     temperature_k: float
     mobile: tuple[str, ...]
-    md: dict[str, Any]
+    md: MDSettings
     label: str = ""
 
+    @property
+    def n_stored_frames(self) -> int:
+        """Frames the production run stores: ``steps // write_every + 1``."""
+        return self.md.steps // self.md.write_every + 1
+
     def fingerprint(self, campaign: Campaign) -> str:
-        """Hash of every input that determines this material's results (the Parquet run id)."""
+        """Hash of every input that determines this material's results (the Parquet run id).
+
+        Threads, the checkpoint interval, reference retries and the ranking are left out: they
+        do not change the results.
+        """
+        md = dataclasses.asdict(self.md)
+        for key in ("num_threads", "checkpoint_every"):
+            md.pop(key)
         blob = {
-            "material": asdict(self),
+            "material": {"name": self.name, "structure": self.structure, "n_atoms": self.n_atoms,
+                         "temperature_k": self.temperature_k, "mobile": list(self.mobile), "label": self.label},
+            "md": md,
             "structure_file": _file_digest(self.structure),
-            "mlff": campaign.mlff,
-            "reference": {k: v for k, v in campaign.reference.items() if k not in ("retries", "retry_delay_s")},
-            "model": campaign.model,
-            "prediction": campaign.prediction,
-            "spectrum": campaign.spectrum,
-            "transport": campaign.transport,
+            "reference": {k: v for k, v in dataclasses.asdict(campaign.reference).items()
+                          if k not in ("retries", "retry_delay_s")},
+            "model": dataclasses.asdict(campaign.model),
+            "prediction": dataclasses.asdict(campaign.prediction),
+            "spectrum": dataclasses.asdict(campaign.spectrum),
+            "transport": dataclasses.asdict(campaign.transport),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -143,13 +124,13 @@ class Campaign:
     name: str
     results_root: Path
     materials: tuple[Material, ...]
-    mlff: dict[str, Any]
-    reference: dict[str, Any]
-    model: dict[str, Any]
-    prediction: dict[str, Any]
-    spectrum: dict[str, Any]
-    transport: dict[str, Any]
-    ranking: dict[str, Any]
+    mlff: MLFFSettings
+    reference: ReferenceSettings
+    model: ModelSettings
+    prediction: PredictionSettings
+    spectrum: SpectrumSettings
+    transport: TransportSettings
+    ranking: Thresholds
     cluster: dict[str, Any]
     source: Path | None = None
     description: str = ""
@@ -160,13 +141,9 @@ class Campaign:
     def campaign_dir(self) -> Path:
         return self.results_root / "campaigns" / self.name
 
-    def thresholds(self):
-        """The ``ramanscreen.analytics.ranking.Thresholds`` of ``[ranking]``."""
-        from ramanscreen.analytics.ranking import Thresholds
-
-        r = self.ranking
-        return Thresholds(d_liquid_cm2_s=r["d_liquid_cm2_s"], d_hopping_cm2_s=r["d_hopping_cm2_s"],
-                          cp_threshold=r["cp_threshold"])
+    def thresholds(self) -> Thresholds:
+        """The ranking metric and thresholds of ``[ranking]``."""
+        return self.ranking
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (for flow parameters and the UI)."""
@@ -181,18 +158,17 @@ def _file_digest(spec: str) -> str | None:
     return None
 
 
-def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true/false"}
-    if isinstance(t, tuple):
-        return "a number" if set(t) == {int, float} else " or ".join(names.get(x, x.__name__) for x in t)
-    return names.get(t, t.__name__)
+def n_alpha_frames(md: MDSettings) -> int:
+    """α samples a production run yields: every ``alpha_stride``-th of its stored frames."""
+    n_stored = md.steps // md.write_every + 1
+    return len(range(0, n_stored, md.alpha_stride))
 
 
 class _Checker:
     def __init__(self, file: Path | str | None) -> None:
         self.file = file
 
-    def fail(self, field: str, message: str, fix: str | None = None) -> InputError:
+    def fail(self, field: str | None, message: str, fix: str | None = None) -> InputError:
         return InputError(message, file=self.file, field=field, fix=fix)
 
     def table(self, data: Any, field: str) -> dict[str, Any]:
@@ -208,69 +184,43 @@ class _Checker:
 
     def typed(self, value: Any, kind: type | tuple[type, ...], field: str) -> Any:
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(field, f"expected {_type_name(kind)}, got a boolean")
-        if not isinstance(value, kinds):
-            raise self.fail(field, f"expected {_type_name(kind)}, got {type(value).__name__} {value!r}")
-        return float(value) if kinds == (int, float) else value
+        names = {int: "an integer", float: "a number", str: "a string", list: "a list"}
+        want = "a number" if set(kinds) == {int, float} else " or ".join(names.get(k, k.__name__) for k in kinds)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            got = "a boolean" if isinstance(value, bool) else f"{type(value).__name__} {value!r}"
+            raise self.fail(field, f"expected {want}, got {got}")
+        return float(value) if set(kinds) == {int, float} else value
 
-    def positive(self, value: float, field: str, *, allow_zero: bool = False) -> None:
-        if value < 0 or (value == 0 and not allow_zero):
-            raise self.fail(field, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-    def section(self, data: Any, name: str) -> dict[str, Any]:
-        spec = _TABLE_KEYS[name]
-        data = self.table({} if data is None else data, name)
-        self.known(data, spec, name)
-        out = {}
-        for key, (kind, default) in spec.items():
-            out[key] = self.typed(data[key], kind, f"{name}.{key}") if key in data else copy.deepcopy(default)
-        return out
-
-    def md(self, data: dict[str, Any], field: str, base: dict[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for key, (kind, _default) in MD_KEYS.items():
-            if key in data:
-                out[key] = self.typed(data[key], kind, f"{field}.{key}" if field else key)
-        for key in ("dt_fs", "steps", "write_every", "alpha_stride", "checkpoint_every", "num_threads",
-                    "tdamp_fs", "pdamp_fs"):
-            if out[key] is not None:
-                self.positive(out[key], f"{field}.{key}" if field else key)
-        self.positive(out["equil_steps"], f"{field}.equil_steps", allow_zero=True)
-        return out
+    def section(self, cls: type, data: Any, name: str, **extra: Any) -> Any:
+        """Settings ``cls`` from the TOML table ``name`` (missing: all defaults)."""
+        try:
+            return from_mapping(cls, {} if data is None else data, prefix=name, **extra)
+        except InputError as exc:
+            raise prefixed(exc, None, file=self.file) from None
 
 
-def n_alpha_frames(md: dict[str, Any]) -> int:
-    """α samples a production run yields: every ``alpha_stride``-th of its stored frames."""
-    n_stored = md["steps"] // md["write_every"] + 1
-    return len(range(0, n_stored, md["alpha_stride"]))
-
-
-def _check_lengths(ck: _Checker, f: str, md: dict[str, Any], reference: dict[str, Any],
-                   spectrum: dict[str, Any]) -> None:
-    """Catch, before any MD, runs too short for the reference snapshots or the spectral windows."""
-    from ramanscreen.tasks.common import CM1_PER_INV_FS
-
-    n_stored = md["steps"] // md["write_every"] + 1
-    need = reference["n_train"] + reference["n_test"]
-    if need > n_stored:
-        raise ck.fail(f"{f}.steps", f"{n_stored} stored frames but reference.n_train + n_test = {need} snapshots",
-                      "run more steps, lower write_every, or lower n_train/n_test")
-    n_alpha = n_alpha_frames(md)
-    alpha_dt = md["dt_fs"] * md["write_every"] * md["alpha_stride"]
-    df = CM1_PER_INV_FS / (n_alpha * alpha_dt)
-    if spectrum["omega_min_cm1"] <= 2 * df:
-        need_ps = 2 * CM1_PER_INV_FS / spectrum["omega_min_cm1"] / 1000
-        raise ck.fail(f"{f}.steps", f"{md['steps']} steps of {md['dt_fs']:g} fs give a spectral bin of {df:.3g} cm⁻¹, "
-                      f"too coarse for spectrum.omega_min_cm1 = {spectrum['omega_min_cm1']:g}",
-                      f"run more than {need_ps:.3g} ps of production or raise spectrum.omega_min_cm1")
-    if spectrum["omega_c_cm1"] - spectrum["omega_min_cm1"] < 3 * df:
-        raise ck.fail(f"{f}.steps", f"the central-peak window {spectrum['omega_min_cm1']:g}–{spectrum['omega_c_cm1']:g} "
-                      f"cm⁻¹ holds fewer than 3 bins of {df:.3g} cm⁻¹", "run longer or widen spectrum.omega_c_cm1")
-    nyquist = CM1_PER_INV_FS / (2 * alpha_dt)
-    if spectrum["host_window_cm1"][0] >= nyquist:
-        raise ck.fail(f"{f}.alpha_stride", f"α every {alpha_dt:g} fs reaches only {nyquist:.0f} cm⁻¹, below the "
-                      f"host window start {spectrum['host_window_cm1'][0]:g} cm⁻¹", "lower alpha_stride or write_every")
+def _check_material_run(ck: _Checker, f: str, label: str, md: MDSettings, campaign_parts: dict[str, Any]) -> None:
+    """Cross-field checks of one material against the campaign, before any MD: enough stored
+    frames for the reference snapshots and the transport analysis, and an α sampling that can
+    give the spectral windows."""
+    reference: ReferenceSettings = campaign_parts["reference"]
+    spectrum: SpectrumSettings = campaign_parts["spectrum"]
+    transport: TransportSettings = campaign_parts["transport"]
+    n_stored = md.steps // md.write_every + 1
+    if reference.n_snapshots > n_stored:
+        raise ck.fail(f"{f}.steps", f"{label}: {n_stored} stored frames but reference.n_train + n_test = "
+                      f"{reference.n_snapshots} snapshots", "run more steps, lower write_every, or lower n_train/n_test")
+    where = {"n_frames": f"{f}.steps", "dt_fs": f"{f}.alpha_stride"}
+    try:
+        spectrum.check_sampling(md.alpha_dt_fs, n_alpha_frames(md))
+    except InputError as exc:
+        raise ck.fail(where.get(exc.field or "", f"spectrum.{exc.field}"), f"{label}: {exc.message}",
+                      f"{exc.fix}: run more steps, or change the [spectrum] windows" if exc.field == "n_frames"
+                      else exc.fix) from None
+    try:
+        transport.check_run(n_stored, md.dt_fs * md.write_every)
+    except InputError as exc:
+        raise ck.fail(where.get(exc.field or "", f"transport.{exc.field}"), f"{label}: {exc.message}", exc.fix) from None
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -305,6 +255,21 @@ def _apply_quick(data: dict[str, Any], ck: _Checker) -> dict[str, Any]:
     return merged
 
 
+def _material_md(ck: _Checker, f: str, m: dict[str, Any], md_table: dict[str, Any], temperature_k: float,
+                 mlff: MLFFSettings) -> MDSettings:
+    """The complete MDSettings of one material: ``[md]`` overridden by the material's own keys."""
+    own = {k: m[k] for k in MD_KEYS if k in m}
+    try:
+        return MDSettings(**{**md_table, **own}, temperature_k=temperature_k, calculator=mlff.calculator,
+                          calculator_kwargs=dict(mlff.options))
+    except InputError as exc:
+        key = (exc.field or "").split(".")[0].split("[")[0]
+        if key in _MLFF_FIELDS:
+            raise prefixed(exc, None, file=ck.file, fields=_MLFF_FIELDS) from None
+        prefix = f if key in own or key == "temperature_k" else "md"
+        raise prefixed(exc, prefix, file=ck.file) from None
+
+
 def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quick: bool = False,
                    base_dir: Path | None = None) -> Campaign:
     """Validate a campaign document (already parsed from TOML) into a :class:`Campaign`."""
@@ -328,56 +293,13 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
     env_root = os.environ.get("RAMANSCREEN_RESULTS_ROOT")
     results_root = Path(env_root or root).expanduser().resolve()
 
-    mlff = ck.section(data.get("mlff"), "mlff")
-    reference = ck.section(data.get("reference"), "reference")
-    for key in ("n_train", "retries"):
-        ck.positive(reference[key], f"reference.{key}", allow_zero=key == "retries")
-    ck.positive(reference["retry_delay_s"], "reference.retry_delay_s", allow_zero=True)
-    if reference["n_train"] < 2:
-        raise ck.fail("reference.n_train", "needs at least 2 training snapshots")
-    model = ck.section(data.get("model"), "model")
-    ck.positive(model["committee"], "model.committee")
-    prediction = ck.section(data.get("prediction"), "prediction")
-    ck.positive(prediction["chunk_frames"], "prediction.chunk_frames")
-    if reference["n_test"] < 0:
-        raise ck.fail("reference.n_test", f"must be >= 0, got {reference['n_test']}")
-    if reference["selection"] not in ("random", "fps"):
-        raise ck.fail("reference.selection", f"unknown method {reference['selection']!r}", 'use "random" or "fps"')
-    spectrum = ck.section(data.get("spectrum"), "spectrum")
-    for key in ("sigma_cm1", "omega_min_cm1", "omega_c_cm1", "laser_nm", "max_freq_cm1"):
-        if spectrum[key] is not None:
-            ck.positive(spectrum[key], f"spectrum.{key}", allow_zero=key == "sigma_cm1")
-    for key in ("band_percentiles", "host_window_cm1"):
-        vals = spectrum[key]
-        if len(vals) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals) \
-                or not vals[0] < vals[1]:
-            raise ck.fail(f"spectrum.{key}", f"expected two increasing numbers, got {vals!r}")
-        spectrum[key] = [float(v) for v in vals]
-    if not spectrum["band_percentiles"][0] >= 0 and spectrum["band_percentiles"][1] <= 100:
-        raise ck.fail("spectrum.band_percentiles", "percentiles must lie in [0, 100]")
-    if spectrum["omega_c_cm1"] <= spectrum["omega_min_cm1"]:
-        raise ck.fail("spectrum.omega_c_cm1", "must exceed spectrum.omega_min_cm1")
-    transport = ck.section(data.get("transport"), "transport")
-    if transport["method"] not in ("kinisi", "blocks"):
-        raise ck.fail("transport.method", f"unknown method {transport['method']!r}", 'use "kinisi" or "blocks"')
-    if transport["drift"] not in ("framework", "system", "none"):
-        raise ck.fail("transport.drift", f"unknown mode {transport['drift']!r}", 'use "framework", "system" or "none"')
-    ck.positive(transport["n_blocks"], "transport.n_blocks")
-    ck.positive(transport["min_fit_start_ps"], "transport.min_fit_start_ps", allow_zero=True)
-    ranking = ck.section(data.get("ranking"), "ranking")
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", ranking["metric"]):
-        raise ck.fail("ranking.metric", f"{ranking['metric']!r} is not a column name",
-                      "use cp_fraction or a central-peak descriptor such as fraction_below_omega_c")
-    for key in ("d_liquid_cm2_s", "d_hopping_cm2_s", "cp_threshold"):
-        ck.positive(ranking[key], f"ranking.{key}")
-    if ranking["d_hopping_cm2_s"] >= ranking["d_liquid_cm2_s"]:
-        raise ck.fail("ranking.d_hopping_cm2_s", "must be below ranking.d_liquid_cm2_s")
+    parts = {sec: ck.section(cls, data.get(sec), sec) for sec, cls in SECTIONS.items()}
+    mlff: MLFFSettings = parts["mlff"]
     cluster = ck.table(data.get("cluster", {}), "cluster")
 
-    md_defaults = {k: d for k, (_t, d) in MD_KEYS.items()}
     md_table = ck.table(data.get("md", {}), "md")
     ck.known(md_table, MD_KEYS, "md")
-    md_base = ck.md(md_table, "md", md_defaults)
+    _material_md(ck, "md", {}, md_table, MDSettings.temperature_k, mlff)  # [md] alone: errors name md.<key>
 
     raw_mats = data.get("materials")
     if raw_mats is None or raw_mats == []:
@@ -389,7 +311,7 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
     for i, m in enumerate(raw_mats):
         f = f"materials[{i}]"
         m = ck.table(m, f)
-        ck.known(m, {**MATERIAL_KEYS, **MD_KEYS}, f)
+        ck.known(m, (*MATERIAL_KEYS, *MD_KEYS), f)
         for req in ("name", "structure", "mobile"):
             if req not in m:
                 raise ck.fail(f"{f}.{req}", "missing")
@@ -410,79 +332,103 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
         n_atoms = m.get("n_atoms")
         if n_atoms is not None:
             n_atoms = ck.typed(n_atoms, int, f"{f}.n_atoms")
-            ck.positive(n_atoms, f"{f}.n_atoms")
+            if n_atoms < 1:
+                raise ck.fail(f"{f}.n_atoms", f"must be >= 1, got {n_atoms}")
         if ("temperature_k" in m) == ("temperatures_k" in m):
             raise ck.fail(f"{f}.temperature_k", "give exactly one of temperature_k or temperatures_k")
         if "temperature_k" in m:
-            temps = [ck.typed(m["temperature_k"], (int, float), f"{f}.temperature_k")]
-            tfield = [f"{f}.temperature_k"]
+            temps = [(m["temperature_k"], None)]
         else:
             raw_t = ck.typed(m["temperatures_k"], list, f"{f}.temperatures_k")
             if not raw_t:
                 raise ck.fail(f"{f}.temperatures_k", "empty list")
-            tfield = [f"{f}.temperatures_k[{j}]" for j in range(len(raw_t))]
-            temps = [ck.typed(t, (int, float), tf) for t, tf in zip(raw_t, tfield, strict=False)]
-        for t, tf in zip(temps, tfield, strict=False):
-            ck.positive(t, tf)
+            temps = [(t, j) for j, t in enumerate(raw_t)]
         mobile = ck.typed(m["mobile"], list, f"{f}.mobile")
         if not mobile:
             raise ck.fail(f"{f}.mobile", "empty list", 'name the mobile species, e.g. ["Na"]')
         for j, s in enumerate(mobile):
             ck.typed(s, str, f"{f}.mobile[{j}]")
         label = ck.typed(m.get("label", ""), str, f"{f}.label")
-        md = ck.md(m, f, md_base)
-        _check_lengths(ck, f, md, reference, spectrum)
-        for t in temps:
-            full = mname if len(temps) == 1 else f"{mname}-{t:g}K"
+        for t, j in temps:
+            try:
+                md = _material_md(ck, f, m, md_table, t, mlff)
+            except InputError as exc:
+                if j is not None and exc.field == f"{f}.temperature_k":
+                    raise ck.fail(f"{f}.temperatures_k[{j}]", exc.message, exc.fix) from None
+                raise
+            full = mname if len(temps) == 1 else f"{mname}-{md.temperature_k:g}K"
+            _check_material_run(ck, f, full, md, parts)
             if full in seen:
                 raise ck.fail(f"{f}.name", f"duplicate material {full!r}", "give each material a unique name")
             seen.add(full)
-            materials.append(Material(name=full, structure=structure, n_atoms=n_atoms, temperature_k=float(t),
+            materials.append(Material(name=full, structure=structure, n_atoms=n_atoms, temperature_k=md.temperature_k,
                                       mobile=tuple(mobile), md=md, label=label or mname))
-    if reference["n_train"] > 10**6:
-        raise ck.fail("reference.n_train", "unreasonably large")
 
+    from ramanscreen.flows.cluster import ClusterSettings
+
+    ClusterSettings.from_dict(cluster, file=file)
     raw = {k: v for k, v in data.items() if k not in ("quick",)}
     return Campaign(name=name, results_root=results_root, materials=tuple(materials), mlff=mlff,
-                    reference=reference, model=model, prediction=prediction, spectrum=spectrum,
-                    transport=transport, ranking=ranking, cluster=cluster, source=Path(file).resolve() if file else None, description=description,
+                    reference=parts["reference"], model=parts["model"], prediction=parts["prediction"],
+                    spectrum=parts["spectrum"], transport=parts["transport"], ranking=parts["ranking"],
+                    cluster=cluster, source=Path(file).resolve() if file else None, description=description,
                     quick=quick, raw=raw)
 
 
-def load_campaign(path: str | os.PathLike[str], *, quick: bool = False) -> Campaign:
-    """Read and validate a campaign TOML file."""
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed TOML of a campaign file, or a one-line :class:`InputError`."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such campaign file", file=path, fix="give a path like deployments/campaigns/default.toml")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=path, fix="check the syntax at that line") from None
     except UnicodeDecodeError:
         raise InputError("not a UTF-8 text file", file=path) from None
-    campaign = parse_campaign(data, file=path, quick=quick)
-    validate_against_stages(campaign)
-    return campaign
 
 
-def validate_against_stages(campaign: Campaign) -> None:
-    """Check the keys that pass through to stage modules (SOAP hypers, cluster, backend names)
-    against those modules, so a typo fails here rather than an hour into the campaign."""
-    file = campaign.source
-    hypers = campaign.model["hypers"]
-    if hypers:
-        try:
-            from ramanscreen.tasks.polarizability import SOAPHypers
-        except ImportError:  # stage not installed: checked when the model is fitted
-            SOAPHypers = None
-        if SOAPHypers is not None:
-            import dataclasses
+def load_campaign(path: str | os.PathLike[str], *, quick: bool = False) -> Campaign:
+    """Read and validate a campaign TOML file (with ``quick``: its ``[quick]`` profile applied)."""
+    return parse_campaign(read_toml(path), file=Path(path), quick=quick)
 
-            allowed = {f.name for f in dataclasses.fields(SOAPHypers)}
-            for key in hypers:
-                if key not in allowed:
-                    raise InputError("unknown key", file=file, field=f"model.hypers.{key}",
-                                     fix=f"allowed keys: {', '.join(sorted(allowed))}")
-    from ramanscreen.flows.cluster import ClusterSettings
 
-    ClusterSettings.from_dict(campaign.cluster, file=file)
+def validate_campaign(path: str | os.PathLike[str]) -> list[Campaign]:
+    """Fully validate a campaign file and its ``[quick]`` profile, if it has one, without
+    starting anything. Returns the campaign(s); raises :class:`InputError` on the first problem."""
+    data = read_toml(path)
+    out = [parse_campaign(data, file=Path(path))]
+    if "quick" in data:
+        out.append(parse_campaign(data, file=Path(path), quick=True))
+    return out
+
+
+def settings_reference_markdown() -> str:
+    """The key reference of docs/campaign.md, generated from the settings dataclasses (the test
+    suite checks the page holds exactly this, so the documentation follows the code)."""
+    from ramanscreen.tasks.polarizability import SOAPHypers
+    from ramanscreen.tasks.schema import describe
+
+    def shown(v: Any) -> str:
+        if isinstance(v, tuple):
+            return "[" + ", ".join(f"{x:g}" for x in v) + "]"
+        if isinstance(v, float):
+            return f"{v:g}"
+        if v is None:
+            return "none"
+        if isinstance(v, dict):
+            return "{}"
+        if dataclasses.is_dataclass(v):
+            return "(table below)"
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    sections = [("mlff", MLFFSettings), ("md", MDSettings), ("reference", ReferenceSettings),
+                ("model", ModelSettings), ("model.hypers", SOAPHypers), ("prediction", PredictionSettings),
+                ("spectrum", SpectrumSettings), ("transport", TransportSettings), ("ranking", Thresholds)]
+    out = []
+    for name, cls in sections:
+        out += [f"**[{name}]** — `{cls.__module__}.{cls.__name__}`", "", "| key | default | unit | meaning |",
+                "|---|---|---|---|"]
+        out += [f"| `{d['key']}` | {shown(d['default'])} | {d['unit'] or ''} | {d['doc']} |" for d in describe(cls)]
+        out.append("")
+    return "\n".join(out)

@@ -16,6 +16,7 @@ cluster. :func:`material_flow` wraps it as a flow of its own for screening a sin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from prefect.logging import get_run_logger
 
 from ramanscreen.flows.cluster import on_pool
 from ramanscreen.flows.config import Campaign, Material
+from ramanscreen.flows.progress import report, track
 from ramanscreen.flows.stages import artifact_key, configure_caching, write_task
 
 
@@ -36,10 +38,9 @@ def material_workdir(campaign: Campaign, material: Material) -> Path:
 
 
 def md_settings(campaign: Campaign, material: Material) -> dict[str, Any]:
-    """Keyword arguments of ``ramanscreen.tasks.md.MDSettings`` for this material."""
-    s = {k: v for k, v in material.md.items() if v is not None}
-    return {**s, "temperature_k": material.temperature_k, "calculator": campaign.mlff["calculator"],
-            "calculator_kwargs": dict(campaign.mlff["options"])}
+    """Keyword arguments of ``ramanscreen.tasks.md.MDSettings`` for this material (plain data:
+    they are a task input, hashed for the cache key)."""
+    return dataclasses.asdict(material.md)
 
 
 def _chunks(n_stored: int, stride: int, chunk_frames: int) -> list[tuple[int, int]]:
@@ -49,12 +50,48 @@ def _chunks(n_stored: int, stride: int, chunk_frames: int) -> list[tuple[int, in
     return [(k * stride, min(n_stored, (k + per) * stride)) for k in range(0, n_alpha, per)]
 
 
+def run_record(campaign: Campaign, material: Material, structure: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
+    """The materials row of a run: what was simulated, and the windows and thresholds it was
+    screened with (the views and the ranking read them from here)."""
+    md = material.md
+    spectrum, ranking = campaign.spectrum, campaign.ranking
+    return {
+        "formula": structure["formula"],
+        "temperature_k": material.temperature_k,
+        "n_atoms": structure["n_atoms"],
+        "mobile_species": material.mobile[0],
+        "mlff": campaign.mlff.calculator,
+        "reference_method": fit["method"],
+        "n_train": fit["n_train"],
+        "md_dt_fs": float(md.dt_fs),
+        "md_equil_ps": md.equil_steps * md.dt_fs / 1000.0,
+        "md_production_ps": md.steps * md.dt_fs / 1000.0,
+        "alpha_stride": int(md.write_every * md.alpha_stride),
+        "pressure_gpa": float(md.pressure_gpa) if md.ensemble == "npt" else None,
+        "structure": material.structure,
+        "omega_min_cm1": spectrum.omega_min_cm1,
+        "omega_c_cm1": spectrum.omega_c_cm1,
+        "host_low_cm1": spectrum.host_window_cm1[0],
+        "host_high_cm1": spectrum.host_window_cm1[1],
+        "rank_metric": ranking.metric,
+        "d_liquid_cm2_s": ranking.d_liquid_cm2_s,
+        "d_hopping_cm2_s": ranking.d_hopping_cm2_s,
+        "cp_threshold": ranking.cp_threshold,
+        "settings": {"material": material.name, "label": material.label, "md": dataclasses.asdict(md),
+                     "mlff": dataclasses.asdict(campaign.mlff), "reference": dataclasses.asdict(campaign.reference),
+                     "model": dataclasses.asdict(campaign.model), "spectrum": dataclasses.asdict(spectrum),
+                     "transport": dataclasses.asdict(campaign.transport), "ranking": dataclasses.asdict(ranking),
+                     "mobile": list(material.mobile), "campaign_file": str(campaign.source), "quick": campaign.quick},
+    }
+
+
 def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[str, Any]) -> dict[str, Any]:
     """Submit one material's tasks on the current flow's task runner and wait for the result.
 
     ``stage_tasks`` are the cached tasks from :func:`ramanscreen.flows.stages.configure_caching`.
     Returns a summary (descriptors, D, where the spectrum PNG is) and creates the material's
-    markdown artifact.
+    markdown artifact. Each stage it enters is reported to the terminal's progress board
+    (:mod:`ramanscreen.flows.progress`), if one is watching.
     """
     logger = get_run_logger()
     run_id = material.fingerprint(campaign)
@@ -62,88 +99,83 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     wd.mkdir(parents=True, exist_ok=True)
     name = material.name
     ref = campaign.reference
-    md_cfg = md_settings(campaign, material)
+    md = material.md
     logger.info("%s: run %s in %s", name, run_id, wd)
 
+    track(name, md_state=wd / "md" / "md.state.json", total_ps=md.total_steps * md.dt_fs / 1000.0)
+    report(name, "structure")
     with on_pool("md"):
-        structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md_cfg["seed"],
-                                                    str(wd))
+        structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md.seed, str(wd))
     # MD last in the queue: a worker that frees up takes the short downstream tasks of a material
     # whose MD is done before it starts another material's long MD
     with on_pool("md"), dask.annotate(priority=-10):
-        md = stage_tasks["md"].submit(name, structure, md_cfg, str(wd / "md"),
-                                      artifact_key("md-progress", campaign.name, name))
-    md_res = md.result()
+        md_future = stage_tasks["md"].submit(name, structure, md_settings(campaign, material), str(wd / "md"),
+                                             artifact_key("md-progress", campaign.name, name))
+    report(name, "md")
+    md_res = md_future.result()
     structure_res = structure.result()
     logger.info("%s: MD done, %d stored frames", name, md_res["n_frames"])
 
     from ramanscreen.flows.stages import select_task
 
-    n_ref = ref["n_train"] + ref["n_test"]
+    report(name, "reference", f"0/{ref.n_snapshots}")
     with on_pool("reference"):
-        frames = select_task.submit(name, md_res, n_ref, ref["selection"], ref["seed"]).result()
+        frames = select_task.submit(name, md_res, ref.n_snapshots, ref.selection, ref.seed).result()
     reference = stage_tasks["reference"].with_options(
-        retries=ref["retries"],
-        retry_delay_seconds=[ref["retry_delay_s"] * 2**k for k in range(ref["retries"])] or 0,
-        retry_jitter_factor=0.5 if ref["retries"] else None,
+        retries=ref.retries,
+        retry_delay_seconds=[ref.retry_delay_s * 2**k for k in range(ref.retries)] or 0,
+        retry_jitter_factor=0.5 if ref.retries else None,
     )
     with on_pool("reference"):
-        refs = [reference.submit(name, md_res["traj_path"], f, ref["backend"], dict(ref["options"]),
+        refs = [reference.submit(name, md_res["traj_path"], f, ref.backend, dict(ref.options),
                                  str(wd / "reference" / f"frame_{f:06d}")) for f in frames]
-    ref_results = [r.result() for r in refs]
+    ref_results = []
+    for k, r in enumerate(refs, start=1):
+        ref_results.append(r.result())
+        report(name, "reference", f"{k}/{len(refs)}")
 
     model = campaign.model
+    report(name, "fit", f"N_T = {ref.n_train}, committee {model.committee}")
     with on_pool("ml"):
-        fit = stage_tasks["fit"].submit(name, md_res["traj_path"], ref_results, ref["n_train"], dict(model["hypers"]),
-                                        model["committee"], model["seed"], str(wd / "model" / "alpha_model"))
+        fit = stage_tasks["fit"].submit(name, md_res["traj_path"], ref_results, ref.n_train,
+                                        dataclasses.asdict(model.hypers), model.committee, model.seed,
+                                        str(wd / "model" / "alpha_model"))
         fit_res = fit.result()
-        stride = int(material.md["alpha_stride"])
+        stride = int(md.alpha_stride)
+        chunks = _chunks(md_res["n_frames"], stride, campaign.prediction.chunk_frames)
+        report(name, "predict", f"{len(range(0, md_res['n_frames'], stride))} α samples, {len(chunks)} chunks")
         preds = [stage_tasks["predict"].submit(name, fit_res["model_path"], md_res["traj_path"], a, b, stride,
-                                               str(wd / "alpha" / f"chunk_{a:08d}_{b:08d}.npz"))
-                 for a, b in _chunks(md_res["n_frames"], stride, campaign.prediction["chunk_frames"])]
-        spectrum = stage_tasks["spectrum"].submit(name, preds, md_res["alpha_dt_fs"], dict(campaign.spectrum),
-                                                  str(wd))
+                                               str(wd / "alpha" / f"chunk_{a:08d}_{b:08d}.npz"), md_res["alpha_dt_fs"])
+                 for a, b in chunks]
+        spectrum = stage_tasks["spectrum"].submit(name, preds, md_res["alpha_dt_fs"],
+                                                  dataclasses.asdict(campaign.spectrum), str(wd))
     with on_pool("ml"):
         transport = stage_tasks["transport"].submit(name, md_res["traj_path"], structure_res["symbols"],
-                                                    material.temperature_k, dict(campaign.transport))
+                                                    material.temperature_k, dataclasses.asdict(campaign.transport))
+    for p in preds:
+        p.result()
+    report(name, "analysis", "spectrum, descriptors, transport")
     spec_res, trans_res = spectrum.result(), transport.result()
 
-    md_s = material.md
-    meta = {
-        "formula": structure_res["formula"],
-        "temperature_k": material.temperature_k,
-        "n_atoms": structure_res["n_atoms"],
-        "mobile_species": material.mobile[0],
-        "mlff": campaign.mlff["calculator"],
-        "reference_method": fit_res["method"],
-        "n_train": fit_res["n_train"],
-        "md_dt_fs": float(md_s["dt_fs"]),
-        "md_equil_ps": md_s["equil_steps"] * md_s["dt_fs"] / 1000.0,
-        "md_production_ps": md_s["steps"] * md_s["dt_fs"] / 1000.0,
-        "alpha_stride": int(md_s["write_every"] * md_s["alpha_stride"]),
-        "pressure_gpa": float(md_s["pressure_gpa"]) if md_s.get("ensemble") == "npt" else None,
-        "structure": material.structure,
-        "settings": {"material": material.name, "label": material.label, "md": md_s, "mlff": campaign.mlff,
-                     "reference": ref, "model": model, "spectrum": campaign.spectrum,
-                     "transport": campaign.transport, "mobile": list(material.mobile),
-                     "campaign_file": str(campaign.source), "quick": campaign.quick},
-    }
+    report(name, "parquet")
+    meta = run_record(campaign, material, structure_res, fit_res)
     with on_pool("ml"):
         write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
                           fit_res).result()
 
-    d = {r["species"]: r for r in trans_res["rows"]}
     mobile = material.mobile[0]
     summary = {
         "material": name, "run_id": run_id, "formula": structure_res["formula"], "temperature_k": material.temperature_k,
-        "n_atoms": structure_res["n_atoms"], "mobile": mobile, "D_cm2_s": d.get(mobile, {}).get("D_cm2_s"),
-        "D_err_cm2_s": d.get(mobile, {}).get("D_err_cm2_s"), "descriptors": spec_res["descriptors"],
+        "n_atoms": structure_res["n_atoms"], "mobile": mobile, "D_cm2_s": trans_res.D_cm2_s.get(mobile),
+        "D_err_cm2_s": trans_res.D_err_cm2_s.get(mobile), "descriptors": spec_res["descriptors"],
         "ml_metrics": fit_res["metrics"], "spectrum_png": spec_res["png"], "workdir": str(wd),
         "n_alpha": spec_res["n_alpha"], "n_frames": md_res["n_frames"],
+        "fit_window_ps": [trans_res.fit_start_ps, trans_res.fit_end_ps],
     }
     create_markdown_artifact(markdown=material_markdown(campaign, material, summary),
                              key=artifact_key(campaign.name, name), description=f"{name}: descriptors and plots")
     logger.info("%s: written to Parquet (run %s)", name, run_id)
+    report(name, "done", f"D({mobile}) = {_num(summary['D_cm2_s'])} cm²/s")
     return summary
 
 
@@ -162,10 +194,10 @@ def material_markdown(campaign: Campaign, material: Material, s: dict[str, Any])
         f"# {material.name} ({s['formula']}, {material.temperature_k:g} K)",
         "",
         f"campaign **{campaign.name}**, run id `{s['run_id']}`, {s['n_atoms']} atoms, "
-        f"{md['steps']} × {md['dt_fs']:g} fs production ({md['steps'] * md['dt_fs'] / 1000:g} ps) after "
-        f"{md['equil_steps']} equilibration steps, MLFF `{campaign.mlff['calculator']}`, "
-        f"reference `{campaign.reference['backend']}`, N_T = {campaign.reference['n_train']}, "
-        f"{s['n_alpha']} α samples.",
+        f"{md.steps} × {md.dt_fs:g} fs production ({md.steps * md.dt_fs / 1000:g} ps) after "
+        f"{md.equil_steps} equilibration steps, MLFF `{campaign.mlff.calculator}`, "
+        f"reference `{campaign.reference.backend}`, N_T = {campaign.reference.n_train}, "
+        f"{s['n_alpha']} α samples; D fitted over {_num(s['fit_window_ps'][0])}–{_num(s['fit_window_ps'][1])} ps.",
         "",
         "| quantity | value |",
         "|---|---|",

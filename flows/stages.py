@@ -29,28 +29,47 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.tasks import exponential_backoff
 
-#: Science modules each stage's results depend on (their source is part of the cache key).
+#: Science modules each stage's results depend on (their source is part of the cache key). A
+#: package stands for every file in it (``ramanscreen.tasks.reference`` = base, backends, ...).
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "structure": ("ramanscreen.tasks.structures",),
     "md": ("ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
-    "reference": ("ramanscreen.tasks.reference",),
+    "reference": ("ramanscreen.tasks.reference", "ramanscreen.tasks.settings"),
     "fit": ("ramanscreen.tasks.polarizability",),
     "predict": ("ramanscreen.tasks.polarizability",),
     "spectrum": ("ramanscreen.tasks.spectra", "ramanscreen.tasks.polarizability"),
     "transport": ("ramanscreen.tasks.transport", "ramanscreen.tasks.trajectory"),
 }
+#: Modules every stage depends on.
+COMMON_MODULES = ("ramanscreen.tasks.common", "ramanscreen.tasks.schema")
+
+
+def module_files(name: str) -> list[Path]:
+    """The source files of module ``name``: the file itself, or every ``.py`` file of a package.
+
+    >>> [p.name for p in module_files("ramanscreen.tasks.common")]
+    ['common.py']
+    >>> "cp2k.py" in {p.name for p in module_files("ramanscreen.tasks.reference")}
+    True
+    """
+    import importlib
+
+    mod = importlib.import_module(name)
+    paths = getattr(mod, "__path__", None)
+    if paths is None:
+        return [Path(mod.__file__ or "")]
+    return sorted(p for d in paths for p in Path(d).rglob("*.py"))
 
 
 @cache
 def source_digest(modules: tuple[str, ...]) -> str:
-    """SHA-256 (16 hex) of the source files of ``modules`` plus ``tasks/common.py``."""
-    import importlib
-
+    """SHA-256 (16 hex) of the source files of ``modules`` (packages: all their files) plus
+    :data:`COMMON_MODULES`."""
     h = hashlib.sha256()
-    for name in sorted({*modules, "ramanscreen.tasks.common"}):
-        mod = importlib.import_module(name)
-        h.update(name.encode())
-        h.update(Path(mod.__file__).read_bytes())
+    for name in sorted({*modules, *COMMON_MODULES}):
+        for path in module_files(name):
+            h.update(f"{name}:{path.name}".encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -218,16 +237,16 @@ def reference_with_retries(retries: int, delay_s: float):
 @task(name="fit-alpha", task_run_name="fit[{material}]")
 def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_train: int,
              hypers: dict[str, Any], committee: int, seed: int, model_path: str) -> dict[str, Any]:
-    """Fit the λ-SOAP committee on ``n_train`` references; test on the rest (R², RMSE)."""
-    from ramanscreen.tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics
+    """Fit the λ-SOAP committee on ``n_train`` references; test on the rest (R², RMSE). The split
+    is :func:`ramanscreen.tasks.polarizability.train_test_split`, the one ``alpha fit`` uses."""
+    from ramanscreen.tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics, train_test_split
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(references))
-    train = [references[i] for i in order[:n_train]]
-    test = [references[i] for i in order[n_train:]]
+    train_idx, test_idx = train_test_split(len(references), n_train, seed=seed)
+    train = [references[i] for i in train_idx]
+    test = [references[i] for i in test_idx]
     frames = _read_frames(traj_path, [r["frame"] for r in train])
     alpha = np.array([r["alpha_A3"] for r in train])
-    model = AlphaModel.fit(frames, alpha, hypers=SOAPHypers.from_dict(hypers), n_committee=committee, seed=seed,
+    model = AlphaModel.fit(frames, alpha, hypers=SOAPHypers(**hypers), n_committee=committee, seed=seed,
                            method=train[0]["method"])
     model.save(model_path)
     nan = float("nan")
@@ -242,10 +261,11 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
 
 @task(name="predict-alpha", task_run_name="predict[{material}:{start}-{stop}]")
 def predict_task(material: str, model_path: str, traj_path: str, start: int, stop: int, stride: int,
-                 out_path: str) -> dict[str, Any]:
+                 out_path: str, dt_fs: float) -> dict[str, Any]:
     """α (n,3,3) and the committee's α (m,n,3,3) of stored frames ``start:stop:stride``, written
-    to ``out_path`` (``.npz``, atomically). Returns the path and a digest of the arrays, so the
-    spectrum task's cache key depends on the values, not on how the arrays travelled."""
+    to ``out_path`` (``.npz`` with ``dt_fs``, the time between the α samples, atomically).
+    Returns the path and a digest of the arrays, so the spectrum task's cache key depends on
+    the values, not on how the arrays travelled."""
     from ramanscreen.tasks.common import atomic_path
     from ramanscreen.tasks.polarizability import predict_frames
 
@@ -255,12 +275,13 @@ def predict_task(material: str, model_path: str, traj_path: str, start: int, sto
     alpha = np.ascontiguousarray(alpha, dtype=np.float64)
     committee = np.ascontiguousarray(committee, dtype=np.float64)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, alpha_A3=alpha, committee_A3=committee)
+        np.savez(fh, alpha_A3=alpha, committee_A3=committee, dt_fs=np.float64(dt_fs))
     digest = hashlib.sha256(alpha.tobytes() + committee.tobytes()).hexdigest()[:24]
     return {"path": str(out_path), "sha256": digest, "n": int(len(alpha))}
 
 
 def _load_chunks(chunks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The α series and the committee's α series of the prediction chunks, concatenated."""
     alphas, committees = [], []
     for c in chunks:
         with np.load(c["path"]) as z:
@@ -274,10 +295,12 @@ def _load_chunks(chunks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray |
 
 
 @task(name="spectrum", task_run_name="spectrum[{material}]")
-def spectrum_task(material: str, chunks: list[dict[str, np.ndarray]], alpha_dt_fs: float,
+def spectrum_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: float,
                   settings: dict[str, Any], workdir: str) -> dict[str, Any]:
-    """Raman spectrum of the predicted α series, committee band, central-peak descriptors, PNG."""
+    """Raman spectrum of the predicted α series (a ``RamanSpectrum``, unchanged), committee band,
+    central-peak descriptors, the α series as text (with its dt_fs) and a PNG."""
     from ramanscreen.tasks.spectra import (
+        SpectrumSettings,
         central_peak_descriptors,
         plot_spectrum,
         raman_spectrum,
@@ -285,60 +308,59 @@ def spectrum_task(material: str, chunks: list[dict[str, np.ndarray]], alpha_dt_f
         write_alpha_txt,
     )
 
+    s = SpectrumSettings(**settings)
     alpha, committee = _load_chunks(chunks)
-    kw = {"laser_nm": settings["laser_nm"], "sigma_cm1": settings["sigma_cm1"], "max_freq_cm1": settings["max_freq_cm1"]}
-    spec = raman_spectrum(alpha, alpha_dt_fs, **kw)
+    spec = raman_spectrum(alpha, alpha_dt_fs, **s.spectrum_kwargs())
     band = None
     if committee is not None:
-        _, lo, hi = spectrum_band(committee, alpha_dt_fs, percentiles=tuple(settings["band_percentiles"]), **kw)
+        _, lo, hi = spectrum_band(committee, alpha_dt_fs, percentiles=s.band_percentiles, **s.spectrum_kwargs())
         band = (lo, hi)
-    desc = central_peak_descriptors(spec, omega_c_cm1=settings["omega_c_cm1"], omega_min_cm1=settings["omega_min_cm1"],
-                                    host_window_cm1=tuple(settings["host_window_cm1"]))
+    desc = central_peak_descriptors(spec, **s.descriptor_kwargs())
     wd = Path(workdir)
-    write_alpha_txt(wd / "alpha.txt", alpha)
+    write_alpha_txt(wd / "alpha.txt", alpha, dt_fs=alpha_dt_fs)
     png = plot_spectrum(spec, wd / "spectrum.png", band=band, title=f"{material}: ML Raman spectrum")
-    columns = {"freq_cm1": spec.freq_cm1, "intensity": spec.intensity,
-               "intensity_parallel": spec.intensity_parallel, "intensity_perpendicular": spec.intensity_perpendicular,
-               "a2": spec.a2, "gamma2": spec.gamma2}
-    if band is not None:
-        columns["band_low"], columns["band_high"] = band
-    return {"columns": columns, "descriptors": desc, "png": str(png), "n_alpha": int(len(alpha)),
+    return {"spectrum": spec, "band": band, "descriptors": desc, "png": str(png), "n_alpha": int(len(alpha)),
             "df_cm1": float(spec.df_cm1)}
 
 
 @task(name="transport", task_run_name="transport[{material}]")
 def transport_task(material: str, traj_path: str, species: list[str], temperature_k: float,
-                   settings: dict[str, Any]) -> dict[str, Any]:
-    """MSD, D ± error, σ, α₂ peak, VDOS(0) of every species in ``species``."""
+                   settings: dict[str, Any]):
+    """MSD, D ± error, σ, α₂, VDOS of every species in ``species``: the ``TransportResult``, unchanged."""
     from ramanscreen.tasks.trajectory import Trajectory
-    from ramanscreen.tasks.transport import analyze_transport
+    from ramanscreen.tasks.transport import TransportSettings, analyze_transport
 
     traj = Trajectory.from_file(traj_path)
-    res = analyze_transport(traj, species=species, temperature_k=temperature_k, drift=settings["drift"],
-                            method=settings["method"], n_blocks=settings["n_blocks"],
-                            min_fit_start_ps=settings.get("min_fit_start_ps", 0.0))
-    rows = [{"species": s, "D_cm2_s": res.D_cm2_s[s], "D_err_cm2_s": res.D_err_cm2_s[s],
-             "sigma_S_cm": res.sigma_S_cm[s], "alpha2_peak": res.alpha2_peak[s], "vdos0": res.vdos0[s]}
-            for s in res.species]
-    msd = res.msd_table()
-    vdos = res.vdos_table()
-    return {"rows": rows, "msd": {k: msd[k] for k in ("species", "time_ps", "msd_A2")},
-            "vdos": {k: vdos[k] for k in ("species", "freq_cm1", "vdos")}, "summary": res.to_dict()}
+    return analyze_transport(traj, species=species, temperature_k=temperature_k,
+                             **TransportSettings(**settings).analysis_kwargs())
 
 
 # ------------------------------------------------------------------------------- results
 
 
+def spectrum_columns(spectrum: dict[str, Any]) -> dict[str, Any]:
+    """The spectra table of a :func:`spectrum_task` result: every ``RamanSpectrum`` column plus
+    the committee band."""
+    import dataclasses
+
+    cols = dataclasses.asdict(spectrum["spectrum"])
+    if spectrum.get("band") is not None:
+        cols["band_low"], cols["band_high"] = spectrum["band"]
+    return cols
+
+
 @task(name="write-results", task_run_name="parquet[{material}]")
 def write_task(results_root: str, campaign: str, material: str, run_id: str, meta: dict[str, Any],
-               spectrum: dict[str, Any], transport: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
-    """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id)."""
+               spectrum: dict[str, Any], transport: Any, fit: dict[str, Any]) -> dict[str, Any]:
+    """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id).
+    The stage results go in as they come (``write_run`` takes the spectrum and the
+    ``TransportResult`` whole), so every documented column is filled."""
     from ramanscreen.tasks.results import write_run
 
-    rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum["columns"],
-                    transport=transport["rows"], descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],
-                    msd=transport["msd"], vdos=transport["vdos"])
-    return {"write_id": rec.write_id, "rows": dict(rec.rows) if hasattr(rec, "rows") else {}}
+    rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum_columns(spectrum),
+                    transport=transport, descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],
+                    msd=transport, vdos=transport)
+    return {"write_id": rec.write_id, "rows": dict(rec.rows)}
 
 
 #: The cached stage tasks by stage name (write_task is deliberately not cached: it is cheap

@@ -147,14 +147,37 @@ def require_finite(array: np.ndarray, *, file: str | os.PathLike[str] | None, fi
         )
 
 
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib ``Figure`` with its own Agg canvas: no pyplot state, no display, and the
+    caller's backend (a notebook's, say) untouched. ``kwargs`` go to ``Figure``.
+
+    >>> fig = new_figure(figsize=(3, 2))
+    >>> ax = fig.subplots()
+    >>> type(fig.canvas).__name__
+    'FigureCanvasAgg'
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: float | None = None) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix, PNG by default) and close it."""
-    import matplotlib.pyplot as plt
+    """Save a matplotlib figure atomically (format from the suffix, PNG by default).
+
+    A pyplot-managed figure is closed afterwards; pyplot is never imported here, so saving
+    does not select or switch a backend.
+    """
+    import sys
 
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     finally:
-        plt.close(fig)
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None and getattr(fig.canvas, "manager", None) is not None:
+            plt.close(fig)
     return path

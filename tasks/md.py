@@ -51,6 +51,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
 from ramanscreen.tasks.common import InputError, atomic_path, atomic_write, save_figure
+from ramanscreen.tasks.schema import check, setting
 
 #: ``progress(step, total, ps_per_day)``: called during a run (step counts equilibration too).
 ProgressCallback = Callable[[int, int, float], None]
@@ -67,9 +68,32 @@ SCHEMA = "ramanscreen.md/1"
 # ============================================================================================
 # settings
 # ============================================================================================
+#: The MLFF a run uses unless told otherwise (CHGNet: its weights ship in the wheel).
+DEFAULT_CALCULATOR = "chgnet"
+
+
+@dataclass(frozen=True)
+class MLFFSettings:
+    """The force field (the campaign's ``[mlff]``): a registry name or ``ase:module:Class`` and
+    its keyword options.
+
+    >>> MLFFSettings().calculator
+    'chgnet'
+    """
+
+    calculator: str = setting(DEFAULT_CALCULATOR, doc="MLFF: chgnet, sevenn or ase:module:Class")
+    options: Mapping[str, Any] = setting(default_factory=dict, doc="keyword options of the calculator")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if not self.calculator.strip():
+            raise InputError("calculator must be a name", field="calculator", fix="chgnet, sevenn or ase:module:Class")
+
+
 @dataclass(frozen=True)
 class MDSettings:
-    """What to run. Units are in the names; all times in fs, temperatures in K.
+    """What to run (the campaign's ``[md]`` and per-material keys). Units are in the names; all
+    times in fs, temperatures in K. Checked on construction.
 
     ``steps`` counts production steps; frames are stored at production steps 0, k, 2k, …
     (k = ``write_every``), so a run stores ``steps // write_every + 1`` frames.
@@ -78,32 +102,35 @@ class MDSettings:
 
     >>> MDSettings(temperature_k=500, dt_fs=10).alpha_dt_fs
     100.0
-    >>> MDSettings(temperature_k=-1).validate()
+    >>> MDSettings(temperature_k=-1)
     Traceback (most recent call last):
     ...
-    ramanscreen.tasks.common.InputError: temperature_k: must be a positive number of kelvin, got -1 (fix: e.g. --temperature-k 300)
+    ramanscreen.tasks.common.InputError: temperature_k: must be > 0 K, got -1 (fix: MD temperature, a value > 0 K)
     """
 
-    temperature_k: float = 300.0
-    dt_fs: float = 2.0
-    steps: int = 1000
-    equil_steps: int = 0
-    ensemble: str = "nvt-nhc"
-    pressure_gpa: float = 0.0
-    write_every: int = 1
-    alpha_stride: int = 10
-    checkpoint_every: int = 100
-    seed: int = 0
-    calculator: str = "chgnet"
-    calculator_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    #: torch/BLAS threads; ``None``: ``ramanscreen.tasks.settings.get_settings().num_threads``.
-    num_threads: int | None = None
-    #: Nosé-Hoover chain damping time (fs); ``None``: 100 × dt.
-    tdamp_fs: float | None = None
-    #: Barostat damping time for NPT (fs); ``None``: 1000 × dt.
-    pdamp_fs: float | None = None
-    #: Langevin friction (1/fs).
-    friction_per_fs: float = 0.01
+    temperature_k: float = setting(300.0, doc="MD temperature", unit="K", gt=0, toml=False)
+    dt_fs: float = setting(2.0, doc="MD time step (10 fs only for heavy atoms like AgI)", unit="fs", gt=0)
+    steps: int = setting(1000, doc="production steps", ge=1)
+    equil_steps: int = setting(0, doc="equilibration steps before production (not stored)", ge=0)
+    ensemble: str = setting("nvt-nhc", doc="nvt-nhc (Nosé–Hoover chain, the paper), langevin or npt (MTK barostat)",
+                            choices=ENSEMBLES)
+    pressure_gpa: float = setting(0.0, doc="pressure of npt runs", unit="GPa")
+    write_every: int = setting(1, doc="store every n-th production step in the trajectory", ge=1)
+    alpha_stride: int = setting(10, doc="predict α on every n-th stored frame (the paper: every 10th MD step)", ge=1)
+    checkpoint_every: int = setting(100, doc="checkpoint every n steps (a killed run resumes there)", ge=1)
+    seed: int = setting(0, doc="seed of the initial velocities, disorder and Langevin noise")
+    calculator: str = setting(DEFAULT_CALCULATOR, doc="MLFF: chgnet, sevenn or ase:module:Class", toml=False)
+    calculator_kwargs: Mapping[str, Any] = setting(default_factory=dict, doc="keyword options of the calculator",
+                                                   toml=False)
+    num_threads: int | None = setting(None, doc="torch/BLAS threads of one MD run (none: the num_threads "
+                                      "setting of ramanscreen.tasks.settings)", ge=1)
+    tdamp_fs: float | None = setting(None, doc="Nosé–Hoover damping time (none: 100 × dt_fs)", unit="fs", gt=0)
+    pdamp_fs: float | None = setting(None, doc="barostat damping time of npt runs (none: 1000 × dt_fs)", unit="fs",
+                                     gt=0)
+    friction_per_fs: float = setting(0.01, doc="Langevin friction", unit="1/fs", gt=0)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     @property
     def alpha_dt_fs(self) -> float:
@@ -115,40 +142,13 @@ class MDSettings:
         return self.equil_steps + self.steps
 
     def validate(self) -> None:
-        """Raise :class:`InputError` for settings that cannot run."""
-
-        def number(name: str, value: Any) -> float:
-            try:
-                out = float(value)
-            except (TypeError, ValueError):
-                raise InputError(f"must be a number, got {value!r}", field=name) from None
-            return out
-
-        t = number("temperature_k", self.temperature_k)
-        if not math.isfinite(t) or t <= 0:
-            raise InputError(f"must be a positive number of kelvin, got {self.temperature_k:g}",
-                             field="temperature_k", fix="e.g. --temperature-k 300")
-        dt = number("dt_fs", self.dt_fs)
-        if not math.isfinite(dt) or dt <= 0:
-            raise InputError(f"time step must be positive, got {self.dt_fs:g} fs", field="dt_fs",
-                             fix="e.g. --dt-fs 2 (10 fs only for heavy atoms like AgI)")
-        for name, low in (("steps", 1), ("equil_steps", 0), ("write_every", 1), ("alpha_stride", 1),
-                          ("checkpoint_every", 1)):
+        """Raise :class:`InputError` (naming the field) for settings that cannot run."""
+        check(self)
+        for name in ("temperature_k", "dt_fs", "pressure_gpa", "friction_per_fs", "tdamp_fs", "pdamp_fs"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise InputError(f"must be an integer >= {low}, got {value!r}", field=name)
-        if self.ensemble not in ENSEMBLES:
-            raise InputError(f"unknown ensemble {self.ensemble!r}", field="ensemble",
-                             fix=f"use one of {', '.join(ENSEMBLES)}")
-        if not math.isfinite(number("pressure_gpa", self.pressure_gpa)):
-            raise InputError("pressure must be finite", field="pressure_gpa")
-        for name in ("tdamp_fs", "pdamp_fs", "friction_per_fs"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(number(name, value)) and value > 0):
-                raise InputError(f"must be positive, got {value!r}", field=name)
-        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
-            raise InputError(f"must be a positive integer, got {self.num_threads!r}", field="num_threads")
-        if not isinstance(self.calculator, str) or not self.calculator:
+            if value is not None and not math.isfinite(value):
+                raise InputError(f"must be finite, got {value!r}", field=name)
+        if not self.calculator.strip():
             raise InputError("calculator must be a name", field="calculator", fix="chgnet, sevenn or ase:module:Class")
 
     def fingerprint(self) -> str:
@@ -247,9 +247,15 @@ def _chgnet_calculator(*, properties: Iterable[str] = ("energy", "forces"), mode
     with contextlib.redirect_stdout(io.StringIO()):
         net = CHGNet.load(model_name=model or "0.3.0", verbose=False, use_device="cpu")
         calc = _CHGNet(model=net, use_device="cpu", **kwargs)
-    calc.ramanscreen_info = {"model": f"CHGNet {net.version}", "model_version": str(net.version),
-                             "package": "chgnet", "task": task,
-                             "elements_max_z": int(net.atom_embedding.embedding.num_embeddings)}
+    return tag_calculator(calc, {"model": f"CHGNet {net.version}", "model_version": str(net.version),
+                                 "package": "chgnet", "task": task,
+                                 "elements_max_z": int(net.atom_embedding.embedding.num_embeddings)})
+
+
+def tag_calculator(calc: Calculator, info: Mapping[str, Any]) -> Calculator:
+    """Attach ``ramanscreen_info`` (model name, version, package, covered elements) to ``calc``;
+    the run metadata and :func:`check_elements` read it."""
+    vars(calc)["ramanscreen_info"] = dict(info)
     return calc
 
 
@@ -263,9 +269,8 @@ def _sevenn_calculator(*, properties: Iterable[str] = ("energy", "forces"), mode
         warnings.simplefilter("ignore")
         calc = SevenNetCalculator(model=model, device="cpu", **kwargs)
     version = str(getattr(calc, "sevennet_config", {}).get("version", "?"))
-    calc.ramanscreen_info = {"model": f"SevenNet {model}", "model_version": f"{model} (sevenn {version} checkpoint)",
-                             "package": "sevenn",
-                             "elements_z": sorted(int(z) for z in getattr(calc, "type_map", {}))}
+    tag_calculator(calc, {"model": f"SevenNet {model}", "model_version": f"{model} (sevenn {version} checkpoint)",
+                          "package": "sevenn", "elements_z": sorted(int(z) for z in getattr(calc, "type_map", {}))})
     return calc
 
 
@@ -303,8 +308,8 @@ def get_calculator(spec: str = "chgnet", *, properties: Iterable[str] = ("energy
             cls = getattr(module, parts[2])
             calc = cls(**kwargs)
             version = getattr(module, "__version__", None) or _package_version(parts[1].split(".")[0])
-            calc.ramanscreen_info = {"model": f"{parts[1]}:{parts[2]}", "model_version": version,
-                                     "package": parts[1].split(".")[0]}
+            tag_calculator(calc, {"model": f"{parts[1]}:{parts[2]}", "model_version": version,
+                                  "package": parts[1].split(".")[0]})
         else:
             raise InputError(f"unknown calculator {spec!r}", field="calculator",
                              fix="use chgnet, sevenn or ase:module:Class")
@@ -342,7 +347,7 @@ def check_elements(atoms: Atoms, calc: Calculator, spec: str) -> None:
     if missing:
         names = ", ".join(chemical_symbols[x] for x in sorted(missing))
         raise InputError(f"{info.get('model', spec)} does not cover {names}", field="calculator",
-                         fix="choose another --calculator (e.g. ase:module:Class with a model for these elements)")
+                         fix="choose another calculator (e.g. ase:module:Class with a model for these elements)")
 
 
 def _first_forces(atoms: Atoms, calc: Calculator, spec: str) -> None:
@@ -496,7 +501,7 @@ def _load_checkpoint(paths: _Paths) -> tuple[dict[str, np.ndarray], dict[str, An
             meta = json.loads(str(z["meta"]))
     except Exception as exc:  # noqa: BLE001 - a damaged checkpoint
         raise InputError(f"checkpoint is unreadable ({type(exc).__name__})", file=paths.ckpt,
-                         fix="delete the run directory or pass --restart to start over") from None
+                         fix="delete the run directory, or restart the run from scratch") from None
     return arrays, meta
 
 
@@ -516,7 +521,7 @@ def _truncate_part(paths: _Paths, s: MDSettings, step: int) -> int:
     if not paths.part.exists():
         if len(expected):
             raise InputError("checkpoint has frames but the partial trajectory is missing", file=paths.part,
-                             fix="pass --restart to start over")
+                             fix="restart the run from scratch")
         return 0
     n_keep = len(expected)
     with AseTrajectory(str(paths.part), "r") as tr:
@@ -527,7 +532,7 @@ def _truncate_part(paths: _Paths, s: MDSettings, step: int) -> int:
         if not ok:
             raise InputError(
                 f"partial trajectory holds {n_have} frames but the checkpoint at step {step} expects "
-                f"at least {n_keep}", file=paths.part, fix="pass --restart to start over")
+                f"at least {n_keep}", file=paths.part, fix="restart the run from scratch")
         if n_have > n_keep:  # drop frames written after the checkpoint, streaming
             with atomic_path(paths.part) as tmp, AseTrajectory(str(tmp), "w") as out:
                 for k in range(n_keep):
@@ -551,6 +556,256 @@ def _clean_partial(paths: _Paths) -> None:
             p.unlink()
 
 
+class _TimedCalculator:
+    """Counts the time and the calls spent inside a calculator's ``calculate`` (this session),
+    so the run metadata can tell model time from integrator overhead."""
+
+    def __init__(self, calc: Calculator) -> None:
+        self.calc = calc
+        self.seconds = 0.0
+        self.calls = 0
+        self._original = calc.calculate
+
+    def __enter__(self) -> _TimedCalculator:
+        original = self._original
+
+        def timed(*args: Any, **kwargs: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.calls += 1
+
+        self.calc.calculate = timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.calc.calculate = self._original  # type: ignore[method-assign]
+
+
+@dataclass
+class _RunState:
+    """What a run has done so far; checkpointed, so a resumed run continues its accounting."""
+
+    step: int = 0
+    n_frames: int = 0
+    wall_time_s: float = 0.0
+    calc_time_s: float = 0.0
+    n_resumes: int = 0
+    t_sum: float = 0.0
+    t_sq: float = 0.0
+    t_n: int = 0
+    started_utc: str = field(default_factory=lambda: _now())
+    equil_t_mean_k: float | None = None
+
+    #: Keys carried over from a checkpoint (``step`` and ``n_frames`` are re-derived).
+    CARRIED = ("wall_time_s", "calc_time_s", "n_resumes", "t_sum", "t_sq", "t_n", "started_utc", "equil_t_mean_k")
+
+    def checkpoint_meta(self, fingerprint: str, session_wall_s: float, session_calc_s: float) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in self.CARRIED}, "fingerprint": fingerprint, "n_frames": self.n_frames,
+                "wall_time_s": self.wall_time_s + session_wall_s, "calc_time_s": self.calc_time_s + session_calc_s}
+
+    def temperature_stats(self) -> tuple[float, float]:
+        n = max(self.t_n, 1)
+        mean = self.t_sum / n
+        return mean, math.sqrt(max(self.t_sq / n - mean**2, 0.0))
+
+
+# ---- 1. the calculator
+
+
+def _prepare_calculator(atoms: Atoms, settings: MDSettings, calculator: Calculator | None) -> tuple[Calculator, int]:
+    """The run's calculator, checked on ``atoms`` (elements covered, finite first forces)."""
+    props = ("energy", "forces", "stress") if settings.ensemble == "npt" else ("energy", "forces")
+    n_threads = set_num_threads(settings.num_threads)
+    calc = calculator or get_calculator(settings.calculator, properties=props, num_threads=n_threads,
+                                        **dict(settings.calculator_kwargs))
+    if not hasattr(calc, "ramanscreen_info"):
+        tag_calculator(calc, {"model": type(calc).__name__, "model_version": None})
+    check_elements(atoms, calc, settings.calculator)
+    _first_forces(atoms, calc, settings.calculator)
+    return calc, n_threads
+
+
+# ---- 2. start or resume from the checkpoint
+
+
+def _start_or_resume(atoms: Atoms, settings: MDSettings, paths: _Paths,
+                     rng: np.random.Generator) -> tuple[_RunState, dict[str, np.ndarray] | None]:
+    """A fresh state with Maxwell–Boltzmann velocities (total momentum zeroed), or the state,
+    positions, momenta and integrator variables of the last checkpoint in ``paths``."""
+    state = _RunState()
+    if not paths.ckpt.exists():
+        _clean_partial(paths)  # a run killed before its first checkpoint starts over
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+        MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_k, rng=rng)
+        Stationary(atoms)
+        return state, None
+    arrays, cmeta = _load_checkpoint(paths)
+    if cmeta.get("fingerprint") != settings.fingerprint():
+        raise InputError("a partial run with different settings is in this directory", file=paths.workdir,
+                         fix="rerun with the same settings to resume, or restart the run from scratch")
+    if not np.array_equal(arrays["numbers"], atoms.numbers):
+        raise InputError("a partial run of a different structure is in this directory", file=paths.workdir,
+                         fix="rerun with the same structure to resume, or restart the run from scratch")
+    state.step = int(cmeta["step"])
+    state.n_frames = _truncate_part(paths, settings, state.step)
+    for key in _RunState.CARRIED:
+        if key in cmeta:
+            setattr(state, key, cmeta[key])
+    state.n_resumes = int(state.n_resumes) + 1
+    rng.bit_generator.state = cmeta["rng_state"]
+    atoms.set_cell(arrays["cell"])
+    atoms.set_masses(arrays["masses"])
+    atoms.set_positions(arrays["positions"])
+    atoms.set_momenta(arrays["momenta"])
+    return state, arrays
+
+
+# ---- 3. the integration loop
+
+
+#: Seconds between two progress reports (callback and ``md.state.json``).
+PROGRESS_EVERY_S = 1.0
+
+
+def _integrate(atoms: Atoms, dyn: Any, settings: MDSettings, paths: _Paths, state: _RunState,
+               rng: np.random.Generator, timer: _TimedCalculator, progress: ProgressCallback | None) -> None:
+    """Step ``dyn`` from ``state.step`` to the end: store every ``write_every``-th production
+    frame, checkpoint every ``checkpoint_every`` steps (and at the end), report progress."""
+    from ase.io.trajectory import Trajectory as AseTrajectory
+
+    total, equil, dt_fs = settings.total_steps, settings.equil_steps, settings.dt_fs
+    t_start = time.perf_counter()
+    steps_at_start = state.step
+    last_report = -math.inf
+    equil_t: list[float] = []
+
+    def ps_per_day() -> float:
+        elapsed = time.perf_counter() - t_start
+        done = state.step - steps_at_start
+        return done * dt_fs * 1e-3 / (elapsed / 86400.0) if elapsed > 0 and done > 0 else 0.0
+
+    def energy() -> float | None:
+        e = timer.calc.results.get("energy")
+        return None if e is None else float(e)
+
+    writer = AseTrajectory(str(paths.part), "a")
+    try:
+        if state.step == equil and state.n_frames == 0:  # no equilibration: frame 0 is the initial state
+            writer.write(_snapshot(atoms, 0, dt_fs, energy()))
+            state.n_frames = 1
+        while state.step < total:
+            dyn.step()
+            state.step += 1
+            dyn.nsteps = state.step
+            p = state.step - equil
+            temp = float(atoms.get_temperature())
+            if p >= 0:
+                state.t_sum += temp
+                state.t_sq += temp * temp
+                state.t_n += 1
+                if p % settings.write_every == 0:
+                    writer.write(_snapshot(atoms, p, dt_fs, energy()))
+                    state.n_frames += 1
+            else:
+                equil_t.append(temp)
+            if state.step == equil and equil_t:
+                state.equil_t_mean_k = float(np.mean(equil_t))
+            if state.step % settings.checkpoint_every == 0 or state.step == total:
+                writer.backend.fd.flush()
+                os.fsync(writer.backend.fd.fileno())
+                meta = state.checkpoint_meta(settings.fingerprint(), time.perf_counter() - t_start, timer.seconds)
+                _save_checkpoint(paths, atoms, dyn, state.step, meta, rng)
+            now = time.perf_counter()
+            if now - last_report >= PROGRESS_EVERY_S or state.step == total:
+                last_report = now
+                rate = ps_per_day()
+                _write_state(paths, "running", state.step, total, settings, ps_per_day=rate)
+                if progress is not None:
+                    progress(state.step, total, rate)
+            if not np.isfinite(temp):
+                raise InputError(f"MD blew up at step {state.step} (non-finite temperature)", field="dt_fs",
+                                 fix="use a smaller time step or check the structure")
+    finally:
+        writer.close()
+    state.wall_time_s += time.perf_counter() - t_start
+    state.calc_time_s += timer.seconds
+
+
+def _write_state(paths: _Paths, status: str, step: int, total: int, settings: MDSettings, *,
+                 ps_per_day: float | None = None) -> None:
+    """``md.state.json``: how far the run is (read by progress displays; never needed to resume)."""
+    _write_json(paths.state, {"status": status, "step": step, "total": total, "dt_fs": settings.dt_fs,
+                              "equil_steps": settings.equil_steps, "ps_per_day": ps_per_day,
+                              "updated_utc": _now(), "settings": settings.to_dict()})
+
+
+# ---- 4. the finished run
+
+
+def _finish(atoms: Atoms, settings: MDSettings, paths: _Paths, state: _RunState, calc: Calculator, n_threads: int,
+            timer: _TimedCalculator, steps_at_start: int) -> MDResult:
+    """Write the sidecar, then move the trajectory to its final name (the run is complete)."""
+    dt_fs = settings.dt_fs
+    total = settings.total_steps
+    wall, calc_time = state.wall_time_s, state.calc_time_s
+    t_mean, t_std = state.temperature_stats()
+    info: dict[str, Any] = getattr(calc, "ramanscreen_info", {})
+    meta = {
+        "schema": SCHEMA,
+        "traj": paths.traj.name,
+        "fingerprint": settings.fingerprint(),
+        "material": atoms.info.get("material"),
+        "formula": atoms.get_chemical_formula(),
+        "n_atoms": len(atoms),
+        "calculator": settings.calculator,
+        "calculator_kwargs": dict(settings.calculator_kwargs),
+        "model": info.get("model"),
+        "model_version": info.get("model_version"),
+        "packages": {k: _package_version(k) for k in ("ase", "torch", "chgnet", "sevenn")
+                     if k in ("ase", info.get("package")) or (k == "torch" and info.get("package") in ("chgnet", "sevenn"))},
+        "ensemble": settings.ensemble,
+        "temperature_k": settings.temperature_k,
+        "pressure_gpa": settings.pressure_gpa if settings.ensemble == "npt" else None,
+        "dt_fs": dt_fs,
+        "steps": settings.steps,
+        "equil_steps": settings.equil_steps,
+        "seed": settings.seed,
+        "write_every": settings.write_every,
+        "frame_dt_fs": dt_fs * settings.write_every,
+        "alpha_stride": settings.alpha_stride,
+        "alpha_dt_fs": settings.alpha_dt_fs,
+        "n_frames": state.n_frames,
+        "duration_ps": settings.steps * dt_fs * 1e-3,
+        "tdamp_fs": settings.tdamp_fs if settings.tdamp_fs is not None else 100 * dt_fs,
+        "friction_per_fs": settings.friction_per_fs if settings.ensemble == "langevin" else None,
+        "pdamp_fs": (settings.pdamp_fs or 1000 * dt_fs) if settings.ensemble == "npt" else None,
+        "temperature_mean_k": t_mean,
+        "temperature_std_k": t_std,
+        "equil_temperature_mean_k": state.equil_t_mean_k,
+        "wall_time_s": wall,
+        "calc_time_s": calc_time,
+        "overhead_fraction": (wall - calc_time) / calc_time if calc_time > 0 else None,
+        "calc_calls_per_step": timer.calls / max(total - steps_at_start, 1),
+        "ps_per_day": total * dt_fs * 1e-3 / (wall / 86400.0) if wall > 0 else None,
+        "n_resumes": int(state.n_resumes),
+        "num_threads": n_threads,
+        "started_utc": state.started_utc,
+        "finished_utc": _now(),
+        "host": platform.node(),
+        "settings": settings.to_dict(),
+    }
+    _write_json(paths.meta, meta)
+    os.replace(paths.part, paths.traj)
+    _write_state(paths, "complete", total, total, settings, ps_per_day=meta["ps_per_day"])
+    with contextlib.suppress(FileNotFoundError):
+        paths.ckpt.unlink()
+    return MDResult(paths.traj, paths.meta, meta)
+
+
 def run_md(
     atoms: Atoms,
     settings: MDSettings,
@@ -566,7 +821,8 @@ def run_md(
     Args:
         atoms: the starting structure (copied; its calculator is ignored).
         settings: :class:`MDSettings`.
-        workdir: output directory; holds ``md.traj`` + ``md.json`` when done.
+        workdir: output directory; holds ``md.traj`` + ``md.json`` when done, and while running
+            ``md.state.json`` (step, total, ps/day; updated about once a second).
         progress: optional plain callable ``progress(step, total, ps_per_day)``, called at most
             about once a second and once at the end (``step`` counts equilibration steps too).
         restart: discard a previous partial run in ``workdir`` instead of resuming it.
@@ -574,8 +830,10 @@ def run_md(
             (the spec string is still recorded).
         name: file stem of the outputs.
 
-    Bad input (temperature, time step, overlaps, elements, calculator) raises
-    :class:`InputError` before anything is written.
+    The steps: the calculator (:func:`_prepare_calculator`), a fresh start or the checkpoint
+    (:func:`_start_or_resume`), the integration loop (:func:`_integrate`), the sidecar and the
+    final trajectory (:func:`_finish`). Bad input (temperature, time step, overlaps, elements,
+    calculator) raises :class:`InputError` before anything is written.
     """
     settings.validate()
     atoms = atoms.copy()
@@ -598,18 +856,10 @@ def run_md(
                 progress(settings.total_steps, settings.total_steps, float(meta.get("ps_per_day") or 0.0))
             return MDResult(paths.traj, paths.meta, meta)
         raise InputError("directory already holds a finished run with other settings", file=workdir,
-                         fix="choose another --out directory or pass --restart to overwrite it")
+                         fix="choose another run directory, or restart the run from scratch to overwrite it")
 
     # ---- everything that can fail on bad input happens before the first file is written
-    props = ("energy", "forces", "stress") if settings.ensemble == "npt" else ("energy", "forces")
-    n_threads = set_num_threads(settings.num_threads)
-    calc = calculator or get_calculator(settings.calculator, properties=props, num_threads=n_threads,
-                                        **dict(settings.calculator_kwargs))
-    if not hasattr(calc, "ramanscreen_info"):
-        calc.ramanscreen_info = {"model": type(calc).__name__, "model_version": None}
-    check_elements(atoms, calc, settings.calculator)
-    _first_forces(atoms, calc, settings.calculator)
-
+    calc, n_threads = _prepare_calculator(atoms, settings, calculator)
     workdir.mkdir(parents=True, exist_ok=True)
     if restart:
         _clean_partial(paths)
@@ -618,176 +868,17 @@ def run_md(
                 p.unlink()
 
     rng = np.random.default_rng(settings.seed)
-    acc = {"wall_time_s": 0.0, "calc_time_s": 0.0, "n_resumes": 0, "t_sum": 0.0, "t_sq": 0.0, "t_n": 0,
-           "started_utc": _now(), "equil_t_mean_k": None}
-    step = 0
-    resumed_arrays: dict[str, np.ndarray] | None = None
-    if paths.ckpt.exists():
-        arrays, cmeta = _load_checkpoint(paths)
-        if cmeta.get("fingerprint") != settings.fingerprint():
-            raise InputError("a partial run with different settings is in this directory", file=workdir,
-                             fix="rerun with the same settings to resume, or pass --restart to start over")
-        if not np.array_equal(arrays["numbers"], atoms.numbers):
-            raise InputError("a partial run of a different structure is in this directory", file=workdir,
-                             fix="rerun with the same structure to resume, or pass --restart to start over")
-        step = int(cmeta["step"])
-        n_frames = _truncate_part(paths, settings, step)
-        for key in ("wall_time_s", "calc_time_s", "n_resumes", "t_sum", "t_sq", "t_n", "started_utc",
-                    "equil_t_mean_k"):
-            acc[key] = cmeta.get(key, acc[key])
-        acc["n_resumes"] = int(acc["n_resumes"]) + 1
-        rng.bit_generator.state = cmeta["rng_state"]
-        atoms.set_cell(arrays["cell"])
-        atoms.set_masses(arrays["masses"])
-        atoms.set_positions(arrays["positions"])
-        atoms.set_momenta(arrays["momenta"])
-        resumed_arrays = arrays
-    else:
-        _clean_partial(paths)  # a run killed before its first checkpoint starts over
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-
-        MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_k, rng=rng)
-        Stationary(atoms)
-        n_frames = 0
-
-    _write_json(paths.state, {"status": "running", "step": step, "total": settings.total_steps,
-                              "settings": settings.to_dict(), "updated_utc": _now()})
+    state, resumed_arrays = _start_or_resume(atoms, settings, paths, rng)
+    steps_at_start = state.step
+    _write_state(paths, "running", state.step, settings.total_steps, settings)
 
     atoms.calc = calc
-    calc_timer = [0.0, 0]  # seconds inside the model, number of model calls (this session)
-    original_calculate = calc.calculate
-
-    def timed_calculate(*args: Any, **kwargs: Any) -> None:
-        t0 = time.perf_counter()
-        try:
-            original_calculate(*args, **kwargs)
-        finally:
-            calc_timer[0] += time.perf_counter() - t0
-            calc_timer[1] += 1
-
-    calc.calculate = timed_calculate  # type: ignore[method-assign]
-    dyn = _make_dynamics(atoms, settings, rng)
-    if resumed_arrays is not None:
-        _restore_integrator(dyn, resumed_arrays)
-
-    from ase.io.trajectory import Trajectory as AseTrajectory
-
-    total = settings.total_steps
-    equil = settings.equil_steps
-    dt_fs = settings.dt_fs
-    t_start = time.perf_counter()
-    steps_at_start = step
-    last_report = -math.inf
-    equil_t: list[float] = []
-
-    def ps_per_day() -> float:
-        elapsed = time.perf_counter() - t_start
-        done = step - steps_at_start
-        return done * dt_fs * 1e-3 / (elapsed / 86400.0) if elapsed > 0 and done > 0 else 0.0
-
-    def energy() -> float | None:
-        e = calc.results.get("energy")
-        return None if e is None else float(e)
-
-    def checkpoint_meta() -> dict[str, Any]:
-        now = time.perf_counter()
-        return {**acc, "fingerprint": settings.fingerprint(), "n_frames": n_frames,
-                "wall_time_s": acc["wall_time_s"] + (now - t_start), "calc_time_s": acc["calc_time_s"] + calc_timer[0]}
-
-    writer = AseTrajectory(str(paths.part), "a")
-    try:
-        if step == equil and n_frames == 0:  # no equilibration: frame 0 is the initial state
-            writer.write(_snapshot(atoms, 0, dt_fs, energy()))
-            n_frames = 1
-        while step < total:
-            dyn.step()
-            step += 1
-            dyn.nsteps = step
-            p = step - equil
-            temp = float(atoms.get_temperature())
-            if p >= 0:
-                acc["t_sum"] += temp
-                acc["t_sq"] += temp * temp
-                acc["t_n"] += 1
-                if p % settings.write_every == 0:
-                    writer.write(_snapshot(atoms, p, dt_fs, energy()))
-                    n_frames += 1
-            else:
-                equil_t.append(temp)
-            if step == equil and equil_t:
-                acc["equil_t_mean_k"] = float(np.mean(equil_t))
-            if step % settings.checkpoint_every == 0 or step == total:
-                writer.backend.fd.flush()
-                os.fsync(writer.backend.fd.fileno())
-                _save_checkpoint(paths, atoms, dyn, step, checkpoint_meta(), rng)
-            if progress is not None:
-                now = time.perf_counter()
-                if now - last_report >= 1.0 or step == total:
-                    last_report = now
-                    progress(step, total, ps_per_day())
-            if not np.isfinite(temp):
-                raise InputError(f"MD blew up at step {step} (non-finite temperature)", field="dt_fs",
-                                 fix="use a smaller --dt-fs or check the structure")
-    finally:
-        writer.close()
-        calc.calculate = original_calculate  # type: ignore[method-assign]
-
-    # ---- finalize: sidecar first, then the trajectory appears under its final name
-    wall = acc["wall_time_s"] + (time.perf_counter() - t_start)
-    calc_time = acc["calc_time_s"] + calc_timer[0]
-    t_n = max(int(acc["t_n"]), 1)
-    t_mean = acc["t_sum"] / t_n
-    info = getattr(calc, "ramanscreen_info", {})
-    meta = {
-        "schema": SCHEMA,
-        "traj": paths.traj.name,
-        "fingerprint": settings.fingerprint(),
-        "material": atoms.info.get("material"),
-        "formula": atoms.get_chemical_formula(),
-        "n_atoms": len(atoms),
-        "calculator": settings.calculator,
-        "calculator_kwargs": dict(settings.calculator_kwargs),
-        "model": info.get("model"),
-        "model_version": info.get("model_version"),
-        "packages": {k: _package_version(k) for k in ("ase", "torch", "chgnet", "sevenn")
-                     if k in ("ase", info.get("package")) or (k == "torch" and info.get("package") in ("chgnet", "sevenn"))},
-        "ensemble": settings.ensemble,
-        "temperature_k": settings.temperature_k,
-        "pressure_gpa": settings.pressure_gpa if settings.ensemble == "npt" else None,
-        "dt_fs": dt_fs,
-        "steps": settings.steps,
-        "equil_steps": equil,
-        "seed": settings.seed,
-        "write_every": settings.write_every,
-        "frame_dt_fs": dt_fs * settings.write_every,
-        "alpha_stride": settings.alpha_stride,
-        "alpha_dt_fs": settings.alpha_dt_fs,
-        "n_frames": n_frames,
-        "duration_ps": settings.steps * dt_fs * 1e-3,
-        "tdamp_fs": settings.tdamp_fs if settings.tdamp_fs is not None else 100 * dt_fs,
-        "friction_per_fs": settings.friction_per_fs if settings.ensemble == "langevin" else None,
-        "pdamp_fs": (settings.pdamp_fs or 1000 * dt_fs) if settings.ensemble == "npt" else None,
-        "temperature_mean_k": t_mean,
-        "temperature_std_k": math.sqrt(max(acc["t_sq"] / t_n - t_mean**2, 0.0)),
-        "equil_temperature_mean_k": acc["equil_t_mean_k"],
-        "wall_time_s": wall,
-        "calc_time_s": calc_time,
-        "overhead_fraction": (wall - calc_time) / calc_time if calc_time > 0 else None,
-        "calc_calls_per_step": calc_timer[1] / max(total - steps_at_start, 1),
-        "ps_per_day": total * dt_fs * 1e-3 / (wall / 86400.0) if wall > 0 else None,
-        "n_resumes": int(acc["n_resumes"]),
-        "num_threads": n_threads,
-        "started_utc": acc["started_utc"],
-        "finished_utc": _now(),
-        "host": platform.node(),
-        "settings": settings.to_dict(),
-    }
-    _write_json(paths.meta, meta)
-    os.replace(paths.part, paths.traj)
-    _write_json(paths.state, {"status": "complete", "step": total, "total": total, "updated_utc": _now()})
-    with contextlib.suppress(FileNotFoundError):
-        paths.ckpt.unlink()
-    return MDResult(paths.traj, paths.meta, meta)
+    with _TimedCalculator(calc) as timer:
+        dyn = _make_dynamics(atoms, settings, rng)
+        if resumed_arrays is not None:
+            _restore_integrator(dyn, resumed_arrays)
+        _integrate(atoms, dyn, settings, paths, state, rng, timer, progress)
+    return _finish(atoms, settings, paths, state, calc, n_threads, timer, steps_at_start)
 
 
 # ============================================================================================
@@ -816,7 +907,7 @@ class RichProgress:
             disable=disable, transient=False,
         )
         self._description = description
-        self._task = None
+        self._task: Any = None
         self._dt_fs = dt_fs
 
     def __enter__(self) -> RichProgress:
@@ -870,10 +961,10 @@ def import_md(
     path = Path(path)
     out_traj = Path(out_traj)
     if out_traj.suffix != ".traj":
-        raise InputError("the imported trajectory is written as ASE .traj", file=out_traj, field="out",
+        raise InputError("the imported trajectory is written as ASE .traj", file=out_traj, field="out_traj",
                          fix="use a .traj file name")
     if dt_fs is not None and not (math.isfinite(dt_fs) and dt_fs > 0):
-        raise InputError(f"time step must be positive, got {dt_fs:g} fs", field="dt_fs", fix="e.g. --dt-fs 2")
+        raise InputError(f"time step must be positive, got {dt_fs:g} fs", field="dt_fs", fix="e.g. 2 (fs)")
     if not isinstance(alpha_stride, int) or alpha_stride < 1:
         raise InputError(f"must be an integer >= 1, got {alpha_stride!r}", field="alpha_stride")
     traj = Trajectory.from_file(path, dt_fs=dt_fs, fmt=fmt, type_map=type_map, index=index)
@@ -1030,13 +1121,11 @@ def force_check(
 
 def parity_plot(res: ForceCheckResult, path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Force-component parity plot, one colour per element, RMSE in the legend; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ramanscreen.tasks.common import new_figure
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=150)
+    fig = new_figure(figsize=(4.6, 4.4), dpi=150)
+    ax = fig.subplots()
     for el in np.unique(res.symbols):
         m = res.symbols == el
         ax.scatter(res.reference_forces_eV_A[m].ravel(), res.predicted_forces_eV_A[m].ravel(), s=4, alpha=0.5,

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from ramanscreen.tasks.common import InputError, atomic_path, atomic_write, require_finite, save_figure
+from ramanscreen.tasks.schema import check, setting
 
 #: Cartesian index pairs of the six independent components, in the order of the
 #: 6-column text format ``xx yy zz xy yz zx``.
@@ -77,13 +78,14 @@ class SOAPHypers:
     {'type': 'Gto', 'max_radial': 5}
     """
 
-    cutoff_A: float = 5.0
-    max_radial: int = 5
-    max_angular: int = 4
-    width_A: float = 0.4
-    smoothing_width_A: float = 0.5
+    cutoff_A: float = setting(5.0, doc="SOAP cutoff radius", unit="Å", gt=0)
+    max_radial: int = setting(5, doc="largest radial index (max_radial + 1 GTO radial functions)", ge=0)
+    max_angular: int = setting(4, doc="largest l of the density expansion (≥ 1 for λ=2 features)", ge=1)
+    width_A: float = setting(0.4, doc="Gaussian width of the atomic density", unit="Å", gt=0)
+    smoothing_width_A: float = setting(0.5, doc="width of the cutoff's shifted-cosine smoothing", unit="Å", gt=0)
 
     def __post_init__(self) -> None:
+        check(self)
         checks = [
             ("cutoff_A", self.cutoff_A > 0, "a positive radius, e.g. 5.0"),
             ("width_A", self.width_A > 0, "a positive Gaussian width, e.g. 0.4"),
@@ -119,6 +121,60 @@ class SOAPHypers:
                 f"unknown hyperparameter(s) {sorted(unknown)}", field="hypers", fix=f"use only {sorted(known)}"
             )
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The α model of a campaign (``[model]``): λ-SOAP hyperparameters, committee, seed.
+
+    >>> ModelSettings(hypers={"cutoff_A": 4.0}).hypers.cutoff_A
+    4.0
+    """
+
+    committee: int = setting(8, doc="bootstrap committee members (0: none; ≥ 2 for an uncertainty band)", ge=0)
+    hypers: SOAPHypers = setting(default_factory=SOAPHypers, doc="λ-SOAP hyperparameters (SOAPHypers fields)")
+    seed: int = setting(0, doc="seed of the train/test split, the CV folds and the bootstrap")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.committee == 1:
+            raise InputError("one committee member gives no uncertainty", field="committee", fix="use 0 or ≥ 2")
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """How α is predicted along a trajectory (``[prediction]``)."""
+
+    chunk_frames: int = setting(200, doc="α samples per prediction task (memory and parallelism)", ge=1)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+def train_test_split(n: int, n_train: int, *, n_test: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The one train/test split of reference data (CLI ``alpha fit``, the campaign's fit, the
+    learning curve): a random permutation of ``range(n)`` from ``seed``; the first ``n_train``
+    are the training set, the next ``n_test`` (default: the rest) the test set, each sorted.
+
+    Same data, same seed: same split, so the CLI and a campaign fit the same model.
+
+    >>> train, test = train_test_split(10, 7, seed=1)
+    >>> train.tolist(), test.tolist()
+    ([0, 1, 2, 4, 5, 7, 8], [3, 6, 9])
+    >>> train_test_split(10, 11)
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: n_train: 11 is not within 2..10 (the reference frames available) (fix: use at most 10)
+    """
+    n_test = n - n_train if n_test is None else n_test
+    if not 2 <= n_train <= n:
+        raise InputError(f"{n_train} is not within 2..{n} (the reference frames available)", field="n_train",
+                         fix=f"use at most {n}")
+    if not 0 <= n_test <= n - n_train:
+        raise InputError(f"{n_test} test frames do not fit beside {n_train} training frames in {n}", field="n_test",
+                         fix=f"use at most {n - n_train}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:n_train]), np.sort(order[n_train:n_train + n_test])
 
 
 # ------------------------------------------------------------------- Cartesian <-> λ
@@ -233,13 +289,11 @@ def alpha_metrics(true_A3: np.ndarray, pred_A3: np.ndarray) -> dict[str, float]:
 
 def plot_parity(true_A3: np.ndarray, pred_A3: np.ndarray, path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Parity plots of diagonal and off-diagonal components (paper Fig. 2B/C), as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ramanscreen.tasks.common import new_figure
 
     metrics = alpha_metrics(true_A3, pred_A3)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
+    fig = new_figure(figsize=(8, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, name, idx in ((axes[0], "diag", [0, 1, 2]), (axes[1], "offdiag", [3, 4, 5])):
         for i in idx:
             r, c = SIX_COMPONENTS[i]
@@ -376,7 +430,7 @@ class _Featurizer:
         """Plain path: X0 (n, p0) and X2 (n, 5, p2), the λ-SOAP summed over atoms."""
         ps = self.eps.compute(list(frames), selected_keys=self._selected_keys(), neighbors_to_properties=True)
         n = len(frames)
-        X = {0: None, 2: None}
+        X: dict[int, np.ndarray] = {}
         labels = self.feature_labels
         for lam in (0, 2):
             n_per = len(labels[lam]) // len(self.elements)
@@ -591,7 +645,7 @@ class AlphaModel:
         alpha_A3: np.ndarray,
         *,
         hypers: SOAPHypers | None = None,
-        n_committee: int = 8,
+        n_committee: int = ModelSettings.committee,
         seed: int = 0,
         method: str = "unknown",
         ridge: RidgeSettings | None = None,
@@ -638,7 +692,7 @@ class AlphaModel:
             )
             targets[lam] = y / n_atoms[:, None]
         scale = _calibrate_committee(oobs, targets) if n_committee >= 2 else 1.0
-        z_counts = {}
+        z_counts: dict[int, int] = {}
         for f in frames:
             for z in f.numbers:
                 z_counts[int(z)] = z_counts.get(int(z), 0) + 1
@@ -769,7 +823,7 @@ class AlphaModel:
             for key in sorted(set(zip(ct.tolist(), l1.tolist(), l2.tolist(), strict=False))):
                 sel = (ct == key[0]) & (l1 == key[1]) & (l2 == key[2])
                 block = np.zeros((w.shape[0], K, K))
-                np.add.at(block, (slice(None), k1[sel], k2[sel]), w[:, sel])
+                np.add.at(block, (slice(None), k1[sel], k2[sel]), w[:, sel])  # type: ignore[arg-type]
                 blocks[(lam, *key)] = block
         groups: dict[tuple[int, int], tuple[list[tuple[int, int]], np.ndarray]] = {}
         for (ct, l2) in sorted({(k[1], k[3]) for k in blocks}):
@@ -1097,13 +1151,11 @@ class LearningCurve:
 
     def plot(self, path: str | os.PathLike[str], *, title: str = "") -> Path:
         """Learning curve PNG: R² (diagonal / off-diagonal) against training size."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from ramanscreen.tasks.common import new_figure
 
         s = self.summary()
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), constrained_layout=True)
+        fig = new_figure(figsize=(8, 3.6), layout="constrained")
+        axes = fig.subplots(1, 2)
         for name, label in (("diag", "diagonal"), ("offdiag", "off-diagonal")):
             axes[0].errorbar(self.sizes, s[f"r2_{name}_mean"], yerr=s[f"r2_{name}_std"], marker="o", capsize=3,
                              label=label)
@@ -1135,7 +1187,8 @@ def learning_curve(
 ) -> LearningCurve:
     """Test metrics against training-set size.
 
-    A fixed test set of ``n_test`` frames (default: a quarter, at least one) is held out;
+    A fixed test set of ``n_test`` frames (default: a quarter, at least one) is held out
+    (:func:`train_test_split`, as for every fit);
     for every size and repeat a training set is drawn at random from the rest, the model
     fitted (with its own cross-validated regularisation) and scored on the test set.
     Features are computed once.
@@ -1146,24 +1199,23 @@ def learning_curve(
         raise InputError(f"{len(frames)} frames but {len(alpha_A3)} α tensors", field="alpha_A3")
     n = len(frames)
     n_test = max(1, n // 4) if n_test is None else int(n_test)
-    sizes = np.array(sorted({int(s) for s in sizes}))
-    if sizes.size == 0 or sizes.min() < 2:
-        raise InputError(f"sizes must be integers ≥ 2, got {list(sizes)}", field="sizes")
-    if sizes.max() > n - n_test:
-        raise InputError(f"largest size {sizes.max()} exceeds the {n - n_test} frames left after holding out "
+    grid = np.array(sorted({int(s) for s in sizes}))
+    if grid.size == 0 or grid.min() < 2:
+        raise InputError(f"sizes must be integers ≥ 2, got {list(grid)}", field="sizes")
+    if grid.max() > n - n_test:
+        raise InputError(f"largest size {grid.max()} exceeds the {n - n_test} frames left after holding out "
                          f"{n_test} for testing", field="sizes", fix=f"use sizes ≤ {n - n_test} or more data")
     hypers = hypers or SOAPHypers()
     ridge = ridge or RidgeSettings()
     elements = sorted({int(z) for f in frames for z in f.numbers})
     featurizer = _Featurizer(hypers, elements)
     X0, X2 = _features_chunked(featurizer, frames)
+    pool, test = train_test_split(n, n - n_test, n_test=n_test, seed=seed)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    test, pool = order[:n_test], order[n_test:]
     names = ["r2_diag", "r2_offdiag", "rmse_diag_A3", "rmse_offdiag_A3"]
-    metrics = {k: np.zeros((len(sizes), repeats)) for k in names}
-    done, total = 0, len(sizes) * repeats
-    for i, size in enumerate(sizes):
+    metrics = {k: np.zeros((len(grid), repeats)) for k in names}
+    done, total = 0, len(grid) * repeats
+    for i, size in enumerate(grid):
         for r in range(repeats):
             train = np.sort(rng.choice(pool, size=size, replace=False))
             model = AlphaModel._fit_features(
@@ -1179,4 +1231,4 @@ def learning_curve(
             done += 1
             if progress is not None:
                 progress(done, total)
-    return LearningCurve(sizes=sizes, metrics=metrics, n_test=n_test)
+    return LearningCurve(sizes=grid, metrics=metrics, n_test=n_test)

@@ -86,7 +86,9 @@ import pyarrow.parquet as pq
 from ramanscreen.tasks.common import InputError, atomic_write
 
 #: Version of the table layout below. Bump it when a column changes meaning or type.
-SCHEMA_VERSION = 1
+#: 2: the materials row records the spectral windows and the ranking thresholds of the run,
+#: and the views compute ``cp_fraction`` from the run's own windows.
+SCHEMA_VERSION = 2
 #: Parquet footer key holding :data:`SCHEMA_VERSION`.
 SCHEMA_VERSION_KEY = "ramanscreen.schema_version"
 
@@ -126,6 +128,14 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "pressure_gpa": (_F, False, "pressure for NPT runs, GPa (null: NVT)"),
         "structure": (_S, False, "builder name or structure file the run started from"),
         "code_version": (_S, False, "git describe of the code (filled in when omitted)"),
+        "omega_min_cm1": (_F, False, "low-frequency (central-peak) window start the run used, cm^-1"),
+        "omega_c_cm1": (_F, False, "low-frequency window end omega_c, cm^-1"),
+        "host_low_cm1": (_F, False, "host window start, cm^-1"),
+        "host_high_cm1": (_F, False, "host window end, cm^-1 (also the end of the cp_fraction total)"),
+        "rank_metric": (_S, False, "central-peak metric the campaign ranks by (null: the ranking default)"),
+        "d_liquid_cm2_s": (_F, False, "D threshold of liquid-like conduction the run was screened with, cm^2/s"),
+        "d_hopping_cm2_s": (_F, False, "D threshold of hopping conduction, cm^2/s"),
+        "cp_threshold": (_F, False, "metric value at or above which the run shows a central peak"),
         "settings_json": (_S, False, "any further settings, as JSON"),
         "created_at": (pa.timestamp("us", tz="UTC"), False, "commit time (UTC, filled in)"),
     },
@@ -258,7 +268,7 @@ def _long_columns(obj: Any, table: str) -> dict[str, Any]:
     ):
         return dict(mapping)
     blocks: list[tuple[str, int, dict[str, Any]]] = []
-    names: list[str] = ["species"]
+    names = ["species"]
     for species, sub in mapping.items():
         sub = {k: v for k, v in _as_mapping(sub, f"{table}.{species}").items() if k != "species"}
         lengths = {int(np.size(v)) for v in sub.values() if np.ndim(v) > 0}
@@ -271,7 +281,7 @@ def _long_columns(obj: Any, table: str) -> dict[str, Any]:
     for species, n, sub in blocks:
         cols["species"] += [species] * n
         for k in names[1:]:
-            v = sub.get(k)
+            v: Any = sub.get(k)
             cols[k] += list(np.ravel(v)) if np.ndim(v) > 0 else [v] * n
     return cols
 
@@ -423,6 +433,26 @@ def code_version() -> str:
         return "unknown"
 
 
+def _fill_windows(meta: dict[str, Any], descriptors: Mapping[str, Any] | None) -> None:
+    """Record the spectral windows of the run in its materials row when the caller did not:
+    those the descriptors were computed with, else the defaults of
+    :class:`ramanscreen.tasks.spectra.SpectrumSettings` (what a spectrum of this run would use)."""
+    from ramanscreen.tasks.spectra import SpectrumSettings
+
+    d = SpectrumSettings()
+    defaults = {"omega_min_cm1": d.omega_min_cm1, "omega_c_cm1": d.omega_c_cm1,
+                "host_low_cm1": d.host_window_cm1[0], "host_high_cm1": d.host_window_cm1[1]}
+    given = dict(_as_mapping(descriptors, "descriptors")) if descriptors is not None else {}
+    if not all(meta.get(k) is None for k in defaults):  # the caller chose them: all or nothing
+        missing = [k for k in defaults if meta.get(k) is None]
+        if missing:
+            raise InputError("give all four spectral windows or none", field=f"materials.{missing[0]}",
+                             fix=f"add {', '.join(missing)}")
+        return
+    for key, value in defaults.items():
+        meta[key] = given.get(key, value)
+
+
 def build_tables(
     campaign: str,
     material: str,
@@ -459,6 +489,7 @@ def build_tables(
             raise InputError(f"settings are not JSON-serialisable: {exc}", field="materials.settings") from None
     if meta.get("code_version") is None:
         meta["code_version"] = code_version()
+    _fill_windows(meta, descriptors)
     if "created_at" in meta:
         raise InputError("created_at is filled in by the writer", field="materials.created_at", fix="drop it")
     for k in ("temperature_k", "n_atoms", "n_train"):

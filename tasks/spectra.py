@@ -72,6 +72,7 @@ import functools
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError, atomic_write, save_figure, write_table
+from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError, atomic_path, atomic_write, save_figure, write_table
+from ramanscreen.tasks.schema import check, setting
 
 #: Fewest α frames accepted (a spectrum from fewer is meaningless).
 MIN_FRAMES = 16
@@ -109,6 +111,100 @@ _TRUNCATE = 8.0
 CONVENTIONS_VERSION = "1"
 
 
+@dataclass(frozen=True)
+class SpectrumSettings:
+    """How a spectrum and its central-peak descriptors are computed (the campaign's ``[spectrum]``).
+
+    The defaults of :func:`raman_spectrum`, :func:`spectrum_band` and
+    :func:`central_peak_descriptors` are these fields. Checked on construction: the windows are
+    ordered ``0 < omega_min_cm1 < omega_c_cm1 <= host_window_cm1[0] < host_window_cm1[1]`` and
+    the band percentiles lie in [0, 100], increasing. :meth:`check_sampling` checks them against
+    an α series' length and spacing before anything runs.
+
+    >>> SpectrumSettings().omega_c_cm1
+    50.0
+    >>> SpectrumSettings(band_percentiles=(16, 150))
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: band_percentiles: must be >= 0 and <= 100, got (16.0, 150.0) (fix: ...)
+    >>> s = SpectrumSettings(omega_min_cm1=20.0, omega_c_cm1=60.0, host_window_cm1=(80.0, 1000.0))
+    >>> s.check_sampling(dt_fs=20.0, n_frames=201)  # 4 ps of α: 8.3 cm⁻¹ bins
+    >>> s.check_sampling(dt_fs=20.0, n_frames=101)
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: n_frames: 101 α samples 20 fs apart give 16.5 cm⁻¹ bins: omega_min_cm1 = 20 must lie above the first two bins (33 cm⁻¹) (fix: a longer α series (more than 3.34 ps) or a higher omega_min_cm1)
+    """
+
+    sigma_cm1: float = setting(4.0, doc="standard deviation of the Gaussian smoothing (0: none; the paper: 4)",
+                               unit="cm⁻¹", ge=0)
+    laser_nm: float = setting(532.0, doc="laser wavelength, for the (ω_in − ω)⁴ prefactor", unit="nm", gt=0)
+    max_freq_cm1: float | None = setting(None, doc="highest frequency kept (none: up to Nyquist)", unit="cm⁻¹",
+                                         gt=0)
+    band_percentiles: tuple[float, float] = setting(
+        (16.0, 84.0), doc="committee band: lower and upper percentile of the members' spectra", ge=0, le=100)
+    omega_min_cm1: float = setting(5.0, doc="lower edge of the low-frequency (central-peak) window; above the "
+                                   "first two frequency bins, because of the 1/ω prefactor", unit="cm⁻¹", gt=0)
+    omega_c_cm1: float = setting(50.0, doc="upper edge ω_c of the low-frequency window", unit="cm⁻¹", gt=0)
+    host_window_cm1: tuple[float, float] = setting(
+        (60.0, 1000.0), doc="host window (lattice and molecular peaks): start and end", unit="cm⁻¹", ge=0)
+
+    def __post_init__(self) -> None:
+        check(self)
+        lo, hi = self.band_percentiles
+        if not lo < hi:
+            raise InputError(f"expected two increasing percentiles, got {list(self.band_percentiles)}",
+                             field="band_percentiles", fix="e.g. [16, 84] (mean ± 1σ for a Gaussian spread)")
+        if not self.omega_c_cm1 > self.omega_min_cm1:
+            raise InputError(f"omega_c_cm1 = {self.omega_c_cm1:g} must exceed omega_min_cm1 = {self.omega_min_cm1:g}",
+                             field="omega_c_cm1", fix="widen the low-frequency window")
+        h_lo, h_hi = self.host_window_cm1
+        if not (self.omega_c_cm1 <= h_lo < h_hi):
+            raise InputError(f"the host window {list(self.host_window_cm1)} must be increasing and start at or above "
+                             f"omega_c_cm1 = {self.omega_c_cm1:g}", field="host_window_cm1",
+                             fix="e.g. [60, 1000] cm⁻¹ for omega_c_cm1 = 50")
+
+    def spectrum_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`raman_spectrum` / :func:`spectrum_band`."""
+        return {"laser_nm": self.laser_nm, "sigma_cm1": self.sigma_cm1, "max_freq_cm1": self.max_freq_cm1}
+
+    def descriptor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`central_peak_descriptors`."""
+        return {"omega_min_cm1": self.omega_min_cm1, "omega_c_cm1": self.omega_c_cm1,
+                "host_window_cm1": self.host_window_cm1}
+
+    def check_sampling(self, dt_fs: float, n_frames: int) -> None:
+        """Raise :class:`InputError` if an α series of ``n_frames`` samples ``dt_fs`` apart cannot
+        give these windows: too few frames (field ``n_frames``), bins too coarse for the low
+        window (``n_frames``), or a Nyquist frequency below the windows (``dt_fs``).
+
+        The check uses the frequency grid :func:`raman_spectrum` will produce, so what passes
+        here passes :func:`central_peak_descriptors` later.
+        """
+        top = CM1_PER_INV_FS / (2.0 * dt_fs)
+        if self.max_freq_cm1 is not None:
+            top = min(top, self.max_freq_cm1)
+        h_lo = self.host_window_cm1[0]
+        if h_lo >= top:
+            raise InputError(f"α every {dt_fs:g} fs reaches only {top:.0f} cm⁻¹, not the host window starting at "
+                             f"{h_lo:g} cm⁻¹", field="dt_fs", fix="sample α more often (a smaller spacing)")
+        if n_frames < MIN_FRAMES:
+            raise InputError(f"{n_frames} α samples; a spectrum needs at least {MIN_FRAMES}", field="n_frames",
+                             fix="a longer α series")
+        df = CM1_PER_INV_FS / (n_frames * dt_fs)
+        if not self.omega_min_cm1 > 2.0 * df:
+            need_ps = 2.0 * CM1_PER_INV_FS / self.omega_min_cm1 / 1000.0
+            raise InputError(f"{n_frames} α samples {dt_fs:g} fs apart give {df:.3g} cm⁻¹ bins: omega_min_cm1 = "
+                             f"{self.omega_min_cm1:g} must lie above the first two bins ({2 * df:.3g} cm⁻¹)",
+                             field="n_frames", fix=f"a longer α series (more than {need_ps:.3g} ps) or a higher "
+                             "omega_min_cm1")
+        freq = frequency_grid(n_frames, dt_fs, sigma_cm1=self.sigma_cm1, max_freq_cm1=self.max_freq_cm1)
+        n_low = int(((freq >= self.omega_min_cm1) & (freq <= self.omega_c_cm1)).sum())
+        if n_low < 3:
+            raise InputError(f"the low window {self.omega_min_cm1:g}–{self.omega_c_cm1:g} cm⁻¹ holds {n_low} of the "
+                             f"{df:.3g} cm⁻¹ bins of {n_frames} α samples {dt_fs:g} fs apart, fewer than 3",
+                             field="n_frames", fix="a longer α series or a wider window (omega_c_cm1)")
+
+
 def _second_radiation_constant_cm_k() -> float:
     """hc/k_B in cm·K (≈ 1.4388), from ASE's CODATA constants."""
     from ase import units
@@ -124,18 +220,61 @@ def _second_radiation_constant_cm_k() -> float:
 def _detect_format(path: Path, fmt: str | None) -> str:
     if fmt is not None:
         fmt = fmt.lower()
-        aliases = {"txt": "txt", "text": "txt", "dat": "txt", "npy": "npy", "extxyz": "extxyz", "xyz": "extxyz"}
+        aliases = {"txt": "txt", "text": "txt", "dat": "txt", "npy": "npy", "npz": "npz", "extxyz": "extxyz",
+                   "xyz": "extxyz"}
         if fmt not in aliases:
             raise InputError(
-                f"unknown α format {fmt!r}", file=path, field="format", fix="use one of txt, npy, extxyz"
+                f"unknown α format {fmt!r}", file=path, field="format", fix="use one of txt, npy, npz, extxyz"
             )
         return aliases[fmt]
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return "npy"
+    if suffix in (".npy", ".npz"):
+        return suffix[1:]
     if suffix in (".xyz", ".extxyz"):
         return "extxyz"
     return "txt"
+
+
+_DT_HEADER = re.compile(r"^#\s*dt_fs\s*[=:]\s*([-+0-9.eE]+)\s*$")
+
+
+def _txt_dt_fs(path: Path) -> float | None:
+    """The ``# dt_fs = X`` line among the leading comment lines of an α text file, if any."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            m = _DT_HEADER.match(line.strip())
+            if m:
+                return _stated_dt(m.group(1), path)
+    return None
+
+
+def _stated_dt(value: Any, path: Path) -> float:
+    try:
+        dt = float(value)
+    except (TypeError, ValueError):
+        dt = float("nan")
+    if not (math.isfinite(dt) and dt > 0):
+        raise InputError(f"states dt_fs = {value!r}, not a positive number of fs", file=path, field="dt_fs",
+                         fix="correct the file's dt_fs record")
+    return dt
+
+
+def alpha_sidecar(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar of a ``.npy`` α file (``alpha.npy`` → ``alpha.json``), holding its ``dt_fs``."""
+    return Path(path).with_suffix(".json")
+
+
+def _npy_dt_fs(path: Path) -> float | None:
+    side = alpha_sidecar(path)
+    if not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("unreadable sidecar", file=side, field="dt_fs", fix="rewrite it or delete it") from None
+    return _stated_dt(meta["dt_fs"], side) if isinstance(meta, dict) and meta.get("dt_fs") is not None else None
 
 
 def _data_line_numbers(path: Path) -> list[int]:
@@ -222,6 +361,23 @@ def _read_npy(path: Path) -> np.ndarray:
             fix="save α as a float array of shape (n_frames, 3, 3) in Å³",
         )
     return np.asarray(alpha, dtype=np.float64)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, float | None]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "alpha_A3" not in z.files:
+                raise InputError(f"no 'alpha_A3' array (has {', '.join(z.files) or 'none'})", file=path,
+                                 field="alpha_A3", fix="store α as alpha_A3 (n, 3, 3) and the spacing as dt_fs")
+            alpha = np.asarray(z["alpha_A3"], dtype=np.float64)
+            dt = _stated_dt(z["dt_fs"].item(), path) if "dt_fs" in z.files else None
+    except (ValueError, OSError) as exc:
+        raise InputError(f"not a readable .npz archive ({' '.join(str(exc).split())})", file=path, field="npz",
+                         fix="save α with numpy.savez(alpha_A3=..., dt_fs=...)") from None
+    if alpha.ndim != 3 or alpha.shape[1:] != (3, 3):
+        raise InputError(f"alpha_A3 has shape {alpha.shape}, expected (n, 3, 3)", file=path, field="shape",
+                         fix="save α as a float array of shape (n_frames, 3, 3) in Å³")
+    return alpha, dt
 
 
 def _read_extxyz(path: Path) -> np.ndarray:
@@ -365,6 +521,80 @@ def validate_alpha(alpha_A3: Any, *, file: str | os.PathLike[str] | None = None,
     return np.ascontiguousarray(0.5 * (alpha + alpha.transpose(0, 2, 1)))
 
 
+@dataclass(frozen=True)
+class AlphaSeries:
+    """An α time series as read from a file: α (n, 3, 3) in Å³, symmetric, and the time between
+    samples the file states (``dt_fs``; None when it does not)."""
+
+    alpha_A3: np.ndarray
+    dt_fs: float | None
+    source: str
+
+    def spacing_fs(self, given_dt_fs: float | None = None, *, stride: int = 1) -> float:
+        """The time between the samples used (every ``stride``-th): the file's ``dt_fs``, or
+        ``given_dt_fs`` when the file states none. A ``given_dt_fs`` that contradicts the file
+        is refused (field ``dt_fs``), so is a file without one when none is given.
+
+        >>> AlphaSeries(np.zeros((16, 3, 3)), 10.0, "a.txt").spacing_fs(stride=5)
+        50.0
+        >>> AlphaSeries(np.zeros((16, 3, 3)), 10.0, "a.txt").spacing_fs(2.0)
+        Traceback (most recent call last):
+        ...
+        ramanscreen.tasks.common.InputError: a.txt: dt_fs: 2 fs contradicts the file, which states 10 fs between α samples (fix: leave it out: the file states it)
+        """
+        dt = self.dt_fs
+        if given_dt_fs is not None:
+            given = _check_positive(given_dt_fs, "dt_fs", "give the time between the file's α samples, in fs")
+            if dt is not None and not math.isclose(given, dt, rel_tol=1e-6):
+                raise InputError(f"{given:g} fs contradicts the file, which states {dt:g} fs between α samples",
+                                 file=self.source, field="dt_fs", fix="leave it out: the file states it")
+            dt = given
+        if dt is None:
+            raise InputError("the file does not state the time between its α samples", file=self.source,
+                             field="dt_fs", fix="give it (fs between consecutive α samples of the file)")
+        if int(stride) != stride or stride < 1:
+            raise InputError(f"must be an integer >= 1, got {stride!r}", field="stride")
+        return float(dt) * int(stride)
+
+
+def read_alpha_series(path: str | os.PathLike[str], *, fmt: str | None = None) -> AlphaSeries:
+    """Read an α series and the time between its samples, where the file states it: a
+    ``# dt_fs = X`` header line (text), the ``dt_fs`` field of an ``.npz``, the JSON sidecar of
+    an ``.npy`` (:func:`alpha_sidecar`), evenly spaced ``info["time_fs"]`` (extxyz).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "alpha.txt"
+    >>> _ = write_alpha(p, np.tile(np.eye(3), (16, 1, 1)), dt_fs=50.0)
+    >>> s = read_alpha_series(p)
+    >>> s.alpha_A3.shape, s.dt_fs
+    ((16, 3, 3), 50.0)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", file=path, field="path", fix="check the α file name")
+    kind = _detect_format(path, fmt)
+    dt: float | None = None
+    if kind == "txt":
+        alpha, dt = _read_txt(path), _txt_dt_fs(path)
+    elif kind == "npy":
+        alpha, dt = _read_npy(path), _npy_dt_fs(path)
+    elif kind == "npz":
+        alpha, dt = _read_npz(path)
+    else:
+        alpha, dt = _read_extxyz(path), _extxyz_dt_fs(path)
+    return AlphaSeries(validate_alpha(alpha, file=path), dt, str(path))
+
+
+def _extxyz_dt_fs(path: Path) -> float | None:
+    import ase.io
+
+    frames = ase.io.read(path, index="0:2", format="extxyz")
+    times = [a.info.get("time_fs") for a in (frames if isinstance(frames, list) else [frames])]
+    if len(times) == 2 and times[0] is not None and times[1] is not None:
+        return _stated_dt(float(times[1]) - float(times[0]), path)
+    return None
+
+
 def read_alpha(path: str | os.PathLike[str], *, fmt: str | None = None) -> np.ndarray:
     """Read an α time series (Å³) as a symmetric array of shape (n, 3, 3).
 
@@ -384,29 +614,60 @@ def read_alpha(path: str | os.PathLike[str], *, fmt: str | None = None) -> np.nd
     >>> b.shape, bool(np.allclose(a, b))
     ((16, 3, 3), True)
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", file=path, field="path", fix="check the α file name")
-    kind = _detect_format(path, fmt)
-    if kind == "txt":
-        alpha = _read_txt(path)
-    elif kind == "npy":
-        alpha = _read_npy(path)
-    else:
-        alpha = _read_extxyz(path)
-    return validate_alpha(alpha, file=path)
+    return read_alpha_series(path, fmt=fmt).alpha_A3
 
 
-def write_alpha_txt(path: str | os.PathLike[str], alpha_A3: Any) -> None:
-    """Write α (n, 3, 3) in Å³ as the 6-column text format ``xx yy zz xy yz zx``, atomically.
+def write_alpha_txt(path: str | os.PathLike[str], alpha_A3: Any, *, dt_fs: float | None = None) -> None:
+    """Write α (n, 3, 3) in Å³ as the 6-column text format ``xx yy zz xy yz zx``, atomically,
+    with a ``# dt_fs = X`` header line when the time between samples is known.
 
     Off-diagonal columns hold the symmetric part ((α_ij + α_ji)/2). Validated first (see
     :func:`validate_alpha`), so nothing is written for bad input.
     """
     alpha = validate_alpha(alpha_A3, file=path)
+    header = " ".join(ALPHA_COLUMNS) + "   (polarizability, Å^3)"
+    if dt_fs is not None:
+        header += f"\ndt_fs = {_check_positive(dt_fs, 'dt_fs', 'the time between α samples, fs')!r}"
     cols = np.stack([alpha[:, i, j] for i, j in _IJ], axis=1)
     with atomic_write(path, "w") as fh:
-        np.savetxt(fh, cols, fmt="%.12e", header=" ".join(ALPHA_COLUMNS) + "   (polarizability, Å^3)")
+        np.savetxt(fh, cols, fmt="%.12e", header=header)
+
+
+def write_alpha(path: str | os.PathLike[str], alpha_A3: Any, *, dt_fs: float | None = None,
+                meta: Mapping[str, Any] | None = None, committee: bool = False) -> Path:
+    """Write an α series with the time between its samples, in the format of the suffix: ``.txt``
+    (6 columns + ``# dt_fs`` header), ``.npy`` (+ the JSON sidecar :func:`alpha_sidecar` with
+    ``dt_fs`` and ``meta``) or ``.npz`` (``alpha_A3`` and ``dt_fs``). ``committee``: α of shape
+    (m, n, 3, 3), ``.npy`` only. Atomic.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    arr = np.ascontiguousarray(np.asarray(alpha_A3, dtype=np.float64))
+    if committee:
+        _check_shape(arr, file=path, field="alpha_committee", batch=1)
+        if suffix != ".npy":
+            raise InputError("a committee series is written as .npy", file=path, field="path", fix="name it *.npy")
+    if dt_fs is not None:
+        dt_fs = _check_positive(dt_fs, "dt_fs", "the time between α samples, fs")
+    if suffix == ".txt":
+        write_alpha_txt(path, arr, dt_fs=dt_fs)
+    elif suffix == ".npy":
+        if not committee:
+            arr = validate_alpha(arr, file=path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+        with atomic_write(alpha_sidecar(path), "w") as fh:
+            json.dump({"dt_fs": dt_fs, "shape": list(arr.shape), "units": "alpha in A^3, dt_fs in fs",
+                       **dict(meta or {})}, fh, indent=2, default=str)
+    elif suffix == ".npz":
+        arr = validate_alpha(arr, file=path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            extra: dict[str, Any] = {"dt_fs": np.float64(dt_fs)} if dt_fs is not None else {}
+            np.savez(fh, alpha_A3=arr, **extra)
+    else:
+        raise InputError(f"unknown α output format {path.suffix!r}", file=path, field="path",
+                         fix="use .txt, .npy or .npz")
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,6 +866,35 @@ def gaussian_smooth(
     return _smooth_buffer(buf, m, pad, sigma_bins, np.asarray(odd_at_zero, dtype=bool))
 
 
+def _output_bins(n: int, dt_fs: float, *, sigma_cm1: float, max_freq_cm1: float | None,
+                 decimate: bool) -> tuple[int, int]:
+    """(last Fourier bin kept, output step) of the spectrum of ``n`` α samples ``dt_fs`` apart."""
+    df_cm1 = CM1_PER_INV_FS / (n * dt_fs)
+    nyquist_bin = n // 2
+    if max_freq_cm1 is None:
+        k_out = nyquist_bin
+    else:
+        k_out = min(nyquist_bin, int(math.floor(max_freq_cm1 / df_cm1 + 1e-9)))
+        if k_out < 2:
+            raise InputError(
+                f"max_freq_cm1 = {max_freq_cm1} keeps fewer than 3 frequency bins (bin width {df_cm1:.4g} cm⁻¹)",
+                field="max_freq_cm1",
+                fix="raise max_freq_cm1 or use a longer α series",
+            )
+    return k_out, _output_step(sigma_cm1 / df_cm1, decimate)
+
+
+def frequency_grid(n_frames: int, dt_fs: float, *, sigma_cm1: float = SpectrumSettings.sigma_cm1,
+                   max_freq_cm1: float | None = None, decimate: bool = True) -> np.ndarray:
+    """The ``freq_cm1`` axis :func:`raman_spectrum` returns for ``n_frames`` α samples ``dt_fs`` apart.
+
+    >>> frequency_grid(256, 10.0)[:3].round(3).tolist()
+    [0.0, 13.03, 26.06]
+    """
+    k_out, step = _output_bins(n_frames, dt_fs, sigma_cm1=sigma_cm1, max_freq_cm1=max_freq_cm1, decimate=decimate)
+    return np.arange(0, k_out + 1, step) * (CM1_PER_INV_FS / (n_frames * dt_fs))
+
+
 def _spectra_arrays(
     alpha: np.ndarray,
     dt_fs: float,
@@ -620,16 +910,7 @@ def _spectra_arrays(
     n = alpha.shape[-3]
     df_cm1 = CM1_PER_INV_FS / (n * dt_fs)
     nyquist_bin = n // 2
-    if max_freq_cm1 is None:
-        k_out = nyquist_bin
-    else:
-        k_out = min(nyquist_bin, int(math.floor(max_freq_cm1 / df_cm1 + 1e-9)))
-        if k_out < 2:
-            raise InputError(
-                f"max_freq_cm1 = {max_freq_cm1} keeps fewer than 3 frequency bins (bin width {df_cm1:.4g} cm⁻¹)",
-                field="max_freq_cm1",
-                fix="raise max_freq_cm1 or use a longer α series",
-            )
+    k_out, step = _output_bins(n, dt_fs, sigma_cm1=sigma_cm1, max_freq_cm1=max_freq_cm1, decimate=decimate)
     nu_in = 1e7 / laser_nm
     if k_out * df_cm1 >= nu_in:
         raise InputError(
@@ -640,7 +921,6 @@ def _spectra_arrays(
     sigma_bins = sigma_cm1 / df_cm1
     k_in = min(nyquist_bin, k_out + int(math.ceil(_TRUNCATE * sigma_bins)) + 2) if sigma_bins > 0 else k_out
     m_in = k_in + 1
-    step = _output_step(sigma_bins, decimate)
     pad, length = _smoothing_layout(m_in, sigma_bins, step)
 
     # One BLAS pass: validated spherical components (..., 6, n); one rfft pass over the six.
@@ -720,10 +1000,10 @@ def raman_spectrum(
     alpha_A3: Any,
     dt_fs: float,
     *,
-    laser_nm: float = 532.0,
-    sigma_cm1: float = 4.0,
+    laser_nm: float = SpectrumSettings.laser_nm,
+    sigma_cm1: float = SpectrumSettings.sigma_cm1,
     temperature_k: float | None = None,
-    max_freq_cm1: float | None = None,
+    max_freq_cm1: float | None = SpectrumSettings.max_freq_cm1,
     decimate: bool = True,
 ) -> RamanSpectrum:
     """Raman spectrum (eqs. S1–S3) of an α series of shape (n, 3, 3) in Å³ sampled ``dt_fs`` apart.
@@ -758,7 +1038,7 @@ def spectrum_band(
     alpha_committee_A3: Any,
     dt_fs: float,
     *,
-    percentiles: tuple[float, float] = (16.0, 84.0),
+    percentiles: tuple[float, float] = SpectrumSettings.band_percentiles,
     **kwargs: Any,
 ) -> tuple[RamanSpectrum, np.ndarray, np.ndarray]:
     """Committee spectrum and its confidence band from α of shape (m, n, 3, 3) (m members).
@@ -780,10 +1060,10 @@ def spectrum_band(
     _check_shape(alpha, file=None, field="alpha_committee", batch=1)
     dt, laser, sigma, temp, fmax = _validate_settings(
         dt_fs,
-        kwargs.pop("laser_nm", 532.0),
-        kwargs.pop("sigma_cm1", 4.0),
+        kwargs.pop("laser_nm", SpectrumSettings.laser_nm),
+        kwargs.pop("sigma_cm1", SpectrumSettings.sigma_cm1),
         kwargs.pop("temperature_k", None),
-        kwargs.pop("max_freq_cm1", None),
+        kwargs.pop("max_freq_cm1", SpectrumSettings.max_freq_cm1),
     )
     decimate = bool(kwargs.pop("decimate", True))
     if kwargs:
@@ -814,9 +1094,9 @@ def spectrum_band(
 def central_peak_descriptors(
     spectrum: RamanSpectrum,
     *,
-    omega_c_cm1: float = 50.0,
-    omega_min_cm1: float = 5.0,
-    host_window_cm1: tuple[float, float] = (60.0, 1000.0),
+    omega_c_cm1: float = SpectrumSettings.omega_c_cm1,
+    omega_min_cm1: float = SpectrumSettings.omega_min_cm1,
+    host_window_cm1: tuple[float, float] = SpectrumSettings.host_window_cm1,
 ) -> dict[str, float]:
     """Descriptors of the low-frequency (central-peak) Raman intensity, from ``spectrum.intensity``.
 
@@ -1011,15 +1291,21 @@ __all__ = [
     "ALPHA_COLUMNS",
     "MIN_FRAMES",
     "SPECTRUM_COLUMNS",
+    "AlphaSeries",
     "RamanSpectrum",
+    "SpectrumSettings",
+    "alpha_sidecar",
+    "frequency_grid",
     "central_peak_descriptors",
     "gaussian_smooth",
     "plot_spectrum",
     "raman_spectrum",
     "read_alpha",
+    "read_alpha_series",
     "spectrum_band",
     "spectrum_table",
     "validate_alpha",
+    "write_alpha",
     "write_alpha_txt",
     "write_spectrum",
 ]

@@ -12,9 +12,9 @@ constructor per input source, in the style of kinisi:
 
 Time between frames.  ASE ``.traj`` files written by ``tasks/md.py`` carry
 ``atoms.info["time_fs"]`` (and ``md_step``) on every frame; ``dt_fs`` is inferred from them.
-Every other source needs ``dt_fs`` from the user (the CLI's ``--dt-fs``: the time between
-*stored* frames, i.e. MD step × write interval); without it :class:`~ramanscreen.tasks.common.InputError`
-is raised naming the file.
+Every other source needs ``dt_fs`` from the user (the time between *stored* frames, i.e.
+MD step × write interval; the CLI's ``--dt-fs``), unless a ramanscreen sidecar ``<name>.json``
+records it; without it :class:`~ramanscreen.tasks.common.InputError` is raised naming the file.
 
 Velocities.  Read from the file where present (ASE keeps them as momenta in its own units;
 they are converted to Å/fs with :data:`ase.units.fs`), otherwise ``None``.
@@ -141,7 +141,7 @@ class Trajectory:
         path = Path(path)
         frames = _read_frames(path, fmt=fmt, index=index, type_map=type_map)
         if not frames:
-            raise InputError("trajectory holds no frames", file=path, field="frames", fix="check the file and --index")
+            raise InputError("trajectory holds no frames", file=path, field="frames", fix="check the file and the frame selection (index)")
         return cls._build(frames, dt_fs, source=str(path), file=path)
 
     @classmethod
@@ -197,7 +197,7 @@ class Trajectory:
             raise
         except Exception as exc:  # ASE raises many types for a corrupt file
             raise InputError(f"cannot read trajectory: {_one_line(exc)}", file=path,
-                             fix="check the file and --format") from exc
+                             fix="check the file and its format") from exc
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -326,12 +326,12 @@ class Trajectory:
         if dt_fs is not None:
             dt_fs = float(dt_fs)
             if not np.isfinite(dt_fs) or dt_fs <= 0:
-                raise InputError(f"dt_fs must be a positive number of fs, got {dt_fs}", file=file, field="--dt-fs",
+                raise InputError(f"must be a positive number of fs, got {dt_fs}", file=file, field="dt_fs",
                                  fix="give the time between stored frames in fs")
             if inferred is not None and not np.isclose(dt_fs, inferred, rtol=_DT_RTOL):
                 raise InputError(
-                    f"--dt-fs {dt_fs} disagrees with the file's frame spacing of {inferred} fs (from time_fs)",
-                    file=file, field="--dt-fs", fix="omit --dt-fs for this file",
+                    f"{dt_fs:g} fs contradicts the file's frame spacing of {inferred:g} fs (from time_fs)",
+                    file=file, field="dt_fs", fix="leave it out: the file states it",
                 )
         elif inferred is not None:
             dt_fs = inferred
@@ -342,7 +342,7 @@ class Trajectory:
             if sidecar is None:
                 raise InputError(
                     "the time between frames is not recorded in this file",
-                    file=file, field="--dt-fs", fix="give --dt-fs (MD time step × write interval, in fs)",
+                    file=file, field="dt_fs", fix="give dt_fs, the time between stored frames (MD step × write interval, in fs)",
                 )
             dt_fs = sidecar
         time = file_times if file_times is not None else np.arange(len(frames)) * dt_fs
@@ -362,6 +362,25 @@ class Trajectory:
 
 
 # ---------------------------------------------------------------------- helpers
+def frame_spacing_fs(path: str | os.PathLike[str], *, fmt: str | None = None) -> float | None:
+    """The time between stored frames a trajectory file records (``info["time_fs"]`` of its
+    first two frames, or its ramanscreen sidecar), or None when it records none.
+
+    >>> import tempfile, pathlib
+    >>> from ase import Atoms
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.traj"
+    >>> _ = Trajectory.from_atoms([Atoms("K", cell=[4, 4, 4], pbc=True)] * 3, dt_fs=5.0).write(p)
+    >>> frame_spacing_fs(p)
+    5.0
+    """
+    path = Path(path)
+    frames = _read_frames(path, fmt=fmt, index="0:2", type_map=None)
+    times = [a.info.get("time_fs") for a in frames]
+    if len(times) == 2 and None not in times and times[1] > times[0]:
+        return float(times[1]) - float(times[0])
+    return _sidecar_dt_fs(path)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -387,8 +406,8 @@ def _guess_format(path: Path) -> str | None:
 def _format_kwargs(fmt: str | None, type_map: Sequence[str] | None) -> dict:
     if type_map:
         if fmt != "lammps-dump-text":
-            raise InputError("--type-map applies to LAMMPS dumps only", field="--type-map",
-                             fix="drop --type-map or pass --format lammps-dump-text")
+            raise InputError("a type map applies to LAMMPS dumps only", field="type_map",
+                             fix="drop the type map, or read the file as format lammps-dump-text")
         return {"specorder": list(type_map)}
     return {}
 
@@ -403,7 +422,7 @@ def _read_frames(path: Path, *, fmt: str | None, index, type_map: Sequence[str] 
         frames = read(str(path), index=index, format=fmt, **kwargs)
     except Exception as exc:  # ASE raises many types for a corrupt or unknown file
         raise InputError(f"cannot read trajectory: {_one_line(exc)}", file=path,
-                         fix="check the file, or name its format with --format") from exc
+                         fix="check the file, or name its format (ASE format name)") from exc
     if not isinstance(frames, list):
         frames = [frames]
     if fmt == "lammps-dump-text" and not type_map and frames:
@@ -411,8 +430,8 @@ def _read_frames(path: Path, *, fmt: str | None, index, type_map: Sequence[str] 
         # ASE turns bare LAMMPS types 1, 2, ... into H, He, ...: refuse to guess
         if syms <= {"H", "He", "Li", "Be", "B", "C", "N", "O", "F"} and _dump_lacks_elements(path):
             raise InputError(
-                "LAMMPS dump has atom types but no element or mass column", file=path, field="--type-map",
-                fix="give the elements of types 1, 2, ... e.g. --type-map Na --type-map P --type-map S",
+                "LAMMPS dump has atom types but no element or mass column", file=path, field="type_map",
+                fix="give the elements of types 1, 2, ... in order, e.g. Na, P, S",
             )
     return frames
 

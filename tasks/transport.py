@@ -30,14 +30,14 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.constants as const
 import scipy.fft
-import scipy.signal
 
 from ramanscreen.tasks.common import CM1_PER_INV_FS, CM2_PER_S_PER_A2_PER_FS, InputError
+from ramanscreen.tasks.schema import check, setting
 from ramanscreen.tasks.trajectory import Trajectory
 
 #: Formal charges (units of e) used by the Nernst–Einstein conductivity unless overridden.
@@ -51,6 +51,81 @@ MIN_FRAMES = 16
 
 DriftMode = Literal["framework", "system", "none"]
 DMethod = Literal["kinisi", "blocks"]
+
+
+# ============================================================================ settings
+@dataclass(frozen=True)
+class TransportSettings:
+    """How transport is analysed (the campaign's ``[transport]``); the defaults of
+    :func:`analyze_transport`.
+
+    >>> TransportSettings().fit_window_fs(duration_fs=4000.0, dt_fs=2.0)
+    (80.0, 400.0)
+    >>> TransportSettings(min_fit_start_ps=0.5).fit_window_fs(duration_fs=4000.0, dt_fs=2.0)
+    (500.0, 1000.0)
+    >>> TransportSettings(method="magic")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: method: 'magic' is not one of kinisi, blocks (fix: ...)
+    """
+
+    method: str = setting("kinisi", doc="D and its error: kinisi (Bayesian regression) or blocks (OLS fit + "
+                          "block averaging)", choices=("kinisi", "blocks"))
+    drift: str = setting("framework", doc="centre-of-mass drift removed before the MSD: framework, system or none",
+                         choices=("framework", "system", "none"))
+    n_blocks: int = setting(5, doc="blocks of the run: the default fit window is 10–50 % of one block, and "
+                            "blocks give the error of the blocks method", ge=1)
+    min_fit_start_ps: float = setting(0.0, doc="earliest start of the default MSD fit window (after the "
+                                      "ballistic/caged regime; capped at a quarter of the run)", unit="ps", ge=0)
+    fit_start_ps: float | None = setting(None, doc="start of the MSD fit window (none: the default window)",
+                                         unit="ps", ge=0)
+    fit_end_ps: float | None = setting(None, doc="end of the fit window of the blocks method (none: default; "
+                                       "kinisi fits to the end of the run)", unit="ps", gt=0)
+    n_lags: int = setting(200, doc="log-spaced lags of the stored MSD and α₂ curves", ge=2)
+    vdos_resolution_cm1: float = setting(2.0, doc="VDOS bin spacing (Welch segment length)", unit="cm⁻¹", gt=0)
+    vdos0_max_cm1: float = setting(5.0, doc="VDOS(ω→0) is the mean VDOS up to this frequency", unit="cm⁻¹", gt=0)
+    seed: int = setting(0, doc="seed of kinisi's sampler")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.fit_start_ps is not None and self.fit_end_ps is not None and not self.fit_end_ps > self.fit_start_ps:
+            raise InputError(f"fit_end_ps = {self.fit_end_ps:g} must exceed fit_start_ps = {self.fit_start_ps:g}",
+                             field="fit_end_ps", fix="choose start < end")
+
+    def analysis_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`analyze_transport`."""
+        return {k: getattr(self, k) for k in ("method", "drift", "n_blocks", "min_fit_start_ps", "fit_start_ps",
+                                               "fit_end_ps", "n_lags", "vdos_resolution_cm1", "vdos0_max_cm1",
+                                               "seed")}
+
+    def fit_window_fs(self, duration_fs: float, dt_fs: float) -> tuple[float, float]:
+        """The MSD fit window (start, end) in fs of a run of ``duration_fs`` sampled every ``dt_fs``.
+
+        Default: 10 % and 50 % of one block (the run / ``n_blocks``); ``min_fit_start_ps`` moves
+        the default start later (at most to a quarter of the run) and the end to at least twice
+        the start. Raises :class:`InputError` (field ``fit_start_ps``) when the window does not
+        fit in the run.
+        """
+        block_fs = duration_fs / max(1, self.n_blocks)
+        start_fs = 0.1 * block_fs if self.fit_start_ps is None else self.fit_start_ps * 1e3
+        if self.fit_start_ps is None and self.min_fit_start_ps > 0:
+            start_fs = min(max(start_fs, self.min_fit_start_ps * 1e3), 0.25 * duration_fs)
+        end_fs = (min(max(0.5 * block_fs, 2.0 * start_fs), duration_fs) if self.fit_end_ps is None
+                  else self.fit_end_ps * 1e3)
+        if not (0 <= start_fs < end_fs <= duration_fs) or end_fs - start_fs < 2 * dt_fs:
+            raise InputError(
+                f"fit window [{start_fs / 1e3:g}, {end_fs / 1e3:g}] ps does not fit in the {duration_fs / 1e3:g} ps run",
+                field="fit_start_ps", fix="choose 0 ≤ start < end ≤ the run length, or a longer run",
+            )
+        return start_fs, end_fs
+
+    def check_run(self, n_frames: int, dt_fs: float) -> None:
+        """Raise :class:`InputError` if a run of ``n_frames`` stored frames ``dt_fs`` apart is too
+        short to analyse (field ``n_frames``) or for the fit window (``fit_start_ps``)."""
+        if n_frames < MIN_FRAMES:
+            raise InputError(f"{n_frames} stored frames; transport needs at least {MIN_FRAMES}", field="n_frames",
+                             fix="a longer trajectory")
+        self.fit_window_fs((n_frames - 1) * dt_fs, dt_fs)
 
 
 # ============================================================================ primitives
@@ -244,6 +319,8 @@ def vdos_welch(
     v = np.asarray(velocities_A_fs, dtype=float)
     n = v.shape[0]
     nperseg = int(min(n, math.ceil(CM1_PER_INV_FS / (resolution_cm1 * dt_fs))))
+    import scipy.signal  # heavy (~1 s): only where the VDOS is computed
+
     freq_inv_fs, psd = scipy.signal.welch(
         v.reshape(n, -1), fs=1.0 / dt_fs, window="hann", nperseg=nperseg, detrend=False, axis=0, scaling="density"
     )
@@ -350,18 +427,18 @@ def analyze_transport(
     *,
     species: Sequence[str] | str,
     temperature_k: float,
-    drift: DriftMode = "framework",
+    drift: DriftMode | str = TransportSettings.drift,
     framework_species: Sequence[str] | None = None,
     charges: Mapping[str, float] | None = None,
-    fit_start_ps: float | None = None,
-    fit_end_ps: float | None = None,
-    min_fit_start_ps: float = 0.0,
-    method: DMethod = "kinisi",
-    n_blocks: int = 5,
-    n_lags: int = 200,
-    vdos_resolution_cm1: float = 2.0,
-    vdos0_max_cm1: float = 5.0,
-    seed: int = 0,
+    fit_start_ps: float | None = TransportSettings.fit_start_ps,
+    fit_end_ps: float | None = TransportSettings.fit_end_ps,
+    min_fit_start_ps: float = TransportSettings.min_fit_start_ps,
+    method: DMethod | str = TransportSettings.method,
+    n_blocks: int = TransportSettings.n_blocks,
+    n_lags: int = TransportSettings.n_lags,
+    vdos_resolution_cm1: float = TransportSettings.vdos_resolution_cm1,
+    vdos0_max_cm1: float = TransportSettings.vdos0_max_cm1,
+    seed: int = TransportSettings.seed,
 ) -> TransportResult:
     """MSD, D ± error, σ, VDOS and hopping descriptors for each species in ``species``.
 
@@ -405,39 +482,32 @@ def analyze_transport(
     src = traj.source
     present = sorted(set(traj.symbols))
     if not species:
-        raise InputError("no species given", file=src, field="--species", fix=f"choose from {', '.join(present)}")
+        raise InputError("no species given", file=src, field="species", fix=f"choose from {', '.join(present)}")
     unknown = [s for s in species if s not in present]
     if unknown:
         raise InputError(
             f"species {', '.join(unknown)} not in the trajectory (present: {', '.join(present)})",
-            file=src, field="--species", fix=f"choose from {', '.join(present)}",
+            file=src, field="species", fix=f"choose from {', '.join(present)}",
         )
-    if len(traj) < MIN_FRAMES:
-        raise InputError(f"{len(traj)} frames; transport needs at least {MIN_FRAMES}", file=src, field="frames",
-                         fix="use a longer trajectory")
     if not (np.isfinite(traj.dt_fs) and traj.dt_fs > 0):
-        raise InputError("the time between frames is unknown", file=src, field="--dt-fs", fix="give --dt-fs")
+        raise InputError("the time between frames is unknown", file=src, field="dt_fs",
+                         fix="give the time between stored frames")
     if not (np.isfinite(temperature_k) and temperature_k > 0):
-        raise InputError(f"temperature must be > 0 K, got {temperature_k}", field="--temperature-k",
+        raise InputError(f"temperature must be > 0 K, got {temperature_k}", field="temperature_k",
                          fix="give the MD temperature in K")
-    if drift not in ("framework", "system", "none"):
-        raise InputError(f"unknown drift mode {drift!r}", field="--drift", fix="use framework, system or none")
-    if method not in ("kinisi", "blocks"):
-        raise InputError(f"unknown method {method!r}", field="--method", fix="use kinisi or blocks")
+    settings = TransportSettings(method=method, drift=drift, n_blocks=n_blocks, min_fit_start_ps=min_fit_start_ps,
+                                 fit_start_ps=fit_start_ps, fit_end_ps=fit_end_ps, n_lags=n_lags,
+                                 vdos_resolution_cm1=vdos_resolution_cm1, vdos0_max_cm1=vdos0_max_cm1, seed=seed)
+    try:
+        settings.check_run(len(traj), float(traj.dt_fs))
+    except InputError as exc:
+        raise InputError(exc.message, file=src, field="frames" if exc.field == "n_frames" else exc.field,
+                         fix=exc.fix) from None
 
     dt = float(traj.dt_fs)
     n_frames = len(traj)
     duration_fs = (n_frames - 1) * dt
-    block_fs = duration_fs / max(1, n_blocks)
-    start_fs = 0.1 * block_fs if fit_start_ps is None else fit_start_ps * 1e3
-    if fit_start_ps is None and min_fit_start_ps > 0:
-        start_fs = min(max(start_fs, min_fit_start_ps * 1e3), 0.25 * duration_fs)
-    end_fs = min(max(0.5 * block_fs, 2.0 * start_fs), duration_fs) if fit_end_ps is None else fit_end_ps * 1e3
-    if not (0 <= start_fs < end_fs <= duration_fs) or end_fs - start_fs < 2 * dt:
-        raise InputError(
-            f"fit window [{start_fs / 1e3:g}, {end_fs / 1e3:g}] ps does not fit in the {duration_fs / 1e3:g} ps run",
-            file=src, field="--fit-start-ps/--fit-end-ps", fix="choose 0 ≤ start < end ≤ the run length",
-        )
+    start_fs, end_fs = settings.fit_window_fs(duration_fs, dt)
 
     # --- unwrap, then remove the reference centre-of-mass drift
     symbols = np.asarray(traj.symbols)
@@ -448,7 +518,7 @@ def analyze_transport(
         bad = [s for s in ref_species if s not in present]
         if bad:
             raise InputError(f"framework species {', '.join(bad)} not in the trajectory (present: {', '.join(present)})",
-                             file=src, field="--framework", fix=f"choose from {', '.join(present)}")
+                             file=src, field="framework_species", fix=f"choose from {', '.join(present)}")
         mode_text = "framework centre of mass"
         if not ref_species:
             ref_species, mode_text = present, "system centre of mass (no framework atoms)"
@@ -480,8 +550,8 @@ def analyze_transport(
 
     out: dict[str, dict] = {k: {} for k in (
         "n", "q", "D", "Derr", "sig", "sigerr", "beta", "a2pk", "a2t", "v0", "msd", "a2", "slope", "vdos")}
-    freq_cm1 = None
-    kinisi_text = None
+    freq_cm1: np.ndarray | None = None
+    kinisi_text: str | None = None
     for s in species:  # a handful of species; all work inside is vectorised
         idx = np.flatnonzero(symbols == s)
         p = pos[:, idx]
@@ -508,7 +578,8 @@ def analyze_transport(
         low = freq_cm1 <= max(vdos0_max_cm1, freq_cm1[1] if len(freq_cm1) > 1 else 0.0)
         q = charges_all.get(s)
         sigma = None if q is None or not np.isfinite(volume) else nernst_einstein_S_cm(D, len(idx), volume, q, temperature_k)
-        sigma_err = None if sigma is None else nernst_einstein_S_cm(Derr, len(idx), volume, q, temperature_k)
+        sigma_err = None if sigma is None or q is None else nernst_einstein_S_cm(Derr, len(idx), volume, q,
+                                                                               temperature_k)
         finite = np.isfinite(a2)
         k_pk = int(np.nanargmax(np.where(finite, a2, -np.inf))) if finite.any() else 0
         for key, val in (("n", len(idx)), ("q", q), ("D", D), ("Derr", Derr), ("sig", sigma), ("sigerr", sigma_err),
@@ -516,8 +587,9 @@ def analyze_transport(
                          ("v0", float(g[low].mean())), ("msd", msd_lags), ("a2", a2), ("slope", slope), ("vdos", g)):
             out[key][s] = val
 
+    assert freq_cm1 is not None  # there is at least one species
     if method == "kinisi":
-        d_method = kinisi_text
+        d_method = str(kinisi_text)
         end_fs = duration_fs
     else:
         d_method = f"OLS fit of FFT MSD; standard error from {n_blocks} blocks"

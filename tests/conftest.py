@@ -7,6 +7,15 @@ as CP2K's data files, Quantum ESPRESSO, Chromium, SLURM or podman) carry
 ``@pytest.mark.system("<name>")``. In the default suite they skip with one line naming the
 package and how to install it. ``.ci/run`` installs the packages and runs those tests by name with
 ``--fail-on-skip``, which turns any skip into a failed run, so CI still covers them.
+
+Shared helpers
+--------------
+This directory is on ``sys.path`` while the tests run (it holds this rootdir ``conftest.py``
+and no ``__init__.py``, so pytest inserts it), so the helper modules import by name:
+``campaign_helpers`` (a real Prefect server, ``ramanscreen screen`` in a subprocess),
+``synthetic_results`` (the paper's four materials as synthetic Parquet results) and
+``vasp_formats`` (VASP output files). Child processes a test starts get the same through
+the ``helpers_env`` fixture; nothing inserts paths by hand.
 """
 
 from __future__ import annotations
@@ -24,6 +33,17 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def helpers_env() -> dict[str, str]:
+    """The environment for a child Python that imports the test helper modules."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
 
 
 def _missing_binaries(*names: str) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +15,13 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from synthetic_results import SYNTHETIC, synthetic_spectrum, write_synthetic
 
 from ramanscreen.analytics.db import check_read_only, connect, run_query, views_sql
 from ramanscreen.analytics.ranking import Thresholds, ranking, summarize
 from ramanscreen.analytics.report import write_report
 from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.results import write_run
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_results import SYNTHETIC, synthetic_spectrum, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_FREQ = np.arange(0.0, 1000.0 + 1e-9, 1.0)
@@ -106,6 +105,44 @@ def test_cp_fraction_matches_a_numpy_reference(paper_root) -> None:
         w[0], w[-1] = (f[1] - f[0]) / 2, (f[-1] - f[-2]) / 2
         expect = np.sum((y * w)[f <= 50.0]) / np.sum(y * w)
         assert got[name] == pytest.approx(expect, rel=1e-12), name
+
+
+def test_cp_fraction_uses_each_runs_own_windows(tmp_path) -> None:
+    """Nothing in the SQL fixes a window: a run written with 20–60 of 20–1000 cm⁻¹ (default.toml's)
+    gets its cp_fraction over those, a default run over the defaults, side by side."""
+    a = step_amplitude(0.3)
+    y = np.where(STEP_FREQ <= 50.0, a, 1.0)
+    meta = dict(formula="X", temperature_k=600.0, n_atoms=8, mlff="m", reference_method="r", n_train=10)
+    write_run(tmp_path, "c", "own", "r1", meta={**meta, "omega_min_cm1": 20.0, "omega_c_cm1": 60.0,
+                                                 "host_low_cm1": 80.0, "host_high_cm1": 1000.0},
+              spectrum={"freq_cm1": STEP_FREQ, "intensity": y})
+    write_run(tmp_path, "c", "default", "r1", meta=meta, spectrum={"freq_cm1": STEP_FREQ, "intensity": y})
+    got = {r[0]: r[1:] for r in connect(tmp_path).execute(
+        "SELECT material, cp_fraction, cp_lo_cm1, cp_hi_cm1, cp_top_cm1 FROM central_peak").fetchall()}
+    # 20..60 of 20..1000 on the 1 cm^-1 grid: bins 20 (weight 1/2), 21..50 at a, 51..60 and 61..999 at 1, 1000 (1/2)
+    expect = (0.5 * a + 30 * a + 10) / (0.5 * a + 30 * a + 10 + 939 + 0.5)
+    assert got["own"] == (pytest.approx(expect, rel=1e-12), 20.0, 60.0, 1000.0)
+    assert got["default"] == (pytest.approx(0.3, rel=1e-12), 5.0, 50.0, 1000.0)
+    text = views_sql()
+    view = text[text.index("CREATE OR REPLACE VIEW central_peak AS"):text.index("CREATE OR REPLACE VIEW mobile_transport")]
+    code = "\n".join(line.split("--")[0] for line in view.splitlines())
+    literals = set(re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", code))
+    assert literals <= {"2.0", "0"}, f"numbers in the central_peak view (a hard-coded window?): {literals}"
+
+
+def test_ranking_uses_the_thresholds_and_metric_each_run_recorded(tmp_path) -> None:
+    """A run records its campaign's [ranking]; the ranking classifies it with those, unless told otherwise."""
+    write_step_run(tmp_path, "strict", "A", 0.3, 2e-5, d_liquid_cm2_s=1e-4, d_hopping_cm2_s=1e-6, cp_threshold=0.5,
+                   rank_metric="lowfreq_to_host_ratio")
+    con = connect(tmp_path)
+    (row,) = ranking(con, "strict")
+    assert row["metric"] == "lowfreq_to_host_ratio" and row["metric_value"] == pytest.approx(3.0)
+    assert row["conduction"] == "hopping" and row["central_peak"] is True  # 3.0 ≥ 0.5
+    assert row["thresholds"] == Thresholds(metric="lowfreq_to_host_ratio", d_liquid_cm2_s=1e-4, d_hopping_cm2_s=1e-6,
+                                           cp_threshold=0.5)
+    (default,) = ranking(con, "strict", thresholds=Thresholds())
+    assert default["metric"] == "cp_fraction" and default["conduction"] == "liquid-like"
+    assert default["central_peak"] is True  # cp_fraction 0.3 ≥ 0.25
 
 
 # --------------------------------------------------------------------------- ranking
@@ -302,7 +339,7 @@ def test_write_report_files(paper_root, tmp_path) -> None:
 
 
 def test_cli_rank_prints_table_and_writes_plots(paper_root, tmp_path) -> None:
-    out = cli("rank", str(paper_root), "--campaign", "quick", "--out", str(tmp_path / "r"))
+    out = cli("rank", "--results-root", str(paper_root), "--campaign", "quick", "--out-dir", str(tmp_path / "r"))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     order = [next(i for i, ln in enumerate(lines) if f" {name} " in ln) for name in SYNTHETIC]
@@ -324,7 +361,7 @@ def test_cli_query_and_refusals(paper_root, tmp_path) -> None:
         assert bad.returncode == 2, bad.stdout
         assert bad.stderr.count("\n") == 1 and "only read queries" in bad.stderr
     assert not target.exists()
-    for args in (["rank", str(tmp_path / "nowhere")], ["query", "SELECT 1", "-r", str(tmp_path)]):
+    for args in (["rank", "-r", str(tmp_path / "nowhere")], ["query", "SELECT 1", "-r", str(tmp_path)]):
         bad = cli(*args)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:"), bad.stderr
 
@@ -346,11 +383,33 @@ def test_duckdb_shell_reads_the_same_views(paper_root) -> None:
     assert out.stdout.split() == ["material,mobile_species", "AgI,Ag", "Na3PS4,Na", "Na3SbS4-W,Na", "Na3SbS4,Na"]
 
 
-@pytest.mark.parametrize("module", ["ramanscreen.tasks.results", "ramanscreen.analytics.db", "ramanscreen.analytics.ranking", "ramanscreen.analytics.plots",
-                                    "ramanscreen.analytics.report"])
-def test_docstring_examples_run(module) -> None:
-    import doctest
-    import importlib
+def test_cli_query_formats_for_scripts(paper_root, tmp_path) -> None:
+    """query --format csv|json to stdout, and --out FILE for csv/json/parquet: the same rows."""
+    import json
 
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    sql = "SELECT material, D_cm2_s, cp_fraction FROM screening WHERE campaign = 'quick' ORDER BY material"
+    expect = [tuple(r) for r in connect(paper_root).execute(sql).fetchall()]
+    as_json = cli("query", sql, "-r", str(paper_root), "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert [(r["material"], r["D_cm2_s"], r["cp_fraction"]) for r in rows] == expect
+    as_csv = cli("query", sql, "-r", str(paper_root), "--format", "csv")
+    assert as_csv.returncode == 0 and as_csv.stdout.splitlines()[0] == '"material","D_cm2_s","cp_fraction"'
+    for suffix in ("csv", "json", "parquet"):
+        target = tmp_path / f"out.{suffix}"
+        res = cli("query", sql, "-r", str(paper_root), "--out", str(target))  # the suffix picks the format
+        assert res.returncode == 0, res.stderr
+        if suffix == "parquet":
+            got = pq.read_table(target).to_pylist()
+        elif suffix == "csv":
+            got = pacsv.read_csv(target).to_pylist()
+        else:
+            got = json.loads(target.read_text())
+        assert [(r["material"], r["D_cm2_s"], r["cp_fraction"]) for r in got] == expect, suffix
+    bad = cli("query", sql, "-r", str(paper_root), "--format", "parquet")
+    assert bad.returncode == 2 and "--out" in bad.stderr and bad.stderr.count("\n") == 1
+    bad = cli("query", sql, "-r", str(paper_root), "--format", "xml")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --format: unknown format"), bad.stderr

@@ -89,10 +89,13 @@ def test_quick_campaign_end_to_end_then_rerun_recomputes_nothing(prefect_server,
 
     con = connect(root)
     try:
-        rows = ranking(con, "quick", metric="fraction_below_omega_c")
+        rows = ranking(con, "quick")  # the metric and thresholds the runs recorded
+        windows = con.execute("SELECT DISTINCT omega_min_cm1, omega_c_cm1, host_high_cm1, rank_metric FROM materials "
+                              "WHERE campaign = 'quick'").fetchall()
         n_spec = dict(con.execute("SELECT material, count(*) FROM spectra WHERE campaign='quick' GROUP BY 1").fetchall())
     finally:
         con.close()
+    assert windows == [(200.0, 500.0, 1500.0, "cp_fraction")]  # quick.toml's own [spectrum] windows
     assert sorted(r["material"] for r in rows) == sorted(MATERIALS)
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     for r in rows:
@@ -116,7 +119,7 @@ def test_quick_campaign_end_to_end_then_rerun_recomputes_nothing(prefect_server,
     assert table["type"] == "table" and table["flow_run_id"] == fr
     data = table["data"] if isinstance(table["data"], list) else json.loads(table["data"])
     assert [r["material"] for r in data] == [r["material"] for r in rows]  # same order as DuckDB's ranking
-    assert all(r["metric"] == "fraction_below_omega_c" for r in data)
+    assert all(r["metric"] == "cp_fraction" and r["cp_lo_cm1"] == 200.0 for r in data)
     md = arts[artifact_key("quick", "AgI")]
     assert md["type"] == "markdown" and "spectrum.png" in md["data"] and "D(Ag)" in md["data"]
     for m in MATERIALS:

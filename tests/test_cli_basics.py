@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -10,8 +12,15 @@ from ramanscreen.tasks.common import InputError, atomic_write
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ramanscreen.flows", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ramanscreen.flows", *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
+
+
+def _listed_commands(help_text: str) -> list[str]:
+    """The first word of every row of the --help "Commands" panel (whole names, not substrings)."""
+    panel = help_text[help_text.index("Commands"):]
+    return re.findall(r"(?m)^│ ([a-z][a-z0-9-]*)\s", panel)
 
 
 def test_help_lists_every_command() -> None:
@@ -22,10 +31,25 @@ def test_help_lists_every_command() -> None:
     cli._load_commands()
     import typer
 
-    names = typer.main.get_command(cli.app).commands.keys()
+    names = sorted(typer.main.get_command(cli.app).commands)
     assert names, "no commands registered"
-    for name in names:
-        assert name in out.stdout
+    listed = _listed_commands(out.stdout)
+    assert sorted(listed) == names, (listed, names)  # every command once, as a whole name ("md" is not "import-md")
+    assert {"md", "import-md", "validate", "screen"} <= set(listed)
+
+
+def test_errors_name_the_flag_not_the_field(tmp_path) -> None:
+    """The science layer names the field (dt_fs); the CLI maps it to the option of the command run."""
+    import numpy as np
+
+    from ramanscreen.tasks.spectra import write_alpha
+
+    write_alpha(tmp_path / "a.txt", np.tile(np.eye(3), (32, 1, 1)), dt_fs=5.0)
+    out = run_cli("spectrum", str(tmp_path / "a.txt"), "--dt-fs", "2", "--out", str(tmp_path / "s.csv"))
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith(f"error: {tmp_path / 'a.txt'}: --dt-fs: 2 fs contradicts the file"), out.stderr
+    usage = run_cli("spectrum")
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr and "Traceback" not in usage.stderr
 
 
 def test_input_error_is_one_line() -> None:
@@ -61,3 +85,22 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path) -> None:
         os.umask(mask)
     for name in ("a.txt", "b.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_cli_doc_covers_every_command() -> None:
+    """docs/cli.md, the written-down vocabulary, has a row for every command."""
+    from pathlib import Path
+
+    import typer
+
+    from ramanscreen.flows import cli
+
+    cli._load_commands()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    rows = re.findall(r"(?m)^\| `([a-z][a-z-]*(?: [a-z-]+)?)[ `]", page)
+    group = typer.main.get_command(cli.app)
+    names = set()
+    for name, cmd in group.commands.items():
+        sub = getattr(cmd, "commands", None)
+        names |= {f"{name} {s}" for s in sub} if sub else {name}
+    assert names <= set(rows), sorted(names - set(rows))

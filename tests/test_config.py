@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ramanscreen.flows.config import deep_merge, load_campaign, n_alpha_frames, parse_campaign
+from ramanscreen.flows.config import SECTIONS, deep_merge, load_campaign, n_alpha_frames, parse_campaign
 from ramanscreen.tasks.common import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGNS = REPO / "deployments" / "campaigns"
+SHIPPED = sorted(p.stem for p in CAMPAIGNS.glob("*.toml"))
 
 GOOD = """
 name = "t"
@@ -47,26 +48,51 @@ def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
     return p
 
 
-@pytest.mark.parametrize("name", ["default", "paper", "quick"])
+@pytest.mark.parametrize("name", ["default", "paper", "quick", "hpc-example"])
 def test_shipped_campaigns_validate(name: str) -> None:
     c = load_campaign(CAMPAIGNS / f"{name}.toml")
     assert c.name == name
     assert {m.name for m in c.materials} == {"AgI", "Na3SbS4", "Na3SbS4-W", "Na3PS4"}
     temps = {m.name: m.temperature_k for m in c.materials}
     assert temps == {"AgI": 500.0, "Na3SbS4": 300.0, "Na3SbS4-W": 300.0, "Na3PS4": 900.0}
-    assert c.mlff["calculator"] == "chgnet" and c.reference["backend"] == "dipole"
+    assert c.mlff.calculator == "chgnet"
+    assert c.reference.backend == ("cp2k" if name == "hpc-example" else "dipole")
     assert {m.mobile[0] for m in c.materials} == {"Ag", "Na"}
+
+
+def test_sections_are_the_stage_settings() -> None:
+    """Each TOML section is its stage's dataclass: the section's defaults are the dataclass's."""
+    from ramanscreen.analytics.ranking import Thresholds
+    from ramanscreen.tasks.md import MDSettings
+    from ramanscreen.tasks.spectra import SpectrumSettings, central_peak_descriptors, raman_spectrum
+    from ramanscreen.tasks.transport import TransportSettings, analyze_transport
+
+    c = parse_campaign({"name": "x", "materials": [{"name": "A", "structure": "AgI", "temperature_k": 500,
+                                                     "mobile": ["Ag"], "steps": 20000, "dt_fs": 10.0}]})
+    for section, cls in SECTIONS.items():
+        assert getattr(c, section) == cls(), section
+    md = c.materials[0].md
+    assert md.num_threads == MDSettings.num_threads and md.checkpoint_every == MDSettings.checkpoint_every
+    # the science functions' defaults are the same fields
+    import inspect
+
+    for fn, cls in ((raman_spectrum, SpectrumSettings), (central_peak_descriptors, SpectrumSettings),
+                    (analyze_transport, TransportSettings)):
+        for name, param in inspect.signature(fn).parameters.items():
+            if param.default is not inspect.Parameter.empty and name in {f for f in cls.__dataclass_fields__}:
+                assert param.default == getattr(cls(), name), (fn.__name__, name)
+    assert Thresholds().d_liquid_cm2_s == c.ranking.d_liquid_cm2_s
 
 
 def test_paper_campaign_holds_the_paper_settings() -> None:
     c = load_campaign(CAMPAIGNS / "paper.toml")
     m = {x.name: x for x in c.materials}
     assert [m[k].n_atoms for k in ("AgI", "Na3SbS4", "Na3SbS4-W", "Na3PS4")] == [128, 128, 127, 256]
-    assert m["AgI"].md["dt_fs"] == 10.0 and m["AgI"].md["steps"] * 10.0 / 1000 == 120.0
+    assert m["AgI"].md.dt_fs == 10.0 and m["AgI"].md.steps * 10.0 / 1000 == 120.0
     for k in ("Na3SbS4", "Na3SbS4-W", "Na3PS4"):
-        assert m[k].md["dt_fs"] == 2.0 and m[k].md["steps"] * 2.0 / 1000 == 100.0
-    assert c.reference["n_train"] == 300
-    assert all(x.md["alpha_stride"] == 10 for x in c.materials)
+        assert m[k].md.dt_fs == 2.0 and m[k].md.steps * 2.0 / 1000 == 100.0
+    assert c.reference.n_train == 300
+    assert all(x.md.alpha_stride == 10 for x in c.materials)
 
 
 def test_quick_profile_is_a_deep_merge(tmp_path: Path) -> None:
@@ -75,9 +101,12 @@ def test_quick_profile_is_a_deep_merge(tmp_path: Path) -> None:
     assert quick.name == "default-quick" and quick.quick
     q = {m.name: m for m in quick.materials}
     f = {m.name: m for m in full.materials}
-    assert q["AgI"].n_atoms == 32 and q["AgI"].md["dt_fs"] == 10.0 and q["AgI"].md["steps"] == 60
-    assert q["Na3PS4"].md["steps"] == 200 and f["Na3PS4"].md["steps"] == 2000
-    assert quick.reference["backend"] == "dipole" and quick.reference["n_train"] == 8
+    assert q["AgI"].n_atoms == 32 and q["AgI"].md.dt_fs == 10.0 and q["AgI"].md.steps == 60
+    assert q["Na3PS4"].md.steps == 200 and f["Na3PS4"].md.steps == 2000
+    assert quick.reference.backend == "dipole" and quick.reference.n_train == 8
+    # the quick profile ranks by the same metric as the full campaign, on its own windows
+    assert quick.ranking.metric == full.ranking.metric == "cp_fraction"
+    assert (quick.spectrum.omega_min_cm1, full.spectrum.omega_min_cm1) == (200.0, 20.0)
     assert quick.cluster == full.cluster
     # the quick profile gives different run ids, so its results never overwrite the full ones
     assert q["AgI"].fingerprint(quick) != f["AgI"].fingerprint(full)
@@ -89,7 +118,7 @@ def test_defaults_and_temperature_list(tmp_path: Path) -> None:
     c = load_campaign(write(tmp_path, text))
     assert [m.name for m in c.materials] == ["A-600K", "A-900K"]
     assert c.results_root == (Path.cwd() / "out").resolve()
-    assert c.model["committee"] == 4 and c.transport["method"] == "kinisi"
+    assert c.model.committee == 8 and c.transport.method == "kinisi"
     assert n_alpha_frames(c.materials[0].md) == 101
     # the run id changes with any setting that changes the results, and only then
     a = c.materials[0].fingerprint(c)
@@ -112,25 +141,53 @@ BAD = [
     ('name = "t"', 'name = "t"\ncolour = "red"', "colour"),
     ('name = "t"', 'name = "a b"', "name"),
     ('calculator = "chgnet"', 'calculator = "chgnet"\ndevice = "cpu"', "mlff.device"),
+    ('calculator = "chgnet"', 'calculator = ""', "mlff.calculator"),
     ("dt_fs = 2.0", "dt_fs = -2.0", "md.dt_fs"),
     ("dt_fs = 2.0", 'dt_fs = "2"', "md.dt_fs"),
+    ("dt_fs = 2.0", "dt_fs = 2.0\nensemble = \"nve\"", "md.ensemble"),
     ("steps = 200", "steps = 200\nthermostat = 1", "md.thermostat"),
     ("n_train = 8", "n_train = 1", "reference.n_train"),
+    ("n_train = 8", "n_train = -3", "reference.n_train"),
     ("n_train = 8", "n_train = 500", "materials[0].steps"),
     ("n_train = 8", "n_train = 8\nbackend = 3", "reference.backend"),
+    ("n_train = 8", 'n_train = 8\nbackend = "gaussian"', "reference.backend"),
+    ("n_train = 8", 'n_train = 8\nselection = "best"', "reference.selection"),
+    ("n_train = 8", "n_train = 8\noptions = { cutof_ry = 300 }", "reference.options.cutof_ry"),
+    ("n_test = 2", "n_test = -1", "reference.n_test"),
+    # windows without enough bins, or beyond the Nyquist frequency of the α sampling
     ("omega_min_cm1 = 200.0", "omega_min_cm1 = 5.0", "materials[0].steps"),
+    ("omega_c_cm1 = 500.0", "omega_c_cm1 = 230.0", "materials[0].steps"),
+    ("alpha_stride = 2", "alpha_stride = 40", "materials[0].alpha_stride"),
     ("host_window_cm1 = [500.0, 1500.0]", "host_window_cm1 = [1500.0, 500.0]", "spectrum.host_window_cm1"),
+    ("host_window_cm1 = [500.0, 1500.0]", "host_window_cm1 = [400.0, 1500.0]", "spectrum.host_window_cm1"),
+    ("host_window_cm1 = [500.0, 1500.0]", "host_window_cm1 = [500.0]", "spectrum.host_window_cm1"),
+    ("omega_c_cm1 = 500.0", "omega_c_cm1 = 150.0", "spectrum.omega_c_cm1"),
+    # percentiles out of [0, 100] (the operator-precedence bug accepted [16, 150]) or decreasing
+    ("[spectrum]", "[spectrum]\nband_percentiles = [16, 150]", "spectrum.band_percentiles"),
+    ("[spectrum]", "[spectrum]\nband_percentiles = [-5, 84]", "spectrum.band_percentiles"),
+    ("[spectrum]", "[spectrum]\nband_percentiles = [84, 16]", "spectrum.band_percentiles"),
+    ("[spectrum]", "[spectrum]\nsigma_cm1 = -1", "spectrum.sigma_cm1"),
+    ("[spectrum]", "[spectrum]\nsmoothing = 4", "spectrum.smoothing"),
     ("temperature_k = 900", "temperature_k = -5", "materials[0].temperature_k"),
+    ("temperature_k = 900", "temperatures_k = [600, -5]", "materials[0].temperatures_k[1]"),
     ("temperature_k = 900", "temperature_k = 900\ntemperatures_k = [300]", "materials[0].temperature_k"),
     ("temperature_k = 900", "", "materials[0].temperature_k"),
     ('mobile = ["Na"]', 'mobile = "Na"', "materials[0].mobile"),
     ('mobile = ["Na"]', "", "materials[0].mobile"),
     ("n_atoms = 16", "n_atoms = 16\nspin = 1", "materials[0].spin"),
     ("n_atoms = 16", "n_atoms = 0", "materials[0].n_atoms"),
+    ("n_atoms = 16", "n_atoms = 16\nwrite_every = 0", "materials[0].write_every"),
     ('structure = "Na3PS4"', 'structure = "unobtainium.cif"', "materials[0].structure"),
     ("[[materials]]", '[cluster]\nkind = "cloud"\n[[materials]]', "cluster.kind"),
     ("[[materials]]", "[model]\nhypers = { cutof_A = 4.0 }\n[[materials]]", "model.hypers.cutof_A"),
+    ("[[materials]]", "[model]\nhypers = { cutoff_A = -4.0 }\n[[materials]]", "model.hypers.cutoff_A"),
+    ("[[materials]]", "[model]\ncommittee = -2\n[[materials]]", "model.committee"),
+    ("[[materials]]", "[prediction]\nchunk_frames = 0\n[[materials]]", "prediction.chunk_frames"),
     ("[[materials]]", '[transport]\nmethod = "magic"\n[[materials]]', "transport.method"),
+    ("[[materials]]", "[transport]\nfit_start_ps = 50.0\n[[materials]]", "transport.fit_start_ps"),
+    ("[[materials]]", '[ranking]\nmetric = "cp fraction"\n[[materials]]', "ranking.metric"),
+    ("[[materials]]", "[ranking]\nd_hopping_cm2_s = 1e-5\n[[materials]]", "ranking.d_hopping_cm2_s"),
+    ("[[materials]]", "[ranking]\nd_liquid_cm2_s = -1.0\n[[materials]]", "ranking.d_liquid_cm2_s"),
 ]
 
 
@@ -168,6 +225,49 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_campaign(tmp_path / "nope.toml")
 
 
+def _validate(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return subprocess.run([sys.executable, "-m", "ramanscreen.flows", "validate", str(path)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_validate_accepts_every_shipped_campaign_and_its_quick_profile(name: str, tmp_path: Path) -> None:
+    proc = _validate(CAMPAIGNS / f"{name}.toml", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    has_quick = "[quick]" in (CAMPAIGNS / f"{name}.toml").read_text()
+    assert len(lines) == 1 + has_quick and all(line.startswith("ok: ") for line in lines), proc.stdout
+    assert ("[quick profile]" in proc.stdout) == has_quick
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+VALIDATE_BAD = [  # (what is wrong, the replacement in GOOD, the TOML key the one-line error must name)
+    ("percentile above 100", ("[spectrum]", "[spectrum]\nband_percentiles = [16, 150]"), "spectrum.band_percentiles"),
+    ("negative percentile", ("[spectrum]", "[spectrum]\nband_percentiles = [-1, 84]"), "spectrum.band_percentiles"),
+    ("negative n_train", ("n_train = 8", "n_train = -8"), "reference.n_train"),
+    ("unknown key", ("[spectrum]", "[spectrum]\nomega_max_cm1 = 3000.0"), "spectrum.omega_max_cm1"),
+    ("unknown top-level key", ('name = "t"', 'name = "t"\nresult_root = "x"'), "result_root"),
+    ("window without enough bins", ("omega_min_cm1 = 200.0", "omega_min_cm1 = 20.0"), "materials[0].steps"),
+    ("low window of under 3 bins", ("omega_c_cm1 = 500.0", "omega_c_cm1 = 240.0"), "materials[0].steps"),
+    ("quick profile broken", ("[[materials]]", "[quick.reference]\nn_train = 1\n[[materials]]"), "reference.n_train"),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "field"), VALIDATE_BAD, ids=[b[0] for b in VALIDATE_BAD])
+def test_validate_rejects_with_one_line_and_exit_2(tmp_path: Path, case: str, edit: tuple[str, str],
+                                                    field: str) -> None:
+    assert edit[0] in GOOD
+    path = write(tmp_path, GOOD.replace(*edit, 1))
+    proc = _validate(path, tmp_path)
+    assert proc.returncode == 2, (case, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {path}: {field}: "), lines[0]
+    assert "(fix: " in lines[0] or case in ("unknown top-level key",) or "missing" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
 def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     """`ramanscreen screen` rejects a bad file before starting a server or writing anything."""
     path = write(tmp_path, GOOD.replace("temperature_k = 900", "temperature_k = \"hot\""))
@@ -179,3 +279,12 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert "materials[0].temperature_k" in lines[0] and str(path) in lines[0]
     assert not (tmp_path / "out").exists()  # no partial results
+
+
+def test_campaign_doc_lists_every_key_with_its_default() -> None:
+    """docs/campaign.md's key reference is generated from the settings dataclasses: a changed
+    default, bound or doc string shows up as a failing test until the page is regenerated."""
+    from ramanscreen.flows.config import settings_reference_markdown
+
+    page = (REPO / "docs" / "campaign.md").read_text()
+    assert settings_reference_markdown() in page, "regenerate the key reference of docs/campaign.md"

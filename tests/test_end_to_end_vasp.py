@@ -85,20 +85,21 @@ def test_vasp_files_through_fit_predict_spectrum(tmp_path: Path) -> None:
     assert all("vasp-dfpt" in m for m in ds.methods)
 
     # 2. fit, 3. predict every frame of the XDATCAR, 4. spectra of predicted and exact α
-    fit = run_cli("alpha", "fit", "ref.extxyz", "--n-train", "26", "--n-committee", "0", "--out", "model.mts",
+    fit = run_cli("alpha", "fit", "ref.extxyz", "--n-train", "26", "--committee", "0", "--out", "model.mts",
                   cwd=tmp_path)
     assert "R²" in fit.stdout
-    run_cli("alpha", "predict", "model.mts", "XDATCAR", "--out", "pred.txt", cwd=tmp_path)
+    # an XDATCAR does not record its time step: give it once; the α file then states its spacing
+    run_cli("alpha", "predict", "model.mts", "XDATCAR", "--dt-fs", DT_FS, "--out", "pred.txt", cwd=tmp_path)
     pred = np.loadtxt(tmp_path / "pred.txt")
     assert pred.shape == (N_FRAMES, 6)
-    write_alpha_txt(tmp_path / "exact.txt", alpha_true)
+    write_alpha_txt(tmp_path / "exact.txt", alpha_true, dt_fs=float(DT_FS))
     exact6 = np.loadtxt(tmp_path / "exact.txt")
     fluct = exact6 - exact6.mean(axis=0)
     resid = pred - exact6
     assert np.sqrt(np.mean(resid**2)) < 0.2 * np.sqrt(np.mean(fluct**2))  # the ML α follows the motion
 
-    run_cli("spectrum", "pred.txt", "--dt-fs", DT_FS, "--out", "ml", cwd=tmp_path)
-    run_cli("spectrum", "exact.txt", "--dt-fs", DT_FS, "--out", "exact", cwd=tmp_path)
+    run_cli("spectrum", "pred.txt", "--out", "ml.csv", cwd=tmp_path)  # no --dt-fs: the files state it
+    run_cli("spectrum", "exact.txt", "--out", "exact.csv", cwd=tmp_path)
     f_ml, i_ml = read_spectrum(tmp_path / "ml.csv")
     f_ex, i_ex = read_spectrum(tmp_path / "exact.csv")
     assert np.allclose(f_ml, f_ex)

@@ -147,28 +147,50 @@ def _md_cli(args: list[str], **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def _checkpoint_step(ckpt: Path) -> int | None:
+    try:
+        with np.load(ckpt) as z:
+            return int(json.loads(str(z["meta"]))["step"])
+    except (OSError, ValueError, KeyError):  # not written yet
+        return None
+
+
+def _last_stored_step(part: Path) -> int | None:
+    from ase.io.trajectory import Trajectory as AseTrajectory
+
+    try:
+        with AseTrajectory(str(part)) as tr:
+            return int(tr[len(tr) - 1].info["md_step"]) if len(tr) else None
+    except Exception:  # noqa: BLE001 - the writer is appending right now; look again
+        return None
+
+
 def test_sigkilled_cli_run_resumes_without_gap_or_duplicate(tmp_path):
     poscar = tmp_path / "POSCAR"
     write(poscar, cu(2), format="vasp")
-    steps, every = 1500, 10
+    steps, every, equil = 1500, 10, 0
     args = [str(poscar), "--temperature-k", "500", "--dt-fs", "2", "--steps", str(steps), "--write-every", str(every),
-            "--checkpoint-every", "50", "--calculator", EMT_SPEC, "--seed", "3", "--quiet", "--out", str(tmp_path / "run")]
+            "--checkpoint-every", "250", "--calculator", EMT_SPEC, "--seed", "3", "--quiet", "--out-dir", str(tmp_path / "run")]
     out = tmp_path / "run"
     proc = _md_cli(args)
     ckpt = out / "md.ckpt.npz"
     deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)  # let it run past the checkpoint, so frames after it must be dropped
+    # kill as soon as the partial trajectory holds frames written after the last checkpoint: the
+    # resumed run must drop exactly those (a real condition, not a guess at how fast MD runs)
+    while proc.poll() is None and time.time() < deadline:
+        step_ckpt, last = _checkpoint_step(ckpt), _last_stored_step(out / "md.traj.part")
+        if step_ckpt is not None and last is not None and last - equil > step_ckpt:
+            break
+        time.sleep(0.01)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "md.traj").exists() and (out / "md.traj.part").exists()
-    with np.load(ckpt) as z:
-        step_ckpt = json.loads(str(z["meta"]))["step"]
-    assert 0 < step_ckpt < steps
+    step_ckpt = _checkpoint_step(ckpt)
+    assert step_ckpt is not None and 0 < step_ckpt < steps
     before = frames(out / "md.traj.part")
     kept = [f for f in before if f.info["md_step"] <= step_ckpt]
+    assert len(before) > len(kept), "the kill came before any frame past the checkpoint"
     done = _md_cli(args)
     _, err = done.communicate(timeout=600)
     assert done.returncode == 0, err
@@ -266,8 +288,10 @@ def cu_poscar(tmp_path) -> Path:
 
 
 BAD = {
-    "temperature": (["--temperature-k", "0"], "temperature_k"),
-    "negative dt": (["--dt-fs", "-1"], "time step must be positive"),
+    # science-layer errors name the field; the CLI shows the flag
+    "temperature": (["--temperature-k", "0"], "--temperature-k: must be > 0 K, got 0"),
+    "negative dt": (["--dt-fs", "-1"], "--dt-fs: must be > 0 fs, got -1"),
+    "unknown ensemble": (["--ensemble", "nve"], "--ensemble: 'nve' is not one of nvt-nhc, langevin, npt"),
     "overlap": (["--structure", "overlap"], "below 0.5 Å"),
     "unreadable": (["--structure", "garbage"], "unreadable structure file"),
     "element not covered": (["--structure", "es", "--calculator", "chgnet"], "does not cover Es"),
@@ -299,8 +323,8 @@ def test_bad_input_one_line_exit_2_nothing_complete(case, tmp_path, cu_poscar, c
         elif kind == "na3ps4":
             structure = "Na3PS4"
     opts = {"--temperature-k": "300", "--dt-fs": "2", "--steps": "3", "--calculator": EMT_SPEC}
-    argv = ["md", structure, "--out", str(tmp_path / "out"), "--quiet", "--n-atoms", "16"] if structure == "Na3PS4" \
-        else ["md", structure, "--out", str(tmp_path / "out"), "--quiet"]
+    argv = ["md", structure, "--out-dir", str(tmp_path / "out"), "--quiet", "--n-atoms", "16"] if structure == "Na3PS4" \
+        else ["md", structure, "--out-dir", str(tmp_path / "out"), "--quiet"]
     i = 0
     while i < len(extra):
         opts[extra[i]] = extra[i + 1]
@@ -329,7 +353,7 @@ def test_cli_md_every_builder_every_bundled_mlff(name, calculator, tmp_path, cap
 
     try:
         main(["md", name, "--temperature-k", "300", "--dt-fs", "2", "--steps", "2", "--calculator", calculator,
-              "--threads", "2", "--quiet", "--out", str(tmp_path)])
+              "--num-threads", "2", "--quiet", "--out-dir", str(tmp_path)])
     except SystemExit as exc:
         code, err = exc.code, capsys.readouterr().err
     assert code in (None, 0), err

@@ -37,7 +37,7 @@ from ramanscreen.tasks.reference import (
     select_snapshots,
     write_alpha_dataset,
 )
-from ramanscreen.tasks.vasp import VASP_METHOD, import_vasp, parse_outcar_epsilon, read_outcar
+from ramanscreen.tasks.reference.vasp import VASP_METHOD, import_vasp, parse_outcar_epsilon, read_outcar
 
 # ---------------------------------------------------------------------------------------
 # Real output excerpts (CP2K 2023.1 on 8-atom Si, QE 6.7 ph.x on 2-atom Si, measured here)

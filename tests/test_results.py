@@ -11,73 +11,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from synthetic_results import FREQ, SYNTHETIC, sql, write_synthetic
 
 from ramanscreen.tasks import results
 from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.results import SCHEMA_VERSION, committed_runs, committed_write_id, write_run
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-
-FREQ = np.arange(0.0, 1000.0 + 1e-9, 2.0)  # cm^-1
-
-#: name -> (formula, T, mobile species, D(mobile), D(other), central-peak amplitude, peaks)
-SYNTHETIC = {
-    "AgI": ("AgI", 500.0, "Ag", 2.8e-5, 4e-8, 6.0, [(90.0, 0.6, 25.0)]),
-    "Na3PS4": ("Na3PS4", 900.0, "Na", 1.4e-5, 2e-7, 3.0, [(420.0, 1.0, 8.0), (200.0, 0.3, 15.0)]),
-    "Na3SbS4-W": ("Na2.94Sb0.94W0.06S4", 300.0, "Na", 1.0e-6, 1e-9, 0.4,
-                  [(350.0, 1.0, 6.0), (470.0, 0.3, 6.0), (150.0, 0.4, 10.0)]),
-    "Na3SbS4": ("Na3SbS4", 300.0, "Na", 1.0e-9, 1e-10, 0.05, [(350.0, 1.0, 6.0), (150.0, 0.5, 10.0)]),
-}
-
-
-def synthetic_spectrum(cp_amp: float, peaks: list[tuple[float, float, float]]) -> dict[str, np.ndarray]:
-    """A central peak (Lorentzian at 0, width 15 cm^-1) plus Gaussian modes, with a ±10% band."""
-    f = FREQ
-    y = cp_amp / (1.0 + (f / 15.0) ** 2)
-    for centre, height, width in peaks:
-        y = y + height * np.exp(-0.5 * ((f - centre) / width) ** 2)
-    return {
-        "freq_cm1": f, "intensity": y, "band_low": 0.9 * y, "band_high": 1.1 * y,
-        "intensity_parallel": 0.8 * y, "intensity_perpendicular": 0.2 * y,
-    }
-
-
-def write_synthetic(root, campaign: str, name: str, run_id: str = "r1", scale: float = 1.0, **over):
-    """Write one synthetic material through the real writer; ``scale`` multiplies every D."""
-    formula, temp, mobile, d_mob, d_other, cp_amp, peaks = SYNTHETIC[name]
-    other = "I" if mobile == "Ag" else "S"
-    t = np.linspace(0.0, 10.0, 51)
-    kwargs = dict(
-        meta=dict(formula=formula, temperature_k=temp, n_atoms=128, mlff="chgnet", reference_method="embedded",
-                  n_train=140, mobile_species=mobile, md_dt_fs=2.0, md_equil_ps=1.0, md_production_ps=10.0,
-                  alpha_stride=10, structure=name, settings={"seed": 0, "campaign_file": "quick.toml"}),
-        spectrum=synthetic_spectrum(cp_amp, peaks),
-        transport=[
-            {"species": mobile, "D_cm2_s": d_mob * scale, "D_err_cm2_s": 0.1 * d_mob * scale,
-             "sigma_S_cm": 1e3 * d_mob * scale, "alpha2_peak": 0.5, "vdos0": 1.0},
-            {"species": other, "D_cm2_s": d_other * scale, "D_err_cm2_s": None, "sigma_S_cm": None,
-             "alpha2_peak": 0.1, "vdos0": 0.1},
-        ],
-        descriptors={"frac_below_wc": cp_amp / 10.0, "lowfreq_to_host_ratio": cp_amp, "lowfreq_slope": -1.0},
-        ml_metrics=dict(r2_diag=0.95, r2_offdiag=0.85, rmse_diag_A3=0.4, rmse_offdiag_A3=0.2),
-        msd={mobile: {"time_ps": t, "msd_A2": 6e4 * d_mob * scale * t}, other: {"time_ps": t, "msd_A2": 0.1 + 0 * t}},
-        vdos={"species": [mobile] * 3 + [other] * 3, "freq_cm1": [0.0, 50.0, 100.0] * 2, "vdos": [1.0, 2.0, 1.0, 0.1, 1.0, 2.0]},
-    )
-    kwargs.update(over)
-    return write_run(root, campaign, name, run_id, **kwargs)
-
-
-def sql(root, query: str):
-    con = duckdb.connect()
-    con.execute("SET VARIABLE results_root = $1", [str(root)])
-    con.execute((REPO / "analytics" / "views.sql").read_text())
-    return con.execute(query).fetchall()
-
 
 def test_layout_schema_version_and_roundtrip(tmp_path) -> None:
     rec = write_synthetic(tmp_path, "camp", "AgI")
@@ -158,10 +101,9 @@ def test_exception_midway_keeps_previous_version(tmp_path, monkeypatch) -> None:
 
 
 _KILL_SCRIPT = textwrap.dedent("""
-    import os, sys
-    sys.path.insert(0, {tests!r})
+    import os
     from ramanscreen.tasks import results
-    from test_results import write_synthetic
+    from synthetic_results import write_synthetic
     real, n = results._write_parquet, []
     def dying(table, path):
         n.append(1)
@@ -174,10 +116,11 @@ _KILL_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("die_at", [1, 4, 7])  # before any file, midway, just before the commit
-def test_killed_writer_leaves_no_visible_partial_run(tmp_path, die_at) -> None:
+def test_killed_writer_leaves_no_visible_partial_run(tmp_path, die_at, helpers_env) -> None:
     write_synthetic(tmp_path, "camp", "AgI")
-    script = _KILL_SCRIPT.format(tests=str(TESTS), die_at=die_at, root=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    script = _KILL_SCRIPT.format(die_at=die_at, root=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=helpers_env)
     assert proc.returncode == 9, proc.stderr
     assert committed_runs(tmp_path) == [("camp", "AgI", "r1")]
     for table in ("materials", "spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos"):
@@ -189,8 +132,7 @@ def test_killed_writer_leaves_no_visible_partial_run(tmp_path, die_at) -> None:
 
 _CONCURRENT_SCRIPT = textwrap.dedent("""
     import sys
-    sys.path.insert(0, {tests!r})
-    from test_results import SYNTHETIC, write_synthetic
+    from synthetic_results import SYNTHETIC, write_synthetic
     campaign, root = sys.argv[1], sys.argv[2]
     for rep in range(3):
         for name in SYNTHETIC:
@@ -200,9 +142,9 @@ _CONCURRENT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_processes_write_one_root_concurrently(tmp_path) -> None:
-    script = _CONCURRENT_SCRIPT.format(tests=str(TESTS))
-    procs = [subprocess.Popen([sys.executable, "-c", script, c, str(tmp_path)], cwd=REPO,
+def test_two_processes_write_one_root_concurrently(tmp_path, helpers_env) -> None:
+    script = _CONCURRENT_SCRIPT
+    procs = [subprocess.Popen([sys.executable, "-c", script, c, str(tmp_path)], cwd=REPO, env=helpers_env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in ("campA", "campB")]
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -223,21 +165,19 @@ def test_two_processes_write_one_root_concurrently(tmp_path) -> None:
 
 
 _REWRITER_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    from test_results import write_synthetic
+    from synthetic_results import write_synthetic
     for i in range(20):
         write_synthetic({root!r}, "camp", "AgI", scale=1.0 + i)
 """)
 
 
-def test_reader_during_rewrites_sees_one_whole_version(tmp_path) -> None:
+def test_reader_during_rewrites_sees_one_whole_version(tmp_path, helpers_env) -> None:
     from ramanscreen.analytics.db import connect
 
     write_synthetic(tmp_path, "camp", "AgI")
     write_synthetic(tmp_path, "camp", "Na3PS4")
-    writer = subprocess.Popen([sys.executable, "-c", _REWRITER_SCRIPT.format(tests=str(TESTS), root=str(tmp_path))],
-                              cwd=REPO, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", _REWRITER_SCRIPT.format(root=str(tmp_path))],
+                              cwd=REPO, stderr=subprocess.PIPE, text=True, env=helpers_env)
     seen, reads = set(), 0
     while writer.poll() is None or reads == 0:
         con = connect(tmp_path)

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from scipy.signal import lfilter
 from scipy.spatial.transform import Rotation
@@ -414,20 +415,23 @@ def _good_rows(n: int) -> list[str]:
         ("nan", "# header\n" + "\n".join(_good_rows(5) + ["10 11 nan 0 0 0"] + _good_rows(20)), ["--dt-fs", "2"], "line 7"),
         ("inf", "\n".join(_good_rows(5) + ["10 11 12 inf 0 0"] + _good_rows(20)), ["--dt-fs", "2"], "frame 5"),
         ("short", "\n".join(_good_rows(15)), ["--dt-fs", "2"], "at least 16"),
-        ("no-dt", "\n".join(_good_rows(40)), [], "--dt-fs"),
+        ("no-dt", "\n".join(_good_rows(40)), [], "--dt-fs: the file does not state the time between its α samples"),
+        ("contradicting dt", "# dt_fs = 20.0\n" + "\n".join(_good_rows(40)), ["--dt-fs", "2"],
+         "--dt-fs: 2 fs contradicts the file, which states 20 fs"),
+        ("bad percentile window", "\n".join(_good_rows(40)), ["--dt-fs", "2", "--omega-c-cm1", "3"], "--omega-c-cm1"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, case: str, content: str, args: list[str], needle: str) -> None:
-    src = tmp_path / f"{case}.txt"
+    src = tmp_path / f"{case.replace(' ', '-')}.txt"
     src.write_text(content + "\n")
-    out_dir = tmp_path / "out"
-    res = run_cli(str(src), *args, "--out-dir", str(out_dir), "--plot", cwd=tmp_path)
+    out = tmp_path / "out" / "s.parquet"
+    res = run_cli(str(src), *args, "--out", str(out), "--plot", cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-    assert needle in lines[0]
+    assert needle in lines[0], lines[0]
     assert "Traceback" not in res.stderr
-    assert not out_dir.exists() or not any(out_dir.iterdir())
+    assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
 def test_cli_nonsymmetric_warns_then_succeeds(tmp_path: Path) -> None:
@@ -435,19 +439,34 @@ def test_cli_nonsymmetric_warns_then_succeeds(tmp_path: Path) -> None:
     a = alpha_from_components(ou(rng, (6,), 4096, 20.0, 300.0), base=10 * np.eye(3))
     a[:, 0, 1] += 0.05  # α_xy ≠ α_yx
     np.save(tmp_path / "asym.npy", a)
-    res = run_cli("asym.npy", "--dt-fs", "2", "--stride", "10", "--out", "res/asym", "--plot", cwd=tmp_path)
+    res = run_cli("asym.npy", "--dt-fs", "20", "--out", "res/asym.parquet", "--plot", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     warn = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(warn) == 1 and warn[0].startswith("warning:") and "not symmetric" in warn[0]
-    for suffix in (".csv", ".parquet", ".png"):
-        assert (tmp_path / "res" / f"asym{suffix}").is_file()
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["asym.parquet", "asym.png"]
     assert "fraction of I in" in res.stdout
+    assert pq.read_schema(tmp_path / "res" / "asym.parquet").metadata[b"dt_fs"] == b"20.0"
 
 
-def test_docstring_examples_run() -> None:
-    import doctest
+def test_alpha_files_carry_their_spacing_and_stride_means_every_nth_sample(tmp_path: Path) -> None:
+    """A file that states its dt needs no --dt-fs; --stride k uses every k-th sample (dt × k), for
+    every format that carries the spacing."""
+    from ramanscreen.tasks.spectra import read_alpha_series, write_alpha
 
-    import ramanscreen.tasks.spectra
+    rng = np.random.default_rng(4)
+    a = alpha_from_components(ou(rng, (6,), 1024, 20.0, 300.0), base=10 * np.eye(3))
+    for name in ("a.txt", "a.npy", "a.npz"):
+        write_alpha(tmp_path / name, a, dt_fs=5.0)
+        series = read_alpha_series(tmp_path / name)
+        assert series.dt_fs == 5.0 and series.alpha_A3.shape == (1024, 3, 3), name
+        assert series.spacing_fs(stride=2) == 10.0
+    assert (tmp_path / "a.json").is_file()  # the .npy's sidecar
+    res = run_cli("a.npz", "--stride", "2", "--out", "s.csv", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    direct = raman_spectrum(a[::2], 10.0)
+    import csv
 
-    result = doctest.testmod(ramanscreen.tasks.spectra, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 10 and result.failed == 0
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    np.testing.assert_allclose([float(r["freq_cm1"]) for r in rows], direct.freq_cm1)
+    np.testing.assert_allclose([float(r["intensity"]) for r in rows], direct.intensity, rtol=1e-10)
+    assert "× 10 fs" in res.stdout

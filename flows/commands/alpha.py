@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ramanscreen.flows.cli import app
-from ramanscreen.tasks.common import InputError, atomic_path, write_table
+from ramanscreen.tasks.common import InputError, write_table
 
 alpha_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 app.add_typer(
@@ -30,10 +30,23 @@ def _hypers(cutoff_a: float, max_radial: int, max_angular: int, width_a: float):
     return SOAPHypers(cutoff_A=cutoff_a, max_radial=max_radial, max_angular=max_angular, width_A=width_a)
 
 
-_CUTOFF = typer.Option(5.0, "--cutoff-a", help="SOAP cutoff radius (Å).")
-_MAX_RADIAL = typer.Option(5, "--max-radial", help="Largest radial index (max_radial+1 GTO functions).")
-_MAX_ANGULAR = typer.Option(4, "--max-angular", help="Largest l of the density expansion (≥ 1).")
-_WIDTH = typer.Option(0.4, "--width-a", help="Gaussian width of the atomic density (Å).")
+def _opt(cls_name: str, name: str, flag: str, *short: str):
+    """A typer option whose default and help come from the settings dataclass ``cls_name`` of
+    ``ramanscreen.tasks.polarizability`` (one definition for the CLI and the campaign)."""
+    from ramanscreen.tasks import polarizability
+    from ramanscreen.tasks.schema import default, help_text
+
+    cls = getattr(polarizability, cls_name)
+    return typer.Option(default(cls, name), flag, *short, help=help_text(cls, name))
+
+
+_CUTOFF = _opt("SOAPHypers", "cutoff_A", "--cutoff-a")
+_MAX_RADIAL = _opt("SOAPHypers", "max_radial", "--max-radial")
+_MAX_ANGULAR = _opt("SOAPHypers", "max_angular", "--max-angular")
+_WIDTH = _opt("SOAPHypers", "width_A", "--width-a")
+#: Science-layer field names of SOAPHypers → the option names here (for error messages).
+HYPER_FLAGS = {"cutoff_A": "--cutoff-a", "max_radial": "--max-radial", "max_angular": "--max-angular",
+               "width_A": "--width-a"}
 
 
 def _progress() -> Progress:
@@ -54,30 +67,42 @@ def _model_out(path: Path) -> Path:
 def fit(
     dataset: Path = typer.Argument(..., help="extxyz with info['polarizability'] (9 numbers, Å³) and info['alpha_method']."),
     n_train: int | None = typer.Option(None, "--n-train", help="Training frames, drawn at random; the rest is the test set (default: 80 %)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the train/test split, CV folds and bootstrap."),
+    seed: int = _opt("ModelSettings", "seed", "--seed"),
     out_path: Path = typer.Option(..., "--out", "-o", help="Model file MODEL.mts (+ MODEL.json sidecar)."),
-    n_committee: int = typer.Option(8, "--n-committee", help="Bootstrap committee members (0: none, ≥ 2 for an uncertainty)."),
+    committee: int = _opt("ModelSettings", "committee", "--committee"),
     parity: Path | None = typer.Option(None, "--parity", help="Parity-plot PNG of the test set (default: MODEL.parity.png when there is a test set)."),
     cutoff_a: float = _CUTOFF,
     max_radial: int = _MAX_RADIAL,
     max_angular: int = _MAX_ANGULAR,
     width_a: float = _WIDTH,
 ) -> None:
-    """Fit the λ-SOAP ridge model of α and report R²/RMSE on the held-out frames."""
-    from ramanscreen.tasks.polarizability import AlphaModel, alpha_metrics, plot_parity, read_training_set
+    """Fit the λ-SOAP ridge model of α and report R²/RMSE on the held-out frames.
+
+    The train/test split is the campaign's (ramanscreen.tasks.polarizability.train_test_split):
+    the same dataset and seed give the same model as a campaign fit."""
+    from ramanscreen.tasks.polarizability import (
+        AlphaModel,
+        alpha_metrics,
+        plot_parity,
+        read_training_set,
+        train_test_split,
+    )
+    from ramanscreen.tasks.schema import prefixed
 
     out_path = _model_out(out_path)
-    hypers = _hypers(cutoff_a, max_radial, max_angular, width_a)
+    try:
+        hypers = _hypers(cutoff_a, max_radial, max_angular, width_a)
+    except InputError as exc:
+        raise prefixed(exc, None, fields=HYPER_FLAGS) from None
     frames, alpha, method = read_training_set(dataset)
     n = len(frames)
     n_train = int(round(0.8 * n)) if n_train is None else n_train
-    if not 2 <= n_train <= n:
-        raise InputError(f"--n-train {n_train} is not within 2..{n} (frames in the dataset)", file=dataset,
-                         field="--n-train", fix=f"use at most {n}")
-    order = np.random.default_rng(seed).permutation(n)
-    train, test = np.sort(order[:n_train]), np.sort(order[n_train:])
-    with err.status(f"fitting on {n_train} frames (featurising, CV, {n_committee} bootstrap members)…"):
-        model = AlphaModel.fit([frames[i] for i in train], alpha[train], hypers=hypers, n_committee=n_committee,
+    try:
+        train, test = train_test_split(n, n_train, seed=seed)
+    except InputError as exc:
+        raise InputError(exc.message, file=dataset, field=exc.field, fix=exc.fix) from None
+    with err.status(f"fitting on {n_train} frames (featurising, CV, {committee} bootstrap members)…"):
+        model = AlphaModel.fit([frames[i] for i in train], alpha[train], hypers=hypers, n_committee=committee,
                                seed=seed, method=method)
     metrics = None
     if len(test):
@@ -121,37 +146,51 @@ def fit(
 def predict(
     model_path: Path = typer.Argument(..., help="Model written by `ramanscreen alpha fit` (MODEL.mts with MODEL.json)."),
     trajectory: Path = typer.Argument(..., help="MD trajectory (ASE .traj, extxyz, XDATCAR, vasprun.xml, ...)."),
-    stride: int = typer.Option(1, "--stride", help="Predict every n-th stored frame (paper: every 10th MD step)."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="α series: .npy (n,3,3) or .txt (6 columns xx yy zz xy yz zx, Å³)."),
+    stride: int = typer.Option(1, "--stride", help="Predict every n-th stored frame of the trajectory (paper: α every "
+                               "10th MD step); the α file records the resulting spacing."),
+    dt_fs: float | None = typer.Option(None, "--dt-fs", help="Time between the trajectory's stored frames in fs "
+                                       "(needed only when the trajectory does not record it)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="α series: .txt (6 columns xx yy zz xy yz zx, Å³, with a "
+                                  "'# dt_fs' header), .npy (n,3,3) + .json sidecar, or .npz."),
     committee_out: Path | None = typer.Option(None, "--committee-out", help="Also write the committee's α series (m,n,3,3) as .npy, for the spectrum band."),
-    chunk: int = typer.Option(64, "--chunk", help="Frames per chunk (memory bound)."),
-    fmt: str | None = typer.Option(None, "--format", help="ASE format name if the file name does not tell."),
+    chunk_frames: int = _opt("PredictionSettings", "chunk_frames", "--chunk-frames"),
+    input_format: str | None = typer.Option(None, "--input-format", help="ASE format name if the file name does not tell."),
 ) -> None:
-    """Predict α for every ``stride``-th frame of a trajectory, streamed in chunks."""
-    from ramanscreen.tasks.polarizability import AlphaModel, frame_uncertainty_A3, predict_trajectory
-    from ramanscreen.tasks.spectra import write_alpha_txt
+    """Predict α for every ``stride``-th frame of a trajectory, streamed in chunks.
 
-    if out_path.suffix not in (".npy", ".txt"):
-        raise InputError(f"unknown output format {out_path.suffix!r}", field="--out", fix="use .npy or .txt")
+    The α file states the time between its samples (frame spacing × stride), so
+    `ramanscreen spectrum` needs no --dt-fs for it."""
+    from ramanscreen.tasks.polarizability import AlphaModel, frame_uncertainty_A3, predict_trajectory
+    from ramanscreen.tasks.spectra import write_alpha
+    from ramanscreen.tasks.trajectory import frame_spacing_fs
+
+    if out_path.suffix not in (".npy", ".txt", ".npz"):
+        raise InputError(f"unknown output format {out_path.suffix!r}", field="--out", fix="use .txt, .npy or .npz")
     if committee_out is not None and committee_out.suffix != ".npy":
         raise InputError("committee output must be .npy", field="--committee-out", fix="use e.g. alpha_committee.npy")
+    if stride < 1:
+        raise InputError(f"must be ≥ 1, got {stride}", field="--stride", fix="predict every n-th stored frame, n ≥ 1")
+    recorded = frame_spacing_fs(trajectory, fmt=input_format)
+    if recorded is not None and dt_fs is not None and abs(recorded - dt_fs) > 1e-6 * recorded:
+        raise InputError(f"{dt_fs:g} fs contradicts the trajectory, which records {recorded:g} fs between frames",
+                         file=trajectory, field="--dt-fs", fix="leave --dt-fs out: the file records it")
+    frame_dt = recorded if recorded is not None else dt_fs
     model = AlphaModel.load(model_path)
     if committee_out is not None and model.n_committee < 2:
         raise InputError(f"the model has {model.n_committee} committee members", file=model_path,
-                         field="--committee-out", fix="refit with --n-committee 8")
+                         field="--committee-out", fix="refit with --committee 8")
     with _progress() as bar:
-        result = predict_trajectory(model, trajectory, stride=stride, chunk=chunk, progress=bar,
-                                    committee=committee_out is not None, fmt=fmt)
+        result = predict_trajectory(model, trajectory, stride=stride, chunk=chunk_frames, progress=bar,
+                                    committee=committee_out is not None, fmt=input_format)
     alpha, committee = result if committee_out is not None else (result, None)
-    if out_path.suffix == ".txt":
-        write_alpha_txt(out_path, alpha)
-    else:
-        with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, alpha)
+    alpha_dt = None if frame_dt is None else frame_dt * stride
+    meta = {"trajectory": str(trajectory), "stride": stride, "frame_dt_fs": frame_dt, "model": str(model_path),
+            "alpha_method": model.meta.get("alpha_method")}
+    write_alpha(out_path, alpha, dt_fs=alpha_dt, meta=meta)
     if committee is not None:
-        with atomic_path(committee_out) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, committee)
-    summary = (f"{len(alpha)} frames (stride {stride}) of {trajectory.name}: mean tr(α)/3 = "
+        write_alpha(committee_out, committee, dt_fs=alpha_dt, meta=meta, committee=True)
+    spacing = f"{alpha_dt:g} fs apart" if alpha_dt is not None else "spacing unknown: give --dt-fs to spectrum"
+    summary = (f"{len(alpha)} frames (stride {stride}, {spacing}) of {trajectory.name}: mean tr(α)/3 = "
                f"{np.trace(alpha, axis1=1, axis2=2).mean() / 3:.4g} Å³ ({model.meta.get('alpha_method', '?')})")
     if committee is not None:
         sigma = frame_uncertainty_A3(committee)
@@ -165,9 +204,9 @@ def learning_curve_cmd(
     dataset: Path = typer.Argument(..., help="extxyz α dataset (as for `alpha fit`)."),
     sizes: str = typer.Option(..., "--sizes", help="Training sizes, comma separated, e.g. 10,20,40,80."),
     repeats: int = typer.Option(3, "--repeats", help="Random training draws per size."),
-    out_prefix: Path = typer.Option(..., "--out", "-o", help="Writes PREFIX.csv (table) and PREFIX.png (Fig. 2A)."),
+    out_csv: Path = typer.Option(..., "--out", "-o", help="The table, CURVE.csv; the plot (Fig. 2A) goes to CURVE.png next to it."),
     n_test: int | None = typer.Option(None, "--n-test", help="Held-out test frames (default: a quarter)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the test split and the draws."),
+    seed: int = _opt("ModelSettings", "seed", "--seed"),
     cutoff_a: float = _CUTOFF,
     max_radial: int = _MAX_RADIAL,
     max_angular: int = _MAX_ANGULAR,
@@ -175,22 +214,29 @@ def learning_curve_cmd(
 ) -> None:
     """Test R² and RMSE (diagonal, off-diagonal) against training-set size."""
     from ramanscreen.tasks.polarizability import learning_curve, read_training_set
+    from ramanscreen.tasks.schema import prefixed
 
+    if out_csv.suffix != ".csv":
+        raise InputError(f"the learning curve is written as CSV, got {out_csv.name!r}", field="--out",
+                         fix="use e.g. --out curve.csv (the plot goes to curve.png)")
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
         raise InputError(f"cannot read sizes {sizes!r}", field="--sizes", fix="write e.g. --sizes 10,20,40") from None
     if repeats < 1:
         raise InputError(f"--repeats must be ≥ 1, got {repeats}", field="--repeats")
-    hypers = _hypers(cutoff_a, max_radial, max_angular, width_a)
+    try:
+        hypers = _hypers(cutoff_a, max_radial, max_angular, width_a)
+    except InputError as exc:
+        raise prefixed(exc, None, fields=HYPER_FLAGS) from None
     frames, alpha, method = read_training_set(dataset)
     with _progress() as bar:
         task = bar.add_task("fitting", total=len(set(size_list)) * repeats)
         curve = learning_curve(frames, alpha, size_list, repeats=repeats, n_test=n_test, hypers=hypers, seed=seed,
                                progress=lambda done, total: bar.update(task, completed=done))
     summary = curve.summary()
-    csv_path = out_prefix.with_name(out_prefix.name + ".csv")
-    png_path = out_prefix.with_name(out_prefix.name + ".png")
+    csv_path = out_csv
+    png_path = out_csv.with_suffix(".png")
     write_table(summary, csv_path)
     curve.plot(png_path, title=f"{dataset.name} ({method}), {curve.n_test} test frames, {repeats} repeats")
     table = Table(title=f"learning curve of {dataset.name} ({curve.n_test} test frames, mean ± std of {repeats})")

@@ -25,50 +25,62 @@ def _default_root() -> Path:
     return get_settings().results_root
 
 
+_RESULTS_ROOT = typer.Option(None, "--results-root", "-r",
+                             help="Results root a campaign wrote (default: the `results_root` setting, ./results).")
+
+
+def _thresholds_help(name: str) -> str:
+    from ramanscreen.analytics.ranking import Thresholds
+    from ramanscreen.tasks.schema import help_text
+
+    return help_text(Thresholds, name, default_text="default: what each run was screened with, else {default}")
+
+
 @app.command()
 def rank(
-    results_root: Path | None = typer.Argument(
-        None, help="Results root a campaign wrote (default: the `results_root` setting, ./results)."
-    ),
-    campaign: str | None = typer.Option(None, "--campaign", "-c", help="Rank one campaign (default: all)."),
-    metric: str = typer.Option(
-        "cp_fraction", "--metric",
-        help="Central-peak metric: cp_fraction (share of the Raman intensity in 5–1000 cm⁻¹ that lies in 5–50 cm⁻¹) "
-             "or any column of the descriptors table.",
-    ),
-    d_liquid: float = typer.Option(5e-6, "--d-liquid", help="D (cm²/s) at or above which conduction is liquid-like."),
-    d_hopping: float = typer.Option(
-        1e-7, "--d-hopping", help="D (cm²/s) at or above which (below --d-liquid) it is hopping; below: non-conducting."
-    ),
-    cp_threshold: float = typer.Option(0.25, "--cp-threshold", help="Metric value at or above which a run shows a central peak."),
+    results_root: Path | None = _RESULTS_ROOT,
+    campaign: str | None = typer.Option(None, "--campaign", help="Rank one campaign (default: all)."),
+    metric: str | None = typer.Option(None, "--metric", help=_thresholds_help("metric")),
+    d_liquid_cm2_s: float | None = typer.Option(None, "--d-liquid-cm2-s", help=_thresholds_help("d_liquid_cm2_s")),
+    d_hopping_cm2_s: float | None = typer.Option(None, "--d-hopping-cm2-s", help=_thresholds_help("d_hopping_cm2_s")),
+    cp_threshold: float | None = typer.Option(None, "--cp-threshold", help=_thresholds_help("cp_threshold")),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Where to write ranking.csv/.md, summary.json and the PNGs "
-                            "(default: <results_root>/reports/<campaign or all>)."
+        None, "--out-dir", help="Where to write ranking.csv/.md, summary.json and the PNGs "
+                                "(default: <results_root>/reports/<campaign or all>)."
     ),
 ) -> None:
     """Rank materials by Raman central-peak intensity against the mobile ion's diffusivity D.
 
-    Classes by D of the mobile species: liquid-like D ≥ 5e-6 cm²/s; hopping 1e-7 ≤ D < 5e-6; non-conducting D < 1e-7.
-
-    A run shows a central peak when cp_fraction ≥ 0.25; "agrees" says whether liquid-like goes with a central peak.
+    Each run is classified by D of its mobile species (liquid-like, hopping, non-conducting) and
+    shows a central peak when its metric reaches cp_threshold; "agrees" says whether liquid-like
+    goes with a central peak. The metric and thresholds are those each run was screened with
+    (its campaign's [ranking]); the options override them.
 
     Prints the table and the Spearman correlation of the metric with D; writes a scatter PNG (log D axis) and a stacked spectra overlay with the low-frequency region magnified.
 
     Schemas and thresholds: docs/results.md.
     """
+    import dataclasses
+
     from ramanscreen.analytics.db import connect
-    from ramanscreen.analytics.ranking import Thresholds, ranking, summarize
+    from ramanscreen.analytics.ranking import Thresholds, common_thresholds, ranking, summarize
     from ramanscreen.analytics.report import REPORT_COLUMNS, fmt, write_report
 
     root = results_root if results_root is not None else _default_root()
-    thresholds = Thresholds(d_liquid_cm2_s=d_liquid, d_hopping_cm2_s=d_hopping, cp_threshold=cp_threshold)
     con = connect(root)
     try:
+        thresholds = None
+        given = {k: v for k, v in (("d_liquid_cm2_s", d_liquid_cm2_s), ("d_hopping_cm2_s", d_hopping_cm2_s),
+                                   ("cp_threshold", cp_threshold)) if v is not None}
+        if given:  # the options override what the runs recorded; the rest comes from the runs
+            base = common_thresholds(ranking(con, campaign, metric=metric))
+            thresholds = dataclasses.replace(base, **given, **({"metric": metric} if metric else {}))
         rows = ranking(con, campaign, metric=metric, thresholds=thresholds)
     finally:
         con.close()
+    used = common_thresholds(rows) if rows else Thresholds()
     summary = summarize(rows)
-    paths = write_report(root, campaign, out_dir, metric=metric, thresholds=thresholds)
+    paths = write_report(root, campaign, out_dir, metric=used.metric, thresholds=thresholds)
 
     title = f"ranking of {campaign!r}" if campaign else "ranking of all campaigns"
     table = Table(title=title, title_justify="left")
@@ -83,46 +95,119 @@ def rank(
         cells[idx] = f"[{_CLASS_STYLE.get(r['conduction'], 'default')}]{cells[idx]}[/]"
         table.add_row(*cells)
     out.print(table)
-    out.print(summary.line(metric))
-    out.print(f"[dim]{thresholds.describe(metric)}[/]")
+    out.print(summary.line(used.metric))
+    out.print(f"[dim]{used.describe()}[/]")
+    windows = sorted({(r.get("cp_lo_cm1"), r.get("cp_hi_cm1"), r.get("cp_top_cm1")) for r in rows
+                      if r.get("cp_hi_cm1") is not None})
+    if used.metric == "cp_fraction" and windows:
+        out.print("[dim]cp_fraction windows (each run's own): " + "; ".join(
+            f"{lo:g}–{hi:g} of {lo:g}–{top:g} cm⁻¹" for lo, hi, top in windows) + "[/]")
     out.print(f"scatter: {paths['scatter_png']}")
     out.print(f"spectra: {paths['spectra_png']}")
     out.print(f"table:   {paths['ranking_csv']}")
 
 
+FORMATS = ("table", "csv", "json", "parquet")
+
+
 @app.command()
 def query(
     sql: str = typer.Argument(..., help='One SELECT over the views, e.g. "SELECT * FROM screening".'),
-    results_root: Path | None = typer.Option(
-        None, "--results-root", "-r", help="Results root (default: the `results_root` setting, ./results)."
-    ),
-    limit: int = typer.Option(200, "--limit", help="Print at most this many rows."),
+    results_root: Path | None = _RESULTS_ROOT,
+    limit: int | None = typer.Option(None, "--limit", help="At most this many rows (default: 200 for the table "
+                                     "format, all for the others)."),
+    out_format: str = typer.Option("table", "--format", help=f"Output format: {' | '.join(FORMATS)} "
+                                   "(parquet needs --out)."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file instead of "
+                                         "stdout (the format from --format, or the suffix .csv/.json/.parquet)."),
 ) -> None:
-    """Run read-only SQL over the results views and print a table.
+    """Run read-only SQL over the results views; print a table, or write CSV, JSON or Parquet.
 
     Views: materials, spectra, transport, descriptors, ml_metrics, msd, vdos, and the derived central_peak, mobile_transport, screening (docs/results.md).
 
     Only one SELECT (or EXPLAIN SELECT) runs; DELETE, COPY ... TO, CREATE, SET, INSTALL, ATTACH and the like are refused, and file access is confined to the results root.
     """
     from ramanscreen.analytics.db import check_read_only, connect, run_query
+    from ramanscreen.tasks.common import InputError
 
+    fmt = out_format.lower()
+    if fmt == "table" and out_file is not None and out_file.suffix.lower().lstrip(".") in FORMATS:
+        fmt = out_file.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {out_format!r}", field="out_format", fix=f"use one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and out_file is None:
+        raise InputError("Parquet is binary: it needs a file", field="out_file", fix="add --out result.parquet")
     check_read_only(sql)  # refuse before touching the results root
     root = results_root if results_root is not None else _default_root()
     con = connect(root)
     try:
-        res = run_query(con, sql, limit=limit)
+        res = run_query(con, sql, limit=limit if limit is not None else (200 if fmt == "table" else None))
     finally:
         con.close()
-    table = Table(show_lines=False)
-    for c in res.columns:
-        table.add_column(c)
-    for row in res.rows:
-        table.add_row(*[_cell(v) for v in row])
-    out.print(table)
-    note = f"{len(res.rows)} row{'s' if len(res.rows) != 1 else ''}"
+    if fmt == "table":
+        table = Table(show_lines=False)
+        for c in res.columns:
+            table.add_column(c)
+        for row in res.rows:
+            table.add_row(*[_cell(v) for v in row])
+        console = out if out_file is None else Console(file=open(out_file, "w", encoding="utf-8"),  # noqa: SIM115
+                                                       width=200, highlight=False)
+        console.print(table)
+        note = f"{len(res.rows)} row{'s' if len(res.rows) != 1 else ''}"
+        if res.truncated:
+            note += " shown (more exist; raise --limit or add LIMIT/aggregates)"
+        out.print(f"[dim]{note}[/]")
+        if out_file is not None:
+            console.file.close()
+        return
+    text = export_rows(res.columns, res.rows, fmt, out_file)
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        out.print(f"[dim]wrote {len(res.rows)} rows to {out_file}[/]")
     if res.truncated:
-        note += " shown (more exist; raise --limit or add LIMIT/aggregates)"
-    out.print(f"[dim]{note}[/]")
+        out.print("[dim](more rows exist: raise --limit)[/]", style=None)
+
+
+def export_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, path: Path | None) -> str | None:
+    """Rows as CSV, JSON (a list of objects) or Parquet: returned as text when ``path`` is None
+    (not for Parquet), else written to ``path`` atomically."""
+    import json
+
+    import pyarrow as pa
+
+    from ramanscreen.tasks.common import atomic_path, atomic_write
+
+    table = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows]) if rows else \
+        pa.table({c: pa.array([], type=pa.null()) for c in columns})
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        assert path is not None
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return None
+    if fmt == "csv":
+        import io
+
+        import pyarrow.csv as pacsv
+
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        text = buf.getvalue().decode()
+    else:
+        text = json.dumps(_nan_to_none(table.to_pylist()), indent=1, default=str) + "\n"  # JSON has no NaN
+    if path is None:
+        return text
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+    return None
+
+
+def _nan_to_none(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import math
+
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
 
 
 def _cell(v: Any) -> str:

@@ -2,56 +2,86 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.live import Live
 
 from ramanscreen.flows.cli import app
 
 out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
 
 
 @app.command()
 def screen(
     campaign: Path = typer.Argument(..., help="Campaign file, e.g. deployments/campaigns/default.toml."),
     quick: bool = typer.Option(False, "--quick", help="Apply the campaign's \\[quick] profile (tiny cells, short runs)."),
+    results_root: Path | None = typer.Option(None, "--results-root", "-r", help="Results root (default: the campaign's "
+                                              "results_root; RAMANSCREEN_RESULTS_ROOT also overrides it)."),
     keep_ui: bool = typer.Option(False, "--keep-ui", help="Leave the local Prefect server (and its UI) running at the end."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Library logs (Prefect, Dask, httpx) on the terminal "
+                                 "too, instead of only in the log file."),
 ) -> None:
     """Screen every material of CAMPAIGN: MD → reference α → λ-SOAP → Raman + transport → Parquet → ranking.
 
-    Without PREFECT_API_URL a local Prefect server starts on 127.0.0.1 (UI address printed) and
-    stops at the end unless --keep-ui. Re-running a finished campaign recomputes nothing; an
-    interrupted one resumes at the first unfinished step.
+    Shows a live table (one row per material: stage, MD progress in ps with ETA) and the Prefect
+    UI link; library logs go to <results_root>/logs/<campaign>-<time>.log (printed), or also to
+    the terminal with --verbose. Without PREFECT_API_URL a local Prefect server starts on
+    127.0.0.1 and stops at the end unless --keep-ui. Re-running a finished campaign recomputes
+    nothing; an interrupted one resumes at the first unfinished step.
     """
+    import os
+    import signal
+
     from ramanscreen.flows.campaign import run_campaign
     from ramanscreen.flows.config import load_campaign
+    from ramanscreen.flows.progress import ProgressBoard, watching
+    from ramanscreen.flows.terminal import campaign_table, library_logs_to_file, log_path_for
 
-    load_campaign(campaign, quick=quick)  # one-line error + exit 2 before anything starts
-    import signal
+    if results_root is not None:
+        os.environ["RAMANSCREEN_RESULTS_ROOT"] = str(results_root.expanduser().resolve())
+    c = load_campaign(campaign, quick=quick)  # one-line error + exit 2 before anything starts
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
+    board = ProgressBoard()
+    for m in c.materials:
+        board.add(m.name, total_ps=m.md.total_steps * m.md.dt_fs / 1000.0)
+    board.log_path = None if verbose else log_path_for(c.results_root, c.name)
+    title = f"campaign {c.name!r}: {len(c.materials)} materials" + (" (quick profile)" if quick else "")
 
     def announce(ui: str | None) -> None:
-        if ui:
-            out.print(f"Prefect UI: {ui}  (server up after {time.monotonic() - t0:.0f} s)")
+        board.ui_url = ui
 
-    run = run_campaign(campaign, quick=quick, keep_ui=keep_ui, on_server=announce)
+    logs = contextlib.nullcontext() if board.log_path is None else library_logs_to_file(board.log_path)
+    if board.log_path is not None:
+        out.print(f"library logs: {board.log_path}  (--verbose shows them here)")
+    live = Live(get_renderable=lambda: campaign_table(board, title=title, elapsed_s=time.monotonic() - t0),
+                console=out, refresh_per_second=2, transient=False, redirect_stderr=False)
+    try:
+        with logs, watching(board), live:
+            run = run_campaign(campaign, quick=quick, keep_ui=keep_ui, on_server=announce)
+        out.line()
+    except BaseException:
+        if board.log_path is not None:
+            err.print(f"library logs of this run: {board.log_path}")
+        raise
     wall = time.monotonic() - t0
     c = run.campaign
     if run.ui_url and run.flow_run_id:
         out.print(f"flow run: {run.ui_url}/runs/flow-run/{run.flow_run_id}")
     from ramanscreen.flows.commands.analytics import rank
 
-    r = c.ranking
-    rank(results_root=c.results_root, campaign=c.name, metric=r["metric"], d_liquid=r["d_liquid_cm2_s"],
-         d_hopping=r["d_hopping_cm2_s"], cp_threshold=r["cp_threshold"], out_dir=None)
+    rank(results_root=c.results_root, campaign=c.name, metric=None, d_liquid_cm2_s=None, d_hopping_cm2_s=None,
+         cp_threshold=None, out_dir=None)
     out.print("spectrum plots:")
     for m in run.result["materials"]:
         out.print(f"  {m['material']}: {m['spectrum_png']}")
@@ -59,6 +89,23 @@ def screen(
     if keep_ui and run.ui_url:
         out.print(f"the Prefect server keeps running at {run.ui_url} (stop it with: kill <its pid>; "
                   f"log in {c.results_root / '_prefect' / 'server' / c.name / 'server.log'})")
+
+
+@app.command()
+def validate(
+    campaign: Path = typer.Argument(..., help="Campaign file to check, e.g. deployments/campaigns/default.toml."),
+) -> None:
+    """Check CAMPAIGN completely — every key, type and bound, the cross-field checks (windows
+    against each material's α sampling, reference snapshots against stored frames, the D fit
+    window against the run) and its \\[quick] profile — without starting a server, a cluster or
+    a calculation. Exit 0 when it is valid; otherwise one line naming the file, the key and the
+    fix, and exit 2."""
+    from ramanscreen.flows.config import validate_campaign
+
+    for c in validate_campaign(campaign):
+        mats = ", ".join(f"{m.name} ({m.temperature_k:g} K, {m.md.steps * m.md.dt_fs / 1000:g} ps)" for m in c.materials)
+        profile = " [quick profile]" if c.quick else ""
+        print(f"ok: {campaign}: campaign {c.name!r}{profile}: {len(c.materials)} materials: {mats}")
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,25 +28,34 @@ def _parse_kwargs(items: list[str] | None) -> dict:
     return kwargs
 
 
+def _md_opt(name: str, flag: str | None = None, *, required: bool = False, **kw):
+    """A typer option whose default and help come from ``MDSettings`` (one definition)."""
+    from ramanscreen.tasks.md import MDSettings
+    from ramanscreen.tasks.schema import default, help_text
+
+    flag = flag or "--" + name.replace("_", "-")
+    return typer.Option(... if required else default(MDSettings, name), flag, help=help_text(MDSettings, name), **kw)
+
+
 @app.command()
 def md(
     structure: str = typer.Argument(..., help="Builder name (AgI, Na3SbS4, Na3SbS4-W, Na3PS4, LLZO) or a CIF/POSCAR/extxyz file."),
-    temperature_k: float = typer.Option(..., "--temperature-k", help="Temperature in K."),
-    dt_fs: float = typer.Option(..., "--dt-fs", help="MD time step in fs."),
-    steps: int = typer.Option(..., "--steps", help="Production steps."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory (md.traj + md.json when done; rerun to resume)."),
-    equil_steps: int = typer.Option(0, "--equil-steps", help="Equilibration steps before production (not stored)."),
-    ensemble: str = typer.Option("nvt-nhc", "--ensemble", help="nvt-nhc (Nosé-Hoover chain) | langevin | npt."),
-    pressure_gpa: float = typer.Option(0.0, "--pressure-gpa", help="Pressure for --ensemble npt, GPa."),
-    calculator: str = typer.Option("chgnet", "--calculator", "-c", help="chgnet | sevenn | ase:module:Class."),
+    temperature_k: float = _md_opt("temperature_k", required=True),
+    dt_fs: float = _md_opt("dt_fs", required=True),
+    steps: int = _md_opt("steps", required=True),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Run directory (md.traj + md.json when done; rerun to resume)."),
+    equil_steps: int = _md_opt("equil_steps"),
+    ensemble: str = _md_opt("ensemble"),
+    pressure_gpa: float = _md_opt("pressure_gpa"),
+    calculator: str = _md_opt("calculator"),
     calc_kw: list[str] | None = typer.Option(None, "--calc-kw", help="Calculator keyword KEY=VALUE (repeat)."),
-    write_every: int = typer.Option(1, "--write-every", help="Store a frame every k production steps."),
-    alpha_stride: int = typer.Option(10, "--alpha-stride", help="Predict α on every n-th stored frame (recorded)."),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Checkpoint every N steps."),
-    seed: int = typer.Option(0, "--seed", help="Seed for velocities, disorder and Langevin noise."),
+    write_every: int = _md_opt("write_every"),
+    alpha_stride: int = _md_opt("alpha_stride"),
+    checkpoint_every: int = _md_opt("checkpoint_every"),
+    seed: int = _md_opt("seed"),
     n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size (builder default: the paper's)."),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: settings num_threads)."),
-    restart: bool = typer.Option(False, "--restart", help="Discard a partial or finished run in --out and start over."),
+    num_threads: int | None = _md_opt("num_threads"),
+    restart: bool = typer.Option(False, "--restart", help="Discard a partial or finished run in --out-dir and start over."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run MLFF molecular dynamics: equilibrate, then store positions + velocities every k steps."""
@@ -57,9 +66,8 @@ def md(
         temperature_k=temperature_k, dt_fs=dt_fs, steps=steps, equil_steps=equil_steps, ensemble=ensemble,
         pressure_gpa=pressure_gpa, write_every=write_every, alpha_stride=alpha_stride,
         checkpoint_every=checkpoint_every, seed=seed, calculator=calculator,
-        calculator_kwargs=_parse_kwargs(calc_kw), num_threads=threads,
+        calculator_kwargs=_parse_kwargs(calc_kw), num_threads=num_threads,
     )
-    settings.validate()
     atoms = load_structure(structure, n_atoms=n_atoms, seed=seed)
     with RichProgress(f"MD {atoms.get_chemical_formula()} {temperature_k:g} K", disable=quiet) as bar:
         result = run_md(atoms, settings, out_dir, progress=bar, restart=restart)
@@ -90,17 +98,18 @@ def structure(
 @app.command("import-md")
 def import_md_cmd(
     trajectory: Path = typer.Argument(..., help="Your MD: vasprun.xml, XDATCAR, extxyz, LAMMPS dump, ASE .traj."),
-    out_file: Path = typer.Option(..., "--out", "-o", help="Output .traj (a sidecar .json is written next to it)."),
-    dt_fs: float | None = typer.Option(None, "--dt-fs", help="Time between stored frames in fs."),
+    out_traj: Path = typer.Option(..., "--out", "-o", help="Output .traj (a sidecar .json is written next to it)."),
+    dt_fs: float | None = typer.Option(None, "--dt-fs", help="Time between the file's stored frames in fs "
+                                       "(needed unless the file records it)."),
     temperature_k: float | None = typer.Option(None, "--temperature-k", help="MD temperature in K (recorded)."),
-    alpha_stride: int = typer.Option(10, "--alpha-stride", help="Predict α on every n-th frame (recorded)."),
-    fmt: str | None = typer.Option(None, "--format", help="ASE format name if the file name does not tell."),
+    alpha_stride: int = _md_opt("alpha_stride"),
+    input_format: str | None = typer.Option(None, "--input-format", help="ASE format name if the file name does not tell."),
     type_map: list[str] | None = typer.Option(None, "--type-map", help="LAMMPS dumps: element of type 1, 2, ... (repeat)."),
 ) -> None:
     """Convert MD you already ran into ramanscreen's trajectory + metadata files."""
     from ramanscreen.tasks.md import import_md
 
-    res = import_md(trajectory, out_file, dt_fs=dt_fs, fmt=fmt, type_map=type_map or None,
+    res = import_md(trajectory, out_traj, dt_fs=dt_fs, fmt=input_format, type_map=type_map or None,
                     temperature_k=temperature_k, alpha_stride=alpha_stride)
     m = res.metadata
     out.print(f"{res.traj_path}: {m['n_frames']} frames of {m['formula']}, {m['frame_dt_fs']:g} fs apart")
@@ -109,17 +118,18 @@ def import_md_cmd(
 @app.command("force-check")
 def force_check_cmd(
     reference: list[Path] = typer.Argument(..., help="Reference forces: extxyz with forces, VASP OUTCARs or vasprun.xml."),
-    calculator: str = typer.Option("chgnet", "--calculator", "-c", help="chgnet | sevenn | ase:module:Class."),
+    calculator: str = _md_opt("calculator"),
     calc_kw: list[str] | None = typer.Option(None, "--calc-kw", help="Calculator keyword KEY=VALUE (repeat)."),
-    plot: Path = typer.Option(Path("force_parity.png"), "--out", "-o", help="Parity plot (PNG)."),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads."),
+    plot: Path = typer.Option(Path("force_parity.png"), "--out", "-o", help="Parity plot (PNG; the numbers go to "
+                              "the .json next to it)."),
+    num_threads: int | None = _md_opt("num_threads"),
 ) -> None:
     """Force RMSE of the MLFF against reference forces, with a parity plot (paper Fig. S1)."""
     from ramanscreen.tasks.common import atomic_write
     from ramanscreen.tasks.md import force_check
 
     res = force_check([str(p) for p in reference], calculator, plot_path=plot,
-                      calculator_kwargs=_parse_kwargs(calc_kw), num_threads=threads)
+                      calculator_kwargs=_parse_kwargs(calc_kw), num_threads=num_threads)
     with atomic_write(plot.with_suffix(".json"), "w") as fh:
         json.dump(res.summary(), fh, indent=2)
     per = ", ".join(f"{k} {v:.3f}" for k, v in res.rmse_by_element_eV_A.items())

@@ -15,6 +15,13 @@ from ramanscreen.tasks.common import InputError
 console = Console(highlight=False)
 
 
+def _ref_default(name: str):
+    from ramanscreen.tasks.reference import ReferenceSettings
+    from ramanscreen.tasks.schema import default
+
+    return default(ReferenceSettings, name)
+
+
 def _read_frames(spec: str, n_atoms: int | None, seed: int) -> list:
     """All frames of a structure/trajectory file, or one structure from a builder name."""
     import ase.io
@@ -53,10 +60,10 @@ def _kpts(text: str | None) -> tuple[int, int, int] | None:
 @app.command()
 def reference(
     structures: str = typer.Argument(..., help="Structure or trajectory file (all frames), or a builder name (e.g. AgI)."),
-    backend: str = typer.Option("dipole", "--backend", "-b", help="dipole (embedded model, not DFPT) | cp2k | qe."),
+    backend: str = typer.Option(_ref_default("backend"), "--backend", help="dipole (embedded model, not DFPT) | cp2k | qe."),
     out: Path | None = typer.Option(None, "--out", "-o", help="α dataset to write (extxyz; default <name>.alpha.extxyz)."),
-    select: int | None = typer.Option(None, "--select", "-n", help="Compute only N snapshots chosen by --selection."),
-    selection: str = typer.Option("random", "--selection", help="random (as in the paper) | fps (farthest-point, SOAP)."),
+    select: int | None = typer.Option(None, "--select", help="Compute only N snapshots chosen by --selection."),
+    selection: str = typer.Option(_ref_default("selection"), "--selection", help="random (as in the paper) | fps (farthest-point, SOAP)."),
     seed: int = typer.Option(0, "--seed", help="Seed for random selection and for builders."),
     n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size when STRUCTURES is a builder name."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Where CP2K/QE run (one folder per frame)."),
@@ -64,7 +71,7 @@ def reference(
     basis: str | None = typer.Option(None, "--basis", help="CP2K basis set name (default DZVP-MOLOPT-SR-GTH)."),
     ecutwfc_ry: float | None = typer.Option(None, "--ecutwfc-ry", help="QE wave-function cutoff (Ry)."),
     kpts: str | None = typer.Option(None, "--kpts", help="QE k-mesh, e.g. 4,4,4 (default from --kspacing)."),
-    kspacing: float | None = typer.Option(None, "--kspacing", help="QE k-spacing in 1/Å (2π included)."),
+    kspacing_inv_a: float | None = typer.Option(None, "--kspacing-inv-a", help="QE k-spacing in 1/Å (2π included)."),
     pseudo_dir: Path | None = typer.Option(None, "--pseudo-dir", help="QE pseudopotential directory (UPF files)."),
 ) -> None:
     """Reference polarizabilities α (Å³, whole cell) for structures, with the method stored per frame."""
@@ -73,9 +80,9 @@ def reference(
     options: dict = {}
     name = backend.lower()
     given = {"--cutoff-ry": cutoff_ry, "--basis": basis, "--ecutwfc-ry": ecutwfc_ry, "--kpts": kpts,
-             "--kspacing": kspacing, "--pseudo-dir": pseudo_dir}
+             "--kspacing-inv-a": kspacing_inv_a, "--pseudo-dir": pseudo_dir}
     allowed = {"dipole": set(), "cp2k": {"--cutoff-ry", "--basis"},
-               "qe": {"--ecutwfc-ry", "--kpts", "--kspacing", "--pseudo-dir"}}.get(name)
+               "qe": {"--ecutwfc-ry", "--kpts", "--kspacing-inv-a", "--pseudo-dir"}}.get(name)
     if allowed is None:
         raise InputError(f"unknown backend {backend!r}", field="--backend", fix="use dipole, cp2k or qe")
     stray = sorted(k for k, v in given.items() if v is not None and k not in allowed)
@@ -90,8 +97,8 @@ def reference(
         options["ecutwfc_ry"] = ecutwfc_ry
     if kpts is not None:
         options["kpts"] = _kpts(kpts)
-    if kspacing is not None:
-        options["kspacing_inv_A"] = kspacing
+    if kspacing_inv_a is not None:
+        options["kspacing_inv_A"] = kspacing_inv_a
     if pseudo_dir is not None:
         options["pseudo_dir"] = pseudo_dir
     engine = get_backend(name, **options)
@@ -138,10 +145,10 @@ def import_vasp_cmd(
     outcar: list[Path] = typer.Option(None, "--outcar", help="Another OUTCAR (repeatable)."),
     md: Path | None = typer.Option(None, "--md", help="MD trajectory (XDATCAR or vasprun.xml) to match MD steps."),
     out: Path = typer.Option(Path("vasp_alpha.extxyz"), "--out", "-o", help="α dataset to write (extxyz)."),
-    match_tol_A: float = typer.Option(0.05, "--match-tol-A", help="Max RMSD (Å) for an OUTCAR to match an MD frame."),
+    match_tol_A: float = typer.Option(0.05, "--match-tol-a", help="Max RMSD (Å) for an OUTCAR to match an MD frame."),
 ) -> None:
     """Import VASP DFPT ε∞ (OUTCARs) as an α dataset: α = V (ε∞ − 1)/4π, MD step attached."""
-    from ramanscreen.tasks.vasp import import_vasp
+    from ramanscreen.tasks.reference import import_vasp
 
     paths = [*(outcars or []), *(outcar or [])]
     if not paths:
@@ -149,7 +156,7 @@ def import_vasp_cmd(
     if out.suffix not in (".extxyz", ".xyz"):
         raise InputError("the α dataset is extxyz", file=out, field="--out", fix="name it *.extxyz")
     if not match_tol_A > 0:
-        raise InputError(f"must be > 0, got {match_tol_A}", field="--match-tol-A")
+        raise InputError(f"must be > 0, got {match_tol_A}", field="--match-tol-a")
     frames, results = import_vasp(paths, md=md, out=out, match_tol_A=match_tol_A)
 
     import numpy as np

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -10,72 +11,98 @@ from rich.console import Console
 from rich.table import Table
 
 from ramanscreen.flows.cli import app
-from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.common import InputError, write_table
+from ramanscreen.tasks.spectra import SpectrumSettings as SpectrumSettingsDefaults
 
 
-def _output_prefix(alpha_file: Path, out: Path | None, out_dir: Path | None) -> Path:
-    if out is not None and out_dir is not None:
-        raise InputError("give --out or --out-dir, not both", field="--out", fix="drop one of them")
-    if out is not None:
-        return out
-    stem = alpha_file.name.split(".")[0] or "alpha"
-    return (out_dir or Path(".")) / f"{stem}.spectrum"
+def _opt(name: str, flag: str | None = None):
+    """A typer option whose default and help come from ``SpectrumSettings`` (one definition)."""
+    from ramanscreen.tasks.schema import default, help_text
+    from ramanscreen.tasks.spectra import SpectrumSettings
+
+    return typer.Option(default(SpectrumSettings, name), flag or "--" + name.replace("_", "-"),
+                        help=help_text(SpectrumSettings, name))
+
+
+def _output_path(alpha_file: Path, out: Path | None) -> Path:
+    if out is None:
+        stem = alpha_file.name.split(".")[0] or "alpha"
+        return Path(f"{stem}.spectrum.parquet")
+    if out.suffix not in (".parquet", ".csv"):
+        raise InputError(f"the spectrum table is .parquet or .csv, got {out.name!r}", field="--out",
+                         fix="use e.g. --out agi.spectrum.parquet")
+    return out
 
 
 @app.command()
 def spectrum(
     alpha_file: Path = typer.Argument(
-        ..., help="α time series (Å³): 6-column text 'xx yy zz xy yz zx', .npy (n,3,3), or extxyz with info['polarizability']."
+        ..., help="α time series (Å³): 6-column text 'xx yy zz xy yz zx', .npy (n,3,3), .npz, or extxyz with info['polarizability']."
     ),
-    dt_fs: float | None = typer.Option(None, "--dt-fs", help="MD time step in fs (required)."),
-    stride: int = typer.Option(1, "--stride", help="α was stored every n-th MD step; time between α samples = dt-fs × stride."),
-    laser_nm: float = typer.Option(532.0, "--laser-nm", help="Laser wavelength in nm, for the (ω_in−ω)⁴ factor."),
-    sigma_cm1: float = typer.Option(4.0, "--sigma-cm1", help="Gaussian smoothing: the standard deviation σ in cm⁻¹ (0: none)."),
+    dt_fs: float | None = typer.Option(
+        None, "--dt-fs", help="Time between the file's α samples in fs; only for files that do not state it "
+                              "(a value contradicting the file is refused)."),
+    stride: int = typer.Option(1, "--stride", help="Use every n-th α sample of the file (time between samples × n)."),
+    laser_nm: float = _opt("laser_nm"),
+    sigma_cm1: float = _opt("sigma_cm1"),
     temperature_k: float | None = typer.Option(
         None, "--temperature-k", help="Multiply by the Bose–Einstein factor n(ω)+1 at this T in K (default: none, as in the paper)."
     ),
-    max_freq_cm1: float | None = typer.Option(None, "--max-freq-cm1", help="Highest frequency written (default: Nyquist)."),
-    fmt: str | None = typer.Option(None, "--format", help="txt | npy | extxyz, if the suffix does not tell."),
-    omega_c_cm1: float = typer.Option(50.0, "--omega-c-cm1", help="Upper edge ω_c of the low-frequency window for the descriptors."),
-    out: Path | None = typer.Option(None, "--out", help="Output prefix: writes PREFIX.csv, PREFIX.parquet (and PREFIX.png)."),
-    out_dir: Path | None = typer.Option(None, "--out-dir", "-o", help="Directory for <name>.spectrum.* (default: current directory)."),
+    max_freq_cm1: float | None = _opt("max_freq_cm1"),
+    input_format: str | None = typer.Option(None, "--input-format", help="txt | npy | npz | extxyz, if the suffix does not tell."),
+    omega_min_cm1: float = _opt("omega_min_cm1"),
+    omega_c_cm1: float = _opt("omega_c_cm1"),
+    host_low_cm1: float = typer.Option(SpectrumSettingsDefaults.host_window_cm1[0], "--host-low-cm1",
+                                       help="Start of the host window, cm⁻¹ (descriptors)."),
+    host_high_cm1: float = typer.Option(SpectrumSettingsDefaults.host_window_cm1[1], "--host-high-cm1",
+                                        help="End of the host window, cm⁻¹ (descriptors)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="The spectrum table: FILE.parquet (with the settings "
+                                    "in its metadata) or FILE.csv (default: <name>.spectrum.parquet here); "
+                                    "--plot writes FILE.png next to it."),
     plot: bool = typer.Option(False, "--plot", help="Also write a PNG: full range plus an inset of the low-frequency region."),
     full_grid: bool = typer.Option(
         False, "--full-grid", help="Write every Fourier bin even when σ spans many bins (default: ≥ 8 exact points per σ)."
     ),
 ) -> None:
     """Raman spectrum (isotropic a², anisotropic γ², total/parallel/perpendicular) of an α time series."""
+    from ramanscreen.tasks.schema import prefixed
     from ramanscreen.tasks.spectra import (
+        SpectrumSettings,
         central_peak_descriptors,
         plot_spectrum,
         raman_spectrum,
-        read_alpha,
-        write_spectrum,
+        read_alpha_series,
+        spectrum_table,
     )
 
-    if dt_fs is None:
-        raise InputError("required option not given", field="--dt-fs", fix="pass the MD time step, e.g. --dt-fs 2.0 (and --stride for the α interval)")
-    if not dt_fs > 0:
-        raise InputError(f"must be > 0, got {dt_fs}", field="--dt-fs", fix="pass the MD time step in fs, e.g. --dt-fs 2.0")
-    if stride < 1:
-        raise InputError(f"must be ≥ 1, got {stride}", field="--stride", fix="pass how many MD steps lie between α samples")
-    prefix = _output_prefix(alpha_file, out, out_dir)
-    alpha = read_alpha(alpha_file, fmt=fmt)
-    spec = raman_spectrum(
-        alpha, dt_fs * stride, laser_nm=laser_nm, sigma_cm1=sigma_cm1, temperature_k=temperature_k,
-        max_freq_cm1=max_freq_cm1, decimate=not full_grid,
-    )
+    flags = {"host_window_cm1": "--host-low-cm1/--host-high-cm1"}
     try:
-        descriptors = central_peak_descriptors(spec, omega_c_cm1=omega_c_cm1)
+        settings = SpectrumSettings(sigma_cm1=sigma_cm1, laser_nm=laser_nm, max_freq_cm1=max_freq_cm1,
+                                    omega_min_cm1=omega_min_cm1, omega_c_cm1=omega_c_cm1,
+                                    host_window_cm1=(host_low_cm1, host_high_cm1))
+    except InputError as exc:
+        raise prefixed(exc, None, fields=flags) from None
+    path = _output_path(alpha_file, out)
+    series = read_alpha_series(alpha_file, fmt=input_format)
+    alpha_dt = series.spacing_fs(dt_fs, stride=stride)
+    alpha = series.alpha_A3[::stride]
+    spec = raman_spectrum(alpha, alpha_dt, temperature_k=temperature_k, decimate=not full_grid,
+                          **settings.spectrum_kwargs())
+    try:
+        settings.check_sampling(alpha_dt, len(alpha))
+        descriptors = central_peak_descriptors(spec, **settings.descriptor_kwargs())
     except InputError as exc:  # too coarse a resolution for the windows: the spectrum still stands
         warnings.warn(f"central-peak descriptors not computed: {exc}", UserWarning, stacklevel=1)
         descriptors = {}
-    extra = {"source": str(alpha_file), "md_dt_fs": dt_fs, "stride": stride, "central_peak": descriptors}
-    png = Path(f"{prefix}.png")
+    extra = {"source": str(alpha_file), "alpha_dt_fs": alpha_dt, "stride": stride, "central_peak": descriptors}
+    png = path.with_suffix(".png")
     if plot:
         plot_spectrum(spec, png)
-    csv_path, pq_path = write_spectrum(spec, prefix, extra_metadata=extra)
-    _summary(spec, descriptors, [csv_path, pq_path, *([png] if plot else [])], alpha_file)
+    meta = spec.metadata()
+    for key, value in extra.items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    write_table(spectrum_table(spec), path, metadata=meta if path.suffix == ".parquet" else None)
+    _summary(spec, descriptors, [path, *([png] if plot else [])], alpha_file)
 
 
 def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file: Path) -> None:

@@ -25,36 +25,51 @@ def _parse_charges(items: list[str] | None) -> dict[str, float]:
     return charges
 
 
+def _opt(name: str, flag: str | None = None):
+    """A typer option whose default and help come from ``TransportSettings`` (one definition)."""
+    from ramanscreen.tasks.schema import default, help_text
+    from ramanscreen.tasks.transport import TransportSettings
+
+    return typer.Option(default(TransportSettings, name), flag or "--" + name.replace("_", "-"),
+                        help=help_text(TransportSettings, name))
+
+
 @app.command()
 def transport(
     trajectory: Path = typer.Argument(..., help="MD trajectory: extxyz, ASE .traj, XDATCAR, vasprun.xml, LAMMPS dump."),
     species: list[str] = typer.Option(..., "--species", "-s", help="Species to analyse (repeat: --species Na --species S)."),
     temperature_k: float = typer.Option(..., "--temperature-k", help="MD temperature in K (Nernst–Einstein)."),
     dt_fs: float | None = typer.Option(
-        None, "--dt-fs", help="Time between stored frames in fs (MD step × write interval); required unless the file records time."),
-    out_dir: Path = typer.Option(Path("."), "--out-dir", "-o", help="Directory for <name>.transport.json and the Parquet tables."),
-    fmt: str | None = typer.Option(None, "--format", help="ASE format name if the file name does not tell (e.g. lammps-dump-text)."),
+        None, "--dt-fs", help="Time between the file's stored frames in fs (MD step × write interval); only for files "
+                              "that do not record it (a value contradicting the file is refused)."),
+    out_dir: Path = typer.Option(Path("."), "--out-dir", help="Directory for <name>.transport.json and the Parquet tables."),
+    input_format: str | None = typer.Option(None, "--input-format", help="ASE format name if the file name does not tell (e.g. lammps-dump-text)."),
     type_map: list[str] | None = typer.Option(None, "--type-map", help="LAMMPS dumps: element of type 1, 2, ... (repeat)."),
     index: str = typer.Option(":", "--index", help="ASE frame selection, e.g. '1000:' to drop equilibration."),
-    stride: int = typer.Option(1, "--stride", help="Use every n-th stored frame."),
-    drift: str = typer.Option("framework", "--drift", help="Centre-of-mass drift removal: framework | system | none."),
-    framework: list[str] | None = typer.Option(None, "--framework", help="Framework species for --drift framework (default: all non-analysed species)."),
+    stride: int = typer.Option(1, "--stride", help="Use every n-th stored frame (time between frames × n)."),
+    drift: str = _opt("drift"),
+    framework_species: list[str] | None = typer.Option(None, "--framework", help="Framework species for --drift framework (default: all non-analysed species)."),
     charge: list[str] | None = typer.Option(None, "--charge", help="Formal charge override, e.g. --charge Na=1."),
-    fit_start_ps: float | None = typer.Option(None, "--fit-start-ps", help="Start of the MSD fit window (default 2 % of the run: 10 % of one of five blocks)."),
-    fit_end_ps: float | None = typer.Option(None, "--fit-end-ps", help="End of the fit window for --method blocks (default 10 % of the run; kinisi fits to the end)."),
-    method: str = typer.Option("kinisi", "--method", help="D and its error: kinisi (Bayesian regression) | blocks (OLS + block averaging)."),
+    fit_start_ps: float | None = _opt("fit_start_ps"),
+    fit_end_ps: float | None = _opt("fit_end_ps"),
+    min_fit_start_ps: float = _opt("min_fit_start_ps"),
+    method: str = _opt("method"),
+    n_blocks: int = _opt("n_blocks"),
     plot: bool = typer.Option(False, "--plot", help="Also write MSD/α₂ and VDOS PNGs."),
 ) -> None:
     """Diffusivity, Nernst–Einstein conductivity, VDOS and hopping descriptors from an MD trajectory."""
     from ramanscreen.tasks.trajectory import Trajectory
     from ramanscreen.tasks.transport import analyze_transport
 
-    traj = Trajectory.from_file(trajectory, dt_fs=dt_fs, fmt=fmt, index=index, type_map=type_map or None)
+    if stride < 1:
+        raise InputError(f"must be ≥ 1, got {stride}", field="--stride", fix="use every n-th frame, n ≥ 1")
+    traj = Trajectory.from_file(trajectory, dt_fs=dt_fs, fmt=input_format, index=index, type_map=type_map or None)
     if stride != 1:
         traj = traj.every(stride)
     result = analyze_transport(
-        traj, species=species, temperature_k=temperature_k, drift=drift, framework_species=framework or None,
-        charges=_parse_charges(charge), fit_start_ps=fit_start_ps, fit_end_ps=fit_end_ps, method=method,
+        traj, species=species, temperature_k=temperature_k, drift=drift, framework_species=framework_species or None,
+        charges=_parse_charges(charge), fit_start_ps=fit_start_ps, fit_end_ps=fit_end_ps,
+        min_fit_start_ps=min_fit_start_ps, method=method, n_blocks=n_blocks,
     )
     stem = trajectory.name.split(".")[0] or "trajectory"
     meta = {"source": str(trajectory), "drift_removal": result.drift_removal, "units": "time_ps, msd_A2, freq_cm1, vdos 1/cm-1"}
@@ -90,12 +105,10 @@ def _summary(result, json_path: Path) -> None:
 
 
 def _figures(result) -> dict:
-    import matplotlib
+    from ramanscreen.tasks.common import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     for s in result.species:
         ax1.loglog(result.time_ps, result.msd_A2[s], label=s)
         ax2.semilogx(result.time_ps, result.alpha2[s], label=s)
@@ -104,7 +117,8 @@ def _figures(result) -> dict:
     ax2.set(xlabel="t (ps)", ylabel="α₂(t)", title="non-Gaussian parameter")
     ax1.legend()
     fig.tight_layout()
-    fig2, ax = plt.subplots(figsize=(6, 4))
+    fig2 = new_figure(figsize=(6, 4))
+    ax = fig2.subplots()
     for s in result.species:
         ax.plot(result.freq_cm1, result.vdos[s], label=s)
     ax.set(xlabel="frequency (cm⁻¹)", ylabel="VDOS (1/cm⁻¹, unit area)", title="VDOS per species")

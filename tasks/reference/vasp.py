@@ -33,12 +33,15 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from ase import Atoms
 
 from ramanscreen.tasks.common import InputError
-from ramanscreen.tasks.reference import ReferenceResult, _open_text, alpha_from_epsilon, write_alpha_dataset
+from ramanscreen.tasks.reference.base import ReferenceResult, alpha_from_epsilon
+from ramanscreen.tasks.reference.dataset import write_alpha_dataset
+from ramanscreen.tasks.reference.external import open_text as _open_text
 
 __all__ = [
     "VASP_METHOD",
@@ -88,7 +91,7 @@ def read_outcar(path: str | os.PathLike[str]) -> tuple[Atoms, np.ndarray]:
     text = _open_text(path)
     eps = parse_outcar_epsilon(text, file=path)
     try:
-        atoms = ase.io.read(path, format="vasp-out", index=-1)  # ASE gunzips *.gz itself
+        atoms = cast(Atoms, ase.io.read(path, format="vasp-out", index=-1))  # ASE gunzips *.gz itself
     except Exception as exc:  # noqa: BLE001 - ASE raises many types on malformed files
         raise InputError(
             f"cannot read the structure ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",

@@ -1,0 +1,94 @@
+"""The reference-backend registry, batch compute, and the campaign's ``[reference]`` settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.reference.base import ReferenceBackend, ReferenceResult
+from ramanscreen.tasks.reference.cp2k import Cp2kBackend
+from ramanscreen.tasks.reference.dipole import DipoleModel
+from ramanscreen.tasks.reference.qe import QEBackend
+from ramanscreen.tasks.schema import check, setting
+
+#: Registered backends: name -> dataclass (its fields are the backend options).
+BACKENDS: dict[str, type] = {"dipole": DipoleModel, "cp2k": Cp2kBackend, "qe": QEBackend}
+
+
+def get_backend(name: str, **kw: Any) -> ReferenceBackend:
+    """Build a backend by name (``dipole``, ``cp2k``, ``qe``) with dataclass keyword options.
+
+    >>> get_backend("cp2k", cutoff_ry=300).cutoff_ry
+    300
+    """
+    key = name.lower().strip()
+    if key not in BACKENDS:
+        raise InputError(f"unknown reference backend {name!r}", field="backend", fix=f"use one of {', '.join(BACKENDS)}")
+    cls = BACKENDS[key]
+    known = {f.name for f in dataclasses.fields(cls)}
+    bad = sorted(set(kw) - known)
+    if bad:
+        raise InputError(f"unknown option for backend {key}", field=f"options.{bad[0]}",
+                         fix=f"use some of {', '.join(sorted(known))}")
+    return cls(**kw)
+
+
+def compute_references(
+    frames: Sequence[Atoms],
+    backend: Any,
+    workdir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ReferenceResult]:
+    """Run ``backend.compute`` on every frame (one sub-directory ``frame_00000``… per frame)."""
+    results = []
+    for k, atoms in enumerate(frames):
+        wd = None if workdir is None else Path(workdir) / f"frame_{k:05d}"
+        results.append(backend.compute(atoms, workdir=wd))
+        if progress:
+            progress(k + 1, len(frames))
+    return results
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """How a campaign gets its reference α (the ``[reference]`` section).
+
+    >>> s = ReferenceSettings(n_train=8, n_test=2)
+    >>> s.n_snapshots, s.make_backend().method
+    (10, 'thole-dipole-model (embedded, not DFPT)')
+    >>> ReferenceSettings(backend="cp2k", options={"cutof_ry": 300})
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: options.cutof_ry: unknown option for backend cp2k (fix: use some of ...)
+    """
+
+    backend: str = setting("dipole", doc="reference α backend", choices=tuple(BACKENDS))
+    options: Mapping[str, Any] = setting(default_factory=dict, doc="options of the backend (its dataclass fields, "
+                                         "e.g. cutoff_ry for cp2k, ecutwfc_ry for qe)")
+    n_train: int = setting(100, doc="N_T: reference snapshots the α model is fitted on", ge=2, le=10**6)
+    n_test: int = setting(10, doc="further reference snapshots, only for the test metrics (R², RMSE)", ge=0)
+    selection: str = setting("random", doc="how snapshots are picked: random (the paper) or fps "
+                             "(farthest-point sampling in SOAP space)", choices=("random", "fps"))
+    retries: int = setting(3, doc="retries of a failed reference calculation (non-convergence, lost node)", ge=0)
+    retry_delay_s: float = setting(2.0, doc="delay before the first retry, doubled for each further one", unit="s",
+                                   ge=0)
+    seed: int = setting(0, doc="seed of the random snapshot selection")
+
+    def __post_init__(self) -> None:
+        check(self)
+        self.make_backend()  # unknown or mistyped backend options fail here, not on a worker
+
+    @property
+    def n_snapshots(self) -> int:
+        """Snapshots to compute: ``n_train + n_test``."""
+        return self.n_train + self.n_test
+
+    def make_backend(self) -> ReferenceBackend:
+        return get_backend(self.backend, **dict(self.options))

@@ -1,0 +1,176 @@
+"""The material flow in-process: ``flows/material.py`` and every task body of ``flows/stages.py``
+on a real Prefect server, with a tiny real calculator (ASE's EMT on copper, through the
+``ase:`` calculator spec) and the embedded dipole model, in seconds.
+
+Nothing is mocked: MD, reference α, the λ-SOAP fit, prediction, the spectrum, transport and the
+Parquet writer all run, and the results are read back through DuckDB. The Prefect server is
+the project's own (``flows/server.py``), started once for the module.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from ase.build import bulk
+from campaign_helpers import prefect_server  # noqa: F401 - fixture
+
+from ramanscreen.tasks.structures import write_structure
+
+REPO = Path(__file__).resolve().parents[1]
+
+CAMPAIGN = """
+name = "inproc"
+results_root = "{root}"
+
+[mlff]
+calculator = "ase:ase.calculators.emt:EMT"
+
+[md]
+dt_fs = 5.0
+equil_steps = 10
+steps = 200
+write_every = 2
+alpha_stride = 1
+checkpoint_every = 50
+num_threads = 1
+
+[reference]
+backend = "dipole"
+n_train = 8
+n_test = 4
+retries = 0
+
+[model]
+committee = 2
+hypers = {{ cutoff_A = 3.5, max_radial = 2, max_angular = 2 }}
+
+[prediction]
+chunk_frames = 40
+
+[spectrum]
+omega_min_cm1 = 100.0
+omega_c_cm1 = 300.0
+host_window_cm1 = [300.0, 1500.0]
+
+[transport]
+method = "blocks"
+
+[ranking]
+d_liquid_cm2_s = 1e-5
+cp_threshold = 0.2
+
+[[materials]]
+name = "Cu"
+structure = "cu.extxyz"
+temperature_k = 600
+mobile = ["Cu"]
+"""
+
+
+def _documented_columns() -> dict[str, list[str]]:
+    """table -> the columns docs/results.md documents for it (its schema tables)."""
+    text = (REPO / "docs" / "results.md").read_text()
+    out: dict[str, list[str]] = {}
+    for table in ("materials", "spectra", "transport"):
+        block = text.split(f"**{table}**", 1)[1].split("\n\n**", 1)[0]
+        cols: list[str] = []
+        for row in re.findall(r"(?m)^\| ([a-z_0-9A-Z, ]+?) ✱? *\|", block):
+            cols += [c.strip() for c in row.split(",") if c.strip() and c.strip() != "column"]
+        out[table] = cols
+    return out
+
+
+@pytest.fixture(scope="module")
+def screened(prefect_server, tmp_path_factory):  # noqa: F811
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from ramanscreen.flows.material import material_flow
+    from ramanscreen.flows.progress import ProgressBoard, watching
+
+    tmp = tmp_path_factory.mktemp("inproc")
+    write_structure(bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2), tmp / "cu.extxyz")
+    campaign = tmp / "inproc.toml"
+    campaign.write_text(CAMPAIGN.format(root=tmp / "results"))
+    board = ProgressBoard()
+    # logs stay local: the server stops with this module, and nothing should try to reach it after
+    settings = {PREFECT_API_URL: prefect_server.api_url, PREFECT_LOGGING_TO_API_ENABLED: False}
+    with temporary_settings(updates=settings), watching(board):
+        first = material_flow(str(campaign), "Cu")
+        seen = [r.stage for r in board.snapshot()]
+        again = material_flow(str(campaign), "Cu")
+    return {"root": tmp / "results", "first": first, "again": again, "board": board, "stages": seen,
+            "campaign": campaign}
+
+
+def test_the_material_flow_runs_every_stage_into_parquet(screened) -> None:
+    from ramanscreen.analytics.db import connect
+
+    s = screened["first"]
+    assert s["material"] == "Cu" and s["n_frames"] == 101 and s["n_alpha"] == 101
+    assert Path(s["spectrum_png"]).stat().st_size > 1000
+    assert s["D_cm2_s"] is not None and s["ml_metrics"]["n_test"] == 4
+    con = connect(screened["root"])
+    try:
+        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("materials", "spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos")}
+        mat = con.execute("SELECT reference_method, mlff, n_train, omega_min_cm1, omega_c_cm1, host_low_cm1, "
+                          "host_high_cm1, rank_metric, d_liquid_cm2_s, cp_threshold FROM materials").fetchone()
+        cp = con.execute("SELECT cp_lo_cm1, cp_hi_cm1, cp_top_cm1, cp_fraction FROM central_peak").fetchone()
+        desc = con.execute("SELECT fraction_below_omega_c FROM descriptors").fetchone()[0]
+    finally:
+        con.close()
+    assert counts["materials"] == counts["transport"] == counts["descriptors"] == counts["ml_metrics"] == 1
+    assert counts["spectra"] > 20 and counts["msd"] > 20 and counts["vdos"] > 20
+    # labelled: the reference values come from the embedded dipole model, not DFPT
+    assert "not DFPT" in mat[0] and mat[1] == "ase:ase.calculators.emt:EMT" and mat[2] == 8
+    # the run records the campaign's windows and thresholds, and the view uses them
+    assert mat[3:] == (100.0, 300.0, 300.0, 1500.0, "cp_fraction", 1e-5, 0.2)
+    assert cp[:3] == (100.0, 300.0, 1500.0)
+    assert cp[3] == pytest.approx(desc, rel=0.1)  # the same windows as the run's own descriptor
+
+
+def test_every_documented_column_is_filled(screened) -> None:
+    """Stage results go to Parquet unchanged: nothing docs/results.md documents is left empty
+    (pressure_gpa is null by definition for NVT)."""
+    from ramanscreen.analytics.db import connect
+
+    documented = _documented_columns()
+    assert {"depolarization_ratio", "band_low", "a2"} <= set(documented["spectra"])
+    assert {"msd_exponent", "alpha2_peak", "alpha2_peak_time_ps", "sigma_err_S_cm"} <= set(documented["transport"])
+    con = connect(screened["root"])
+    try:
+        for table, cols in documented.items():
+            for col in cols:
+                if table == "materials" and col == "pressure_gpa":
+                    continue
+                n_null = con.execute(f'SELECT count(*) FILTER (WHERE "{col}" IS NULL) FROM {table}').fetchone()[0]
+                # the depolarisation ratio is null only where I_par = 0: the ω = 0 bin
+                allowed = 1 if col == "depolarization_ratio" else 0
+                assert n_null <= allowed, f"{table}.{col}: {n_null} nulls"
+        for col in ("alpha2", "msd_slope"):
+            assert con.execute(f"SELECT count(*) FILTER (WHERE {col} IS NOT NULL) FROM msd").fetchone()[0] > 0, col
+    finally:
+        con.close()
+
+
+def test_progress_came_from_the_run_and_a_rerun_is_cached(screened) -> None:
+    board = screened["board"]
+    (row,) = board.snapshot()
+    assert row.stage == "done" and row.material == "Cu"
+    # MD progress read from the md.state.json run_md kept up to date: the complete run
+    assert (row.md_step, row.md_total, row.md_dt_fs) == (210, 210, 5.0)
+    assert row.md_ps == pytest.approx((1.05, 1.05))
+    again = screened["again"]
+    assert again["run_id"] == screened["first"]["run_id"] and again["D_cm2_s"] == screened["first"]["D_cm2_s"]
+    md_traj = next((screened["root"] / "work").rglob("md/md.traj"))
+    assert md_traj.is_file()
+
+
+def test_the_campaign_file_validates_and_names_the_run(screened) -> None:
+    from ramanscreen.flows.config import load_campaign
+    from ramanscreen.flows.material import material_workdir
+
+    c = load_campaign(screened["campaign"])
+    assert material_workdir(c, c.materials[0]).name == screened["first"]["run_id"]
