@@ -43,7 +43,7 @@ def fit(
                                                       "not needed with --training."),
     temperature_k: float = typer.Option(..., "--temperature-k", help="Temperature of the teacher MD (K)."),
     dt_fs: float = typer.Option(2.0, "--dt-fs", help="Teacher MD time step (fs)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Distillation directory (rerun to resume)."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Distillation directory (rerun to resume)."),
     pressure_gpa: float | None = typer.Option(None, "--pressure-gpa", help="Teacher MD in NPT at this pressure (GPa)."),
     teacher: str = typer.Option("chgnet", "--teacher", help="chgnet | sevenn | ase:module:Class."),
     teacher_kw: list[str] | None = typer.Option(None, "--teacher-kw", help="Teacher keyword KEY=VALUE (repeat)."),
@@ -82,7 +82,7 @@ def fit(
     settings.validate()
     if structure is None and training is None:
         raise InputError("give a structure (for the teacher MD) or --training FILE", field="structure",
-                         fix="e.g. ramanscreen mlff fit AgI --temperature-k 500 --dt-fs 10 --out fits/agi")
+                         fix="e.g. ramanscreen mlff fit AgI --temperature-k 500 --dt-fs 10 --out-dir fits/agi")
     atoms = load_structure(structure, n_atoms=n_atoms, seed=seed) if structure is not None else None
     if training is not None:
         from ramanscreen.tasks.mlff.data import read_labelled
@@ -109,10 +109,10 @@ def fit(
 
 @mlff_app.command("validate")
 def validate(
-    fit_dir: Path = typer.Argument(..., help="Distillation directory written by `ramanscreen mlff fit`."),
+    fit_dir: Path = typer.Argument(..., help="Distillation directory written by `ramanscreen mlff fit` (its --out-dir)."),
     out_table: Path = typer.Option(..., "--out", "-o", help="mlff_validation table (.parquet or .csv)."),
     material: str | None = typer.Option(None, "--material", help="Material name for the rows (default: formula)."),
-    species: list[str] | None = typer.Option(None, "--species", help="Mobile species to compare D for (repeat)."),
+    species: list[str] | None = typer.Option(None, "--species", "-s", help="Mobile species to compare D for (repeat)."),
     potential: Path | None = typer.Option(None, "--potential", help="A refined potential's .snap.json instead."),
     dynamics: bool = typer.Option(True, "--dynamics/--no-dynamics",
                                   help="Also run the distilled potential like the teacher MD and compare D and VDOS."),
@@ -155,7 +155,7 @@ def md(
     temperature_k: float = typer.Option(..., "--temperature-k", help="Temperature in K."),
     dt_fs: float = typer.Option(..., "--dt-fs", help="MD time step in fs."),
     steps: int = typer.Option(..., "--steps", help="Production steps."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory (md.traj + md.json when done; rerun to resume)."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Run directory (md.traj + md.json when done; rerun to resume)."),
     equil_steps: int = typer.Option(0, "--equil-steps", help="Equilibration steps before production (not stored)."),
     ensemble: str = typer.Option("nvt-nhc", "--ensemble", help="nvt-nhc (fix nvt) | npt (fix npt iso)."),
     pressure_gpa: float = typer.Option(0.0, "--pressure-gpa", help="Pressure for --ensemble npt, GPa."),
@@ -167,7 +167,7 @@ def md(
     refine: bool = typer.Option(False, "--refine/--no-refine", help="On-the-fly refinement against the teacher "
                                                                     "(needs a distillation directory as --potential)."),
     max_rounds: int = typer.Option(3, "--max-rounds", help="Most refinement rounds."),
-    restart: bool = typer.Option(False, "--restart", help="Discard a partial or finished run in --out and start over."),
+    restart: bool = typer.Option(False, "--restart", help="Discard a partial or finished run in --out-dir and start over."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run MD with a distilled SNAP inside LAMMPS (NVT/NPT Nosé–Hoover), in the project's trajectory format."""
@@ -194,7 +194,7 @@ def md(
     else:
         if refine:
             raise InputError("refinement needs the distillation directory (training frames, teacher)",
-                             field="--potential", fix="pass the --out directory of ramanscreen mlff fit")
+                             field="--potential", fix="pass the --out-dir of ramanscreen mlff fit")
         pot = SnapPotential.load(potential)
     with RichProgress(f"LAMMPS MD {atoms.get_chemical_formula()} {temperature_k:g} K", disable=quiet) as bar:
         result = run_lammps_md(atoms, pot, settings, out_dir, progress=bar, restart=restart, refiner=refiner)

@@ -193,7 +193,7 @@ def load_distilled(workdir: str | os.PathLike[str], *, potential: str | os.PathL
 
     workdir = Path(workdir)
     if not workdir.is_dir():
-        raise InputError("no such distillation directory", file=workdir, fix="give the --out of ramanscreen mlff fit")
+        raise InputError("no such distillation directory", file=workdir, fix="give the --out-dir of ramanscreen mlff fit")
     pot = SnapPotential.load(potential if potential is not None else workdir / "potential")
     missing = [p for p in ("train.extxyz", "holdout.extxyz") if not (workdir / p).is_file()]
     if missing:

@@ -350,7 +350,7 @@ def run_lammps_md(
                 progress(settings.total_steps, settings.total_steps, float(meta.get("ps_per_day") or 0.0))
             return MDResult(paths.traj, paths.meta, meta)
         raise InputError("directory already holds a finished run with other settings", file=workdir,
-                         fix="choose another --out directory or pass --restart to overwrite it")
+                         fix="choose another --out-dir or pass --restart to overwrite it")
 
     load_lammps()
     from ramanscreen.tasks.mlff.engine import type_map

@@ -133,7 +133,7 @@ class Refiner:
         doc = json.loads(self.record_path.read_text())
         if doc.get("initial_fingerprint") != self.initial_fingerprint:
             raise InputError("the refinement record belongs to another potential", file=self.record_path,
-                             fix="use a new --out directory or pass --restart")
+                             fix="use a new --out-dir or pass --restart")
         from ase.io import read
 
         self.threshold = float(doc["threshold_eV_A"])
