@@ -125,7 +125,8 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     load_end = _load()
     console = Console(width=200)
-    kind = f"twojmax {args.twojmax} {'quadratic' if args.quadratic else 'linear'}"
+    kind = (f"{'quadratic' if args.quadratic else 'linear'}, twojmax 4 or {args.twojmax} by held-out RMSE"
+            if args.twojmax > 4 else f"twojmax {args.twojmax}")
     table = Table(title=f"Distilled SNAP ({kind}) vs CHGNet, one thread each; load average {load_start} → {load_end}")
     for col in ("material", "T (K)", "atoms", "CHGNet ms/step", "SNAP ms/step", "(LAMMPS only)", "speed-up",
                 "CPU ms/step CHGNet", "CPU ms/step SNAP", "CPU speed-up", "force RMSE (eV/Å)",
@@ -139,7 +140,7 @@ def main() -> int:
                       "met" if r["goal_met"] else "[red]MISSED[/]")
     console.print(table)
     afford = Table(title="What a campaign can afford with the distilled potential (MD only, one core per material)")
-    for col in ("material", "twojmax", "distillation (s)", "demo target", "demo MD (min)", "(CPU-time based)",
+    for col in ("material", "twojmax", "distillation (s, 0 = reused)", "demo target", "demo MD (min)", "(CPU-time based)",
                 "paper cell", "SNAP ms/step", "paper length", "paper MD (min)", "(CPU-time based)"):
         afford.add_column(col, justify="right")
     for r in rows:
