@@ -42,6 +42,7 @@ COMMAND_MODULES: list[str] = [
     "transport",
     "analytics",
     "md",
+    "mlff",
     "alpha",
     "spectra",
     "campaign",
