@@ -44,6 +44,25 @@ def mini_campaign(path: Path, name: str, materials: tuple[str, ...], results_roo
     return path
 
 
+def on_running_cluster(campaign: Path, address: str) -> Path:
+    """Point ``campaign``'s ``[cluster]`` at a running scheduler (``kind = "address"``, one pool per
+    stage), so the test holds the cluster: its scheduler, its workers' PIDs and what they run."""
+    text = campaign.read_text()
+    pools = "".join(f"\n[cluster.pools.{stage}]\n" for stage in ("md", "reference", "ml"))
+    text, n = re.subn(r"(?ms)^\[cluster\]\n.*?(?=^\[\[materials\]\]|\Z)",
+                      f'[cluster]\nkind = "address"\naddress = "{address}"\n{pools}\n', text, count=1)
+    assert n == 1, f"{campaign} has no [cluster] section before its materials"
+    campaign.write_text(text)
+    return campaign
+
+
+def quick_cluster() -> dict[str, Any]:
+    """quick.toml's ``[cluster]`` table (its pools), with a dashboard on a free port."""
+    import tomllib
+
+    return {**tomllib.loads((CAMPAIGNS / "quick.toml").read_text())["cluster"], "dashboard_address": ":0"}
+
+
 def screen_env(server: LocalServer, results_root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(server.env())

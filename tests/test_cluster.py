@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cloudpickle
 import dask
+import psutil
 import pytest
 from prefect import flow, task
 from slurm_fixture import prefect_api  # noqa: F401  (fixture)
@@ -36,7 +37,8 @@ def where(stage: str) -> dict:
     import distributed
 
     w = distributed.get_worker()
-    return {"stage": stage, "worker": w.address, "resources": dict(w.state.total_resources)}
+    return {"stage": stage, "worker": w.address, "resources": dict(w.state.total_resources),
+            "pool_env": os.environ.get("RS_TEST_POOL")}
 
 
 @task
@@ -101,8 +103,11 @@ def _flow_run_on_server(state) -> str:
         ({"kind": "slurm", "cores": 4, "memory": "4GB", "processes": 2}, "cluster.processes", "not supported"),
         ({"kind": "local", "pools": {"md": {}, "reference": {}, "ml": {}, "dft": {}}}, "cluster.pools.dft", "unknown stage"),
         ({"kind": "local", "pools": {"md": {}, "ml": {}}}, "cluster.pools.reference", "wait forever"),
-        ({"kind": "local", "pools": {"md": {"python": "apptainer exec containers/md.sif python"},
-                                     "reference": {}, "ml": {}}}, "cluster.pools.md.python", 'kind = "slurm" only'),
+        ({"kind": "address", "address": "tcp://h:8786", "pools": {"md": {"python": "apptainer exec containers/md.sif python"},
+                                                                  "reference": {}, "ml": {}}},
+         "cluster.pools.md.python", 'not "address"'),
+        ({"kind": "local", "pools": {"md": {"python": ""}, "reference": {}, "ml": {}}}, "cluster.pools.md.python",
+         "non-empty string"),
         ({"kind": "local", "pools": {"md": {"slots": 0}, "reference": {}, "ml": {}}}, "cluster.pools.md.slots", ">= 1"),
         ({"kind": "local", "n_workers": 2, "pools": {"md": {}, "reference": {}, "ml": {}}}, "cluster.n_workers",
          "only without pools"),
@@ -214,6 +219,21 @@ def test_each_stage_runs_only_on_its_pool(prefect_api):  # noqa: F811
         assert row["resources"] == {row["stage"]: 1}
 
 
+def test_a_local_pool_runs_its_workers_by_its_command(prefect_api):  # noqa: F811
+    """A local pool's ``python`` is a worker command (here ``env RS_TEST_POOL=... python``, as
+    ``podman run ... python`` in tests/test_containers.py): that pool's tasks run in the
+    subprocess it starts, the other pools' in this Python's own workers."""
+    pools = {"md": {}, "reference": {}, "ml": {"python": f"env RS_TEST_POOL=ml-by-command {sys.executable}", "threads": 2}}
+    with open_cluster({"kind": "local", "pools": pools, "dashboard_address": ":0"}) as running:
+        workers = running.cluster.scheduler_info["workers"].values()
+        assert sorted(w["name"] for w in workers) == ["md-0", "ml-0", "reference-0"]
+        assert next(w["nthreads"] for w in workers if w["name"] == "ml-0") == 2
+        rows = per_stage.with_options(task_runner=make_task_runner(running))(n_per_stage=2)
+        ml_pid = next(ws.pid for ws in running.cluster.scheduler.workers.values() if ws.name == "ml-0")
+    assert {r["stage"]: r["pool_env"] for r in rows} == {"md": None, "reference": None, "ml": "ml-by-command"}
+    assert not psutil.pid_exists(ml_pid) or psutil.Process(ml_pid).status() == psutil.STATUS_ZOMBIE  # closed with the cluster
+
+
 def test_task_runner_from_a_table_starts_a_local_cluster(prefect_api):  # noqa: F811
     runner = make_task_runner({"kind": "local", "n_workers": 1, "threads_per_worker": 2, "dashboard_address": ":0"})
     rows = per_stage.with_options(task_runner=runner)(n_per_stage=1)
@@ -233,43 +253,57 @@ def test_killed_worker_gets_its_task_rescheduled(prefect_api, tmp_path: Path):  
         os.kill(out["killed_pid"], signal.SIGCONT)
 
 
+def _md_pool_pids(dask_scheduler) -> list[int]:
+    """Run on the scheduler: the PIDs of the md pool's workers."""
+    return [ws.pid for ws in dask_scheduler.workers.values() if "md" in ws.resources]
+
+
+def _md_worker_pids(dask_scheduler) -> list[int]:
+    """Run on the scheduler: the PIDs of the workers processing a task that needs the md pool."""
+    return [ws.pid for ws in dask_scheduler.workers.values()
+            if any(ts.resource_restrictions and "md" in ts.resource_restrictions for ts in ws.processing)]
+
+
 @pytest.mark.slow
 def test_campaign_finishes_when_the_md_worker_is_killed(prefect_api, tmp_path: Path):  # noqa: F811
-    """`ramanscreen screen` on a one-material quick campaign; the Dask worker process running the
-    MD is SIGKILLed mid-run; its nanny restarts it, Dask reschedules the MD task, and the campaign
-    finishes with its ranking."""
+    """`ramanscreen screen` on a one-material quick campaign, on quick.toml's pools (two md
+    workers) held by the test. Once the MD writes its trajectory, the scheduler names the one
+    worker processing the MD task; that process is SIGKILLed, its nanny restarts it, Dask
+    reschedules the MD, and the campaign finishes with its ranking."""
     import subprocess
     import time
 
     import psutil
-    from campaign_helpers import mini_campaign, screen_cmd
+    from campaign_helpers import mini_campaign, on_running_cluster, quick_cluster, screen_cmd
+    from distributed import Client
 
     root = tmp_path / "results"
     campaign = mini_campaign(tmp_path / "kill-worker.toml", "kill-worker", ("AgI",), root)
-    proc = subprocess.Popen(screen_cmd(campaign), env=dict(os.environ), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     killed: list[int] = []
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None and not killed:
-            parts = list((root / "work" / "kill-worker").glob("*/*/md/md.traj.part"))
-            if parts:
-                workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                           if "spawn_main" in " ".join(p.cmdline())]
-                holding = [p for p in workers if any(Path(f.path) in parts for f in p.open_files())]
-                for p in holding or workers:  # the one writing the trajectory, else every worker
-                    p.send_signal(signal.SIGKILL)
-                    killed.append(p.pid)
-                how = "the worker writing md.traj.part" if holding else f"all {len(workers)} workers"
-            time.sleep(0.2)
-        assert killed, "the MD finished before its worker could be killed"
-        out, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with open_cluster(quick_cluster()) as running, Client(running.address) as client:
+        md_pool = client.run_on_scheduler(_md_pool_pids)
+        assert len(md_pool) == 2, md_pool
+        on_running_cluster(campaign, running.address)
+        proc = subprocess.Popen(screen_cmd(campaign), env=dict(os.environ), cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and proc.poll() is None and not killed:
+                if list((root / "work" / "kill-worker").glob("*/*/md/md.traj.part")):
+                    pids = client.run_on_scheduler(_md_worker_pids)
+                    assert len(pids) == 1 and pids[0] in md_pool, (pids, md_pool)
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                time.sleep(0.2)
+            assert killed, "the MD finished before its worker could be killed"
+            out, err = proc.communicate(timeout=900)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        restarted = client.run_on_scheduler(_md_pool_pids)
     assert proc.returncode == 0, out[-2000:] + err[-4000:]
     assert "ranking of 'kill-worker'" in out
     assert list((root / "work" / "kill-worker").glob("*/*/md/md.traj"))
-    for pid in killed:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    print(f"\nkilled {how} (pids {killed}) mid-MD; the campaign still finished")
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    assert len(restarted) == 2 and killed[0] not in restarted  # the nanny started a new process in its place
+    print(f"\nkilled the md worker running the MD (pid {killed[0]}) mid-run; the campaign still finished")
