@@ -1,4 +1,4 @@
-"""flows/cluster.py: the [cluster] schema, per-stage pools on a real LocalCluster under a real
+"""flows/cluster/: the [cluster] schema, per-stage pools (one by worker command) on a real LocalCluster under a real
 Prefect server, SLURM job scripts per pool, and a worker killed mid-task."""
 
 from __future__ import annotations
