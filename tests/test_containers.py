@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from distributed.diagnostics.plugin import SchedulerPlugin
 from slurm_fixture import prefect_api  # noqa: F401  (fixture)
 
 from ramanscreen.flows.cluster import ClusterSettings
@@ -191,17 +192,15 @@ def _image(stage: str) -> str:
     return f"localhost/ramanscreen-{stage}:{VERSION}"
 
 
-class _Placement:
+class _Placement(SchedulerPlugin):
     """Scheduler plugin: for every task that finished, its key, the worker it ran on and its
     resource restrictions (the pool it needed)."""
 
     name = "ramanscreen-test-placement"
 
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def start(self, scheduler) -> None:
+    def __init__(self, scheduler) -> None:
         self.scheduler = scheduler
+        self.rows: list[dict] = []
 
     def transition(self, key, start, finish, *args, **kwargs) -> None:
         if start == "processing" and finish == "memory":
@@ -236,10 +235,10 @@ def test_ml_pool_in_the_ml_image_serves_the_quick_campaign(prefect_api, tmp_path
     cfg = quick_cluster()
     cfg["pools"]["ml"] = {**cfg["pools"]["ml"], "python": (
         f"podman run --rm --network=host --hostname rs-ml-pool -e PREFECT_API_URL -v {tmp_path}:{tmp_path} {image} python")}
-    plugin = _Placement()
     try:
         with open_cluster(cfg) as running:
-            scheduler = running.cluster.scheduler
+            scheduler = running.cluster.scheduler  # in this process (LocalCluster)
+            plugin = _Placement(scheduler)
             scheduler.add_plugin(plugin)
             ml = [addr for addr, ws in scheduler.workers.items() if "ml" in ws.resources]
             assert len(ml) == 1, ml
