@@ -124,8 +124,10 @@ if ! podman image exists "$base"; then
   command -v debootstrap > /dev/null || { echo "error: containers/build.sh: debootstrap not found (fix: apt-get install -y debootstrap)" >&2; exit 127; }
   echo "==> base: debootstrap --variant=minbase $suite from $mirror" >&2
   rm -rf "$out/rootfs"
+  t0=$SECONDS
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$suite" "$out/rootfs" "$mirror" > "$out/debootstrap.log"
   rm -rf "$out/rootfs/var/cache/apt/archives/"*.deb "$out/rootfs/var/lib/apt/lists/"*
+  echo "==> base: debootstrap $((SECONDS - t0)) s" >&2
   tar -C "$out/rootfs" -c . | podman import --change CMD=/bin/bash - "$base" > /dev/null
   rm -rf "$out/rootfs"
 fi
@@ -133,11 +135,14 @@ fi
 for name in "${images[@]}"; do
   ref="$(image_ref "$name")"
   echo "==> $ref:$version (lock-$lock)" >&2
+  t0=$SECONDS
   podman build --layers --network=host --build-arg BASE="$base" --build-arg VERSION="$version" \
     --build-arg LOCK_DIGEST="$lock" "${mounts[@]}" \
     -f "containers/$name.Containerfile" -t "$ref:$version" -t "$ref:lock-$lock" .
   rm -f "$out/$name.tar"
+  t1=$SECONDS
   podman save --format docker-archive -o "$out/$name.tar" "$ref:$version"
+  echo "==> $ref:$version: build $((t1 - t0)) s, save $((SECONDS - t1)) s, $(podman image inspect --format '{{.Size}}' "$ref:$version" | awk '{printf "%.2f GB", $1 / 1e9}')" >&2
 done
 
 if command -v apptainer > /dev/null 2>&1; then
