@@ -10,7 +10,7 @@
 ...         transport=[{"species": "Na", "D_cm2_s": d}])
 >>> paths = write_report(root, "demo")
 >>> sorted(paths)
-['ranking_csv', 'ranking_md', 'scatter_png', 'spectra_png', 'summary_json']
+['ranking_csv', 'ranking_md', 'report_html', 'scatter_png', 'spectra_png', 'summary_json']
 >>> print(paths["ranking_md"].read_text().splitlines()[2])
 | 1 | A | 300 | Na | 3.00e-05 | — | 0.3 | liquid-like | yes | yes | — | — |
 """
@@ -103,7 +103,8 @@ def write_report(
     :func:`ramanscreen.analytics.ranking.ranking`).
 
     ``out_dir`` defaults to ``<results_root>/reports/<campaign or "all">``. Returns the paths
-    under the keys ``ranking_csv, ranking_md, summary_json, scatter_png, spectra_png``. Every
+    under the keys ``ranking_csv, ranking_md, summary_json, scatter_png, spectra_png, report_html``
+    (the self-contained HTML report, :mod:`ramanscreen.analytics.html_report`). Every
     file is written atomically; re-running overwrites the same files.
     """
     con = connect(results_root)
@@ -137,4 +138,7 @@ def write_report(
         spectra_overlay(con, rows, paths["spectra_png"])
     finally:
         con.close()
+    from ramanscreen.analytics.html_report import write_html_report
+
+    paths["report_html"] = write_html_report(results_root, campaign, out)
     return paths

@@ -47,7 +47,7 @@ def log10_sigma(x, t, p):
 def run(strategy: str, seed: int, budget: int, batch: int, test: np.ndarray) -> list[tuple[int, float]]:
     settings = ExploreSettings(
         target="sigma_S_cm", initial_points=8, batch_size=batch, budget=budget, seed=seed,
-        acquisition="std" if strategy == "active" else "random", pool_size=512,
+        acquisition=ExploreSettings().acquisition if strategy == "active" else "random", pool_size=512,
         surrogate=SurrogateSettings(n_trials=6, cv_folds=4, seed=seed, families=("rbf", "matern2.5"), allow_ard=True),
     )
     y_test = log10_sigma(test[:, 0], test[:, 1], test[:, 2])

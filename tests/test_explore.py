@@ -63,7 +63,7 @@ def test_loop_runs_to_budget_and_batches_are_diverse(tmp_path):
     assert d.min() >= st.min_distance - 1e-9  # no point repeated or crowded
     # active picks after the initial design carry the prediction they were chosen with
     later = [p for p in state.proposals if p.round > 0]
-    assert all(p.acquisition == "std" and p.predicted_std > 0 for p in later)
+    assert all(p.acquisition == "imse" and p.predicted_std > 0 for p in later)
     props = pq.read_table(tmp_path / "proposals.parquet").to_pylist()
     rounds = pq.read_table(tmp_path / "rounds.parquet").to_pylist()
     assert len(props) == 12 and [r["round"] for r in rounds] == [1, 2, 3]
@@ -71,7 +71,8 @@ def test_loop_runs_to_budget_and_batches_are_diverse(tmp_path):
 
 
 def test_uncertainty_sampling_picks_the_most_uncertain_point(tmp_path):
-    st = xp.ExploreSettings(initial_points=6, batch_size=1, budget=7, surrogate=FAST, diversity="none", pool_size=128)
+    st = xp.ExploreSettings(initial_points=6, batch_size=1, budget=7, surrogate=FAST, diversity="none", pool_size=128,
+                            acquisition="std")
     loop = xp.ExploreLoop(SPACE, st, tmp_path)
     for p in loop.next_round():
         loop.record(p.proposal_id, oracle(p))
@@ -80,6 +81,28 @@ def test_uncertainty_sampling_picks_the_most_uncertain_point(tmp_path):
     pool = SPACE.pool(st.pool_size, seed=st.seed + 1000 + 1)
     _, std = model.predict([SPACE.formula(x) for x in pool[:, 0]], pool[:, 1], pool[:, 2])
     assert pick.predicted_std == pytest.approx(float(std.max()), rel=1e-6)
+
+
+def test_imse_picks_the_largest_integrated_variance_reduction(tmp_path):
+    """The pick maximises Σ_p Cov(p, c)² / Var(c) over the pool, computed here from sklearn's GP directly."""
+    st = xp.ExploreSettings(initial_points=6, batch_size=1, budget=7, surrogate=FAST, diversity="none", pool_size=128)
+    assert st.acquisition == "imse"
+    loop = xp.ExploreLoop(SPACE, st, tmp_path)
+    for p in loop.next_round():
+        loop.record(p.proposal_id, oracle(p))
+    (pick,) = loop.next_round()
+    from ramanscreen.tasks.surrogate import feature_matrix
+
+    model = loop.last_model
+    pool = SPACE.pool(st.pool_size, seed=st.seed + 1000 + 1)
+    X = model.pipeline.named_steps["scale"].transform(
+        feature_matrix([SPACE.formula(x) for x in pool[:, 0]], pool[:, 1], pool[:, 2], model.elements))
+    _, cov = model.pipeline.named_steps["gp"].predict(X, return_cov=True)
+    score = (cov ** 2).sum(axis=0) / np.diag(cov)
+    best = pool[int(np.argmax(score))]
+    assert [pick.x, pick.temperature_k, pick.pressure_gpa] == pytest.approx(best.tolist())
+    # not the same point as plain uncertainty sampling would take (the corner of the box)
+    assert int(np.argmax(score)) != int(np.argmax(np.diag(cov)))
 
 
 def test_target_std_stop(tmp_path):
@@ -142,7 +165,7 @@ def test_active_beats_random_on_the_oracle(tmp_path):
     y = np.array([math.log10(oracle(xp.Proposal("t", 0, *row, SPACE.formula(row[0]), "t"))) for row in test])
     forms = [SPACE.formula(x) for x in test[:, 0]]
     rmse = {}
-    for strategy in ("std", "random"):
+    for strategy in (xp.ExploreSettings().acquisition, "random"):
         st = xp.ExploreSettings(initial_points=6, batch_size=3, budget=24, acquisition=strategy, surrogate=FAST,
                                 pool_size=256, seed=3)
         final = {}
@@ -153,4 +176,4 @@ def test_active_beats_random_on_the_oracle(tmp_path):
 
         xp.ExploreLoop(SPACE, st, tmp_path / strategy).run(oracle, callback=keep)
         rmse[strategy] = final["rmse"]
-    assert rmse["std"] < rmse["random"], rmse
+    assert rmse["imse"] < rmse["random"], rmse

@@ -1,4 +1,4 @@
-"""``ramanscreen rank`` and ``ramanscreen query``: DuckDB over the Parquet results."""
+"""``ramanscreen rank``, ``report`` and ``query``: DuckDB over the Parquet results."""
 
 from __future__ import annotations
 
@@ -105,6 +105,30 @@ def rank(
     out.print(f"scatter: {paths['scatter_png']}")
     out.print(f"spectra: {paths['spectra_png']}")
     out.print(f"table:   {paths['ranking_csv']}")
+    out.print(f"report:  {paths['report_html']}")
+
+
+@app.command()
+def report(
+    results_root: Path | None = _RESULTS_ROOT,
+    campaign: str | None = typer.Option(None, "--campaign", help="Report one campaign (default: all)."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Where to write report.html "
+                                        "(default: <results_root>/reports/<campaign or all>)."),
+) -> None:
+    """Write the campaign's self-contained HTML report (figures embedded) and print its path.
+
+    Ranking with provenance (MLFF, α reference, N_T, trajectory length, cell, code version), the
+    runs' known limits, and per material the spectrum (Fig. 3), VDOS (S2), MSD (S3) and the α
+    model's metrics (Fig. 2); figures whose data the runs did not record are listed as such.
+    """
+    from ramanscreen.analytics.html_report import write_html_report
+    from ramanscreen.tasks.common import InputError
+
+    root = results_root if results_root is not None else _default_root()
+    if not Path(root).is_dir():
+        raise InputError(f"no results root at {root}", field="results_root",
+                         fix="pass the --results-root a campaign wrote")
+    out.print(f"report: {write_html_report(root, campaign, out_dir)}")
 
 
 FORMATS = ("table", "csv", "json", "parquet")
