@@ -229,6 +229,7 @@ def test_ml_pool_in_the_ml_image_serves_the_quick_campaign(prefect_api, tmp_path
 
     env = _podman_env()
     image = _image("ml")
+    saved = os.environ.get("CONTAINERS_CONF")
     os.environ["CONTAINERS_CONF"] = env["CONTAINERS_CONF"]  # the cluster starts podman with this environment
     root = tmp_path / "results"
     campaign = mini_campaign(tmp_path / "in-container.toml", "in-container", ("AgI",), root)
@@ -251,7 +252,10 @@ def test_ml_pool_in_the_ml_image_serves_the_quick_campaign(prefect_api, tmp_path
             proc = subprocess.run(screen_cmd(campaign), env=dict(os.environ), cwd=tmp_path, capture_output=True,
                                   text=True, timeout=1200)
     finally:
-        os.environ.pop("CONTAINERS_CONF", None)
+        if saved is None:
+            os.environ.pop("CONTAINERS_CONF", None)
+        else:
+            os.environ["CONTAINERS_CONF"] = saved
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "ranking of 'in-container'" in proc.stdout
     assert inside == {"hostname": "rs-ml-pool", "python": "/opt/venv/bin/python", "container": True}, inside
