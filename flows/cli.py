@@ -41,6 +41,7 @@ COMMAND_MODULES: list[str] = [
     "reference",
     "transport",
     "analytics",
+    "structure",
     "md",
     "mlff",
     "alpha",

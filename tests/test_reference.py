@@ -37,7 +37,15 @@ from ramanscreen.tasks.reference import (
     select_snapshots,
     write_alpha_dataset,
 )
-from ramanscreen.tasks.reference.vasp import VASP_METHOD, import_vasp, parse_outcar_epsilon, read_outcar
+from ramanscreen.tasks.reference.vasp import (
+    DIELECTRIC_BLOCKS,
+    VASP_METHOD,
+    import_vasp,
+    parse_outcar_dielectric_blocks,
+    parse_outcar_epsilon,
+    parse_outcar_epsilon_block,
+    read_outcar,
+)
 
 # ---------------------------------------------------------------------------------------
 # Real output excerpts (CP2K 2023.1 on 8-atom Si, QE 6.7 ph.x on 2-atom Si, measured here)
@@ -182,6 +190,58 @@ def test_outcar_bad_inputs(tmp_path: Path) -> None:
         read_outcar(garbage)
     with pytest.raises(InputError, match="not found"):
         read_outcar(tmp_path / "missing" / "OUTCAR")
+
+
+# every dielectric block VASP writes, in the layouts of the runs that write them
+@pytest.mark.parametrize("layout, block, expect_key, atol", [
+    ("lepsilon", "auto", "dft", 1e-6),
+    ("lepsilon", "no-local-fields", "no-local-fields", 1e-6),
+    ("lepsilon", "independent-particle", "independent-particle", 1e-6),
+    ("lepsilon-rpa", "rpa", "rpa", 1e-6),
+    ("lcalceps", "auto", "finite-field", 1e-3),
+    ("lcalceps-rpa", "auto", "finite-field", 1e-3),
+    ("lcalceps-rpa", "no-local-fields", "no-local-fields", 1e-3),
+    ("lcalceps-ibrion6", "auto", "finite-field", 1e-3),
+])
+def test_outcar_every_dielectric_block(tmp_path: Path, layout: str, block: str, expect_key: str, atol: float) -> None:
+    from vasp_formats import LAYOUTS
+
+    atoms = sort(bulk("AgI", "zincblende", a=6.5, cubic=True))
+    eps = np.array([[5.1, 0.02, -0.01], [0.02, 5.2, 0.03], [-0.01, 0.03, 5.3]])
+    text = outcar_text(atoms, eps, layout=layout, earlier_epsilon=2 * eps)
+    key, got = parse_outcar_epsilon_block(text, block=block)
+    factor = {DIELECTRIC_BLOCKS[k][0]: k for k in DIELECTRIC_BLOCKS}
+    want = next(f for title, f, _ in LAYOUTS[layout] if factor[title] == expect_key)
+    assert key == expect_key
+    assert np.allclose(got, want * eps, atol=atol)
+    # all blocks are seen, each the number of times it was written (+1 for the earlier copy)
+    blocks = parse_outcar_dielectric_blocks(text)
+    assert sorted(blocks) == sorted(factor[t] for t, _, _ in LAYOUTS[layout])
+    # the value's block goes into the dataset
+    path = write_outcar(tmp_path / "OUTCAR", atoms, eps, layout=layout)
+    frames, results = import_vasp([path], out=tmp_path / "ds.extxyz", dielectric_block=block)
+    assert frames[0].info["dielectric_block"] == expect_key and results[0].meta["dielectric_block"] == expect_key
+    ds = read_alpha_dataset(tmp_path / "ds.extxyz")
+    assert ds.frames[0].info["dielectric_block"] == expect_key
+    assert (ds.methods[0] == VASP_METHOD) == (expect_key in ("dft", "finite-field"))
+    assert np.allclose(ds.alpha_A3[0], alpha_from_epsilon(want * eps, atoms.get_volume()), atol=atol * atoms.get_volume())
+
+
+def test_outcar_block_choice_errors() -> None:
+    atoms = sort(bulk("AgI", "zincblende", a=6.5, cubic=True))
+    rpa_only = outcar_text(atoms, 5 * np.eye(3), layout="lepsilon-rpa")
+    # auto wants local fields in DFT / finite field: an RPA-only file says what it has
+    with pytest.raises(InputError, match="blocks found: independent-particle, rpa") as exc:
+        parse_outcar_epsilon_block(rpa_only)
+    assert "dielectric_block = independent-particle | rpa" in str(exc.value)
+    with pytest.raises(InputError, match="not an electronic dielectric tensor"):
+        parse_outcar_epsilon_block(rpa_only, block="ionic")
+    with pytest.raises(InputError, match="blocks found: finite-field"):
+        parse_outcar_epsilon_block(outcar_text(atoms, 5 * np.eye(3), layout="lcalceps"), block="dft")
+    # a finite-field header is not read as the DFPT one, nor the other way round
+    ff = outcar_text(atoms, 5 * np.eye(3), layout="lcalceps")
+    assert "dft" not in parse_outcar_dielectric_blocks(ff)
+    assert "finite-field" not in parse_outcar_dielectric_blocks(outcar_text(atoms, 5 * np.eye(3)))
 
 
 # ---------------------------------------------------------------------------------------

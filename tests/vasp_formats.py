@@ -49,17 +49,47 @@ _POTCARS = {"Ag": "PAW_PBE Ag 02Apr2005", "I": "PAW_PBE I 08Apr2002", "Na": "PAW
 
 
 def _eps_block(title: str, eps: np.ndarray) -> list[str]:
+    """LEPSILON's layout: 54 dashes, six decimals."""
     bar = " " + "-" * 54
     return [f" {title}", bar, *[f"  {r[0]:12.6f} {r[1]:12.6f} {r[2]:12.6f}" for r in eps], bar, ""]
 
 
-def outcar_text(atoms: Atoms, epsilon: np.ndarray, *, earlier_epsilon: np.ndarray | None = None,
-                include_dielectric: bool = True) -> str:
-    """An OUTCAR of a LEPSILON=.TRUE. single-point run on ``atoms``, in VASP 6's layout.
+def _eps_block_ff(title: str, eps: np.ndarray) -> list[str]:
+    """LCALCEPS's (finite-field) layout: 37 dashes, three decimals, e.g.
+    ``           5.447    -0.000     0.000``."""
+    bar = " " + "-" * 37
+    return [f" {title}", bar, *[f"  {r[0]:14.3f}{r[1]:10.3f}{r[2]:10.3f}" for r in eps], bar, ""]
 
-    The electronic ε∞ goes into ``MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field
-    effects in DFT)``; distractor blocks (without local fields; ionic contribution) and an
-    optional earlier, different block test that the reader picks the right, last one.
+
+_H = "MACROSCOPIC STATIC DIELECTRIC TENSOR"
+_IP = "HEAD OF MICROSCOPIC STATIC DIELECTRIC TENSOR (independent particle, excluding Hartree and local field effects)"
+#: The dielectric blocks of each kind of run, in the order VASP prints them: (title, factor on ε,
+#: layout). The block the run is for has factor 1; the others are distractors.
+LAYOUTS: dict[str, list[tuple[str, float, str]]] = {
+    # LEPSILON = .TRUE., IBRION = 8: IP head, no-local-field, DFT local fields, ionic part
+    "lepsilon": [(_IP, 1.12, "dfpt"), (f"{_H} (excluding local field effects)", 1.07, "dfpt"),
+                 (f"{_H} (including local field effects in DFT)", 1.0, "dfpt"),
+                 (f"{_H} IONIC CONTRIBUTION", 3.0, "dfpt")],
+    # LEPSILON + LRPA = .TRUE.: local fields in the Hartree potential only
+    "lepsilon-rpa": [(_IP, 1.12, "dfpt"), (f"{_H} (including local field effects in RPA (Hartree))", 1.0, "dfpt")],
+    # LCALCEPS = .TRUE. (finite field, PEAD)
+    "lcalceps": [(f"{_H} (including local field effects)", 1.0, "ff")],
+    # LCALCEPS + LRPA: the extra block without the xc local fields
+    "lcalceps-rpa": [(f"{_H} (including local field effects)", 1.0, "ff"),
+                     (f"{_H} (excluding local field effects)", 1.05, "ff")],
+    # LCALCEPS + IBRION = 6: plus the ionic contribution from finite differences
+    "lcalceps-ibrion6": [(f"{_H} (including local field effects)", 1.0, "ff"), (f"{_H} IONIC CONTRIBUTION", 2.5, "ff")],
+}
+
+
+def outcar_text(atoms: Atoms, epsilon: np.ndarray, *, earlier_epsilon: np.ndarray | None = None,
+                include_dielectric: bool = True, layout: str = "lepsilon") -> str:
+    """An OUTCAR of a dielectric single-point run on ``atoms``, in VASP 6's layout.
+
+    ``layout`` (:data:`LAYOUTS`) is the kind of run and sets which dielectric blocks appear and
+    in which format; the electronic ε∞ of that run is ``epsilon`` (LEPSILON: the "... in DFT"
+    block), the other blocks are distractors. An optional earlier, different block of the
+    same kind tests that the reader takes the last one.
     """
     species, counts = _species_blocks(atoms)
     cell = atoms.cell.array
@@ -83,7 +113,9 @@ def outcar_text(atoms: Atoms, epsilon: np.ndarray, *, earlier_epsilon: np.ndarra
         f"   ions per type =  {''.join(f'{c:6d}' for c in counts)}",
         "",
         " SYSTEM =  unknown system",
-        "   LEPSILON=      T    determine dielectric tensor",
+        *(["   LEPSILON=      T    determine dielectric tensor"] if layout.startswith("lepsilon") else
+          ["   LCALCEPS=      T    calculate dielectric tensor by finite differences"]),
+        *(["   LRPA   =      T    local field effects in RPA only"] if layout.endswith("rpa") else []),
         "",
         " k-points in reciprocal lattice and weights: Auto",
         "   0.00000000  0.00000000  0.00000000       1.000",
@@ -115,11 +147,12 @@ def outcar_text(atoms: Atoms, epsilon: np.ndarray, *, earlier_epsilon: np.ndarra
         "",
     ]
     if include_dielectric:
+        blocks = LAYOUTS[layout]
         if earlier_epsilon is not None:
-            out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)", earlier_epsilon)
-        out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR (excluding local field effects)", epsilon * 1.07)
-        out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)", epsilon)
-        out += _eps_block("MACROSCOPIC STATIC DIELECTRIC TENSOR IONIC CONTRIBUTION", epsilon * 3.0)
+            title, _, fmt = next(b for b in blocks if b[1] == 1.0)
+            out += (_eps_block if fmt == "dfpt" else _eps_block_ff)(title, earlier_epsilon)
+        for title, factor, fmt in blocks:
+            out += (_eps_block if fmt == "dfpt" else _eps_block_ff)(title, epsilon * factor)
     out += [" General timing and accounting informations for this job:", " ========================================"]
     return "\n".join(out) + "\n"
 

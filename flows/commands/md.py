@@ -1,4 +1,4 @@
-"""``ramanscreen md`` / ``structure`` / ``import-md`` / ``force-check``: the MD stage."""
+"""``ramanscreen md`` / ``import-md`` / ``force-check``: the MD stage (``structure`` is in structure.py)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _md_opt(name: str, flag: str | None = None, *, required: bool = False, **kw)
 
 @app.command()
 def md(
-    structure: str = typer.Argument(..., help="Builder name (AgI, Na3SbS4, Na3SbS4-W, Na3PS4, LLZO) or a CIF/POSCAR/extxyz file."),
+    structure: str = typer.Argument(..., help="Builder name (AgI, Na3SbS4, Na3SbS4-W, Na3PS4, gamma-Na3PS4, LLZO) or a CIF/POSCAR/extxyz file."),
     temperature_k: float = _md_opt("temperature_k", required=True),
     dt_fs: float = _md_opt("dt_fs", required=True),
     steps: int = _md_opt("steps", required=True),
@@ -77,22 +77,6 @@ def md(
         f"{result.traj_path}: {m['n_frames']} frames, {m['duration_ps']:.3g} ps of {m['formula']} with {m['model']}, "
         f"<T> = {m['temperature_mean_k']:.1f} K, {m['ps_per_day']:.1f} ps/day{resumed}"
     )
-
-
-@app.command()
-def structure(
-    name: str = typer.Argument(..., help="Builder name or alias (AgI, Na3SbS4, Na3SbS4-W, Na3PS4, LLZO) or a file."),
-    out_file: Path = typer.Option(..., "--out", "-o", help="Output file: .cif, .xyz (extxyz), .traj or POSCAR."),
-    n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size (default: the paper's)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for disordered sublattices (AgI, LLZO, W-doping)."),
-) -> None:
-    """Write a built structure to a file."""
-    from ramanscreen.tasks.structures import formal_charge, load_structure, min_distance_A, write_structure
-
-    atoms = load_structure(name, n_atoms=n_atoms, seed=seed)
-    write_structure(atoms, out_file)
-    out.print(f"{out_file}: {atoms.get_chemical_formula()} ({len(atoms)} atoms), charge {formal_charge(atoms):+d}, "
-              f"min distance {min_distance_A(atoms):.2f} Å")
 
 
 @app.command("import-md")

@@ -146,8 +146,11 @@ def import_vasp_cmd(
     md: Path | None = typer.Option(None, "--md", help="MD trajectory (XDATCAR or vasprun.xml) to match MD steps."),
     out: Path = typer.Option(Path("vasp_alpha.extxyz"), "--out", "-o", help="α dataset to write (extxyz)."),
     match_tol_A: float = typer.Option(0.05, "--match-tol-a", help="Max RMSD (Å) for an OUTCAR to match an MD frame."),
+    dielectric_block: str = typer.Option("auto", "--dielectric-block", help="OUTCAR block ε∞ is read from: auto "
+                                         "(LEPSILON 'in DFT', else LCALCEPS finite field), dft, finite-field, rpa, "
+                                         "no-local-fields, independent-particle."),
 ) -> None:
-    """Import VASP DFPT ε∞ (OUTCARs) as an α dataset: α = V (ε∞ − 1)/4π, MD step attached."""
+    """Import VASP DFPT ε∞ (OUTCARs) as an α dataset: α = V (ε∞ − 1)/4π, MD step and dielectric block attached."""
     from ramanscreen.tasks.reference import import_vasp
 
     paths = [*(outcars or []), *(outcar or [])]
@@ -157,15 +160,16 @@ def import_vasp_cmd(
         raise InputError("the α dataset is extxyz", file=out, field="--out", fix="name it *.extxyz")
     if not match_tol_A > 0:
         raise InputError(f"must be > 0, got {match_tol_A}", field="--match-tol-a")
-    frames, results = import_vasp(paths, md=md, out=out, match_tol_A=match_tol_A)
+    frames, results = import_vasp(paths, md=md, out=out, match_tol_A=match_tol_A, dielectric_block=dielectric_block)
 
     import numpy as np
 
     table = Table(title=f"{len(frames)} DFPT frames → {out}")
-    for col in ("source", "atoms", "MD step", "matched by", "ε∞ (tr/3)", "tr(α)/3 Å³"):
+    for col in ("source", "atoms", "MD step", "matched by", "block", "ε∞ (tr/3)", "tr(α)/3 Å³"):
         table.add_column(col)
     for a, r in zip(frames, results, strict=False):
         eps = np.array(r.meta["epsilon_inf"])
         table.add_row(str(r.meta["source"]), str(len(a)), str(r.meta["md_step"]), r.meta["md_match"],
+                      str(r.meta["dielectric_block"]),
                       f"{np.trace(eps) / 3:.4g}", f"{np.trace(r.alpha_A3) / 3:.4g}")
     console.print(table)

@@ -33,7 +33,8 @@ def write_alpha_dataset(
     frames: Sequence[Atoms], results: Sequence[ReferenceResult], path: str | os.PathLike[str]
 ) -> Path:
     """Write frames + reference α as extxyz (``info``: polarizability (9, Å³, row-major),
-    alpha_method, source, md_step, alpha_meta JSON). Validated first; written atomically.
+    alpha_method, source, md_step, dielectric_block for imported VASP values, alpha_meta JSON).
+    Validated first; written atomically.
 
     >>> import tempfile, pathlib
     >>> from ase.build import bulk
@@ -63,6 +64,8 @@ def write_alpha_dataset(
         if source:  # an empty value would garble the extxyz comment line
             a.info["source"] = source
         a.info["md_step"] = int(res.meta.get("md_step", atoms.info.get("md_step", -1)))
+        if res.meta.get("dielectric_block"):  # imported DFT: the OUTCAR block the value came from
+            a.info["dielectric_block"] = str(res.meta["dielectric_block"])
         meta = {k2: v for k2, v in res.meta.items() if k2 not in ("source", "md_step")}
         a.info["alpha_meta"] = json.dumps(meta, default=str, separators=(",", ":")).replace('"', "'")
         out.append(a)

@@ -3,9 +3,13 @@
 The paper's reference data are VASP DFPT runs (``LEPSILON = .TRUE.`` or ``LCALCEPS``) on MD
 snapshots. From each OUTCAR (plain or ``.gz``) this module reads
 
-* the electronic dielectric tensor ε∞: the *last* block headed
-  ``MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)``, a dashed
-  line, then three rows of three numbers;
+* the electronic dielectric tensor ε∞ from one of the blocks VASP writes
+  (:data:`DIELECTRIC_BLOCKS`: a header line, a dashed line, three rows of three numbers; the
+  *last* block of its kind). By default (``dielectric_block="auto"``) that is LEPSILON's
+  ``MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)``, else
+  LCALCEPS's ``... (including local field effects)``; the RPA, no-local-field and
+  independent-particle blocks are taken only when asked for, the ``IONIC CONTRIBUTION`` never.
+  The block's key is recorded with every value (``info["dielectric_block"]``);
 * the structure the OUTCAR itself was run on (ASE's ``vasp-out`` reader);
 
 converts ε∞ to the whole-cell α = V (ε∞ − 1)/4π (Å³, :mod:`ramanscreen.tasks.reference` convention) and
@@ -44,52 +48,126 @@ from ramanscreen.tasks.reference.dataset import write_alpha_dataset
 from ramanscreen.tasks.reference.external import open_text as _open_text
 
 __all__ = [
+    "AUTO_BLOCKS",
+    "DIELECTRIC_BLOCKS",
+    "ELECTRONIC_BLOCKS",
     "VASP_METHOD",
     "import_vasp",
     "match_md_step",
+    "parse_outcar_dielectric_blocks",
     "parse_outcar_epsilon",
+    "parse_outcar_epsilon_block",
     "read_outcar",
     "read_vasp_md",
 ]
 
-#: Method label of imported VASP values.
+#: The dielectric-tensor blocks VASP writes to the OUTCAR, by the key this module names them
+#: with: (header line, what it is).
+DIELECTRIC_BLOCKS: dict[str, tuple[str, str]] = {
+    "dft": ("MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)",
+            "LEPSILON (DFPT): electronic eps_inf, local fields in the Hartree + xc potential"),
+    "finite-field": ("MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects)",
+                     "LCALCEPS (finite field): electronic eps_inf, self-consistent response incl. local fields"),
+    "rpa": ("MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in RPA (Hartree))",
+            "LEPSILON + LRPA: electronic eps_inf, local fields in the Hartree potential only"),
+    "no-local-fields": ("MACROSCOPIC STATIC DIELECTRIC TENSOR (excluding local field effects)",
+                        "LEPSILON, or LCALCEPS + LRPA: electronic eps_inf without the xc local fields"),
+    "independent-particle": ("HEAD OF MICROSCOPIC STATIC DIELECTRIC TENSOR (independent particle, "
+                             "excluding Hartree and local field effects)",
+                             "LEPSILON: independent-particle head (no Hartree, no local fields)"),
+    "ionic": ("MACROSCOPIC STATIC DIELECTRIC TENSOR IONIC CONTRIBUTION",
+              "IBRION = 5-8: ionic (lattice) contribution, not an electronic polarizability"),
+}
+#: Blocks that are an electronic (clamped-ion) ε∞ and can give α.
+ELECTRONIC_BLOCKS: tuple[str, ...] = ("dft", "finite-field", "rpa", "no-local-fields", "independent-particle")
+#: ``block="auto"`` takes the first of these the OUTCAR has: ε∞ with the full (Hartree + xc)
+#: local-field response, from DFPT or from the finite field (docs/reference.md says why).
+AUTO_BLOCKS: tuple[str, ...] = ("dft", "finite-field")
+
+#: Method label of imported VASP values (the block is recorded beside it, ``dielectric_block``).
 VASP_METHOD = "vasp-dfpt (OUTCAR eps_inf incl. local fields, LEPSILON/LCALCEPS)"
 
-_EPS_HEADER = "MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)"
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eEdD][-+]?\d+)?"
-_EPS_BLOCK = re.compile(
-    re.escape(_EPS_HEADER) + r"[^\n]*\n\s*-{5,}\s*\n" + (rf"\s*({_NUM})\s+({_NUM})\s+({_NUM})\s*\n") * 3
+_ROWS = (rf"[ \t]*({_NUM})[ \t]+({_NUM})[ \t]+({_NUM})[ \t]*\n") * 3
+#: A header line, exactly one of the above (the "(including local field effects)" header must
+#: not match the "... in DFT)" one), anything VASP appends on that line in parentheses, a
+#: dashed line, three rows of three numbers.
+_BLOCK = re.compile(
+    r"^[ \t]*(" + "|".join(re.escape(h) for h, _ in DIELECTRIC_BLOCKS.values()) + r")[ \t]*"
+    r"(?:\([^\n]*\))?[ \t]*\n[ \t]*-{5,}[ \t]*\n" + _ROWS,
+    re.MULTILINE,
 )
+_KEY_OF = {h: k for k, (h, _) in DIELECTRIC_BLOCKS.items()}
 
 
-def parse_outcar_epsilon(text: str, *, file: str | os.PathLike[str] | None = None) -> np.ndarray:
-    """ε∞ (3x3) from the last ``MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field
-    effects in DFT)`` block of an OUTCAR's text."""
-    matches = list(_EPS_BLOCK.finditer(text))
-    if not matches:
-        hint = " (found the header but not three rows of three numbers)" if _EPS_HEADER in text else ""
+def parse_outcar_dielectric_blocks(text: str) -> dict[str, list[np.ndarray]]:
+    """Every dielectric-tensor block of an OUTCAR's text, by key (:data:`DIELECTRIC_BLOCKS`),
+    in file order (a run can print a block more than once; the last is the final one).
+
+    >>> text = chr(10).join([
+    ...     " MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects)",
+    ...     " ------------------------------------------------------",
+    ...     "           5.000000     0.000000     0.000000",
+    ...     "           0.000000     5.000000     0.000000",
+    ...     "           0.000000     0.000000     6.000000",
+    ...     " ------------------------------------------------------", ""])
+    >>> {k: v[-1].diagonal().tolist() for k, v in parse_outcar_dielectric_blocks(text).items()}
+    {'finite-field': [5.0, 5.0, 6.0]}
+    """
+    blocks: dict[str, list[np.ndarray]] = {}
+    for m in _BLOCK.finditer(text):
+        values = [float(v.replace("D", "E").replace("d", "e")) for v in m.groups()[1:]]
+        blocks.setdefault(_KEY_OF[m.group(1)], []).append(np.array(values).reshape(3, 3))
+    return blocks
+
+
+def parse_outcar_epsilon(text: str, *, file: str | os.PathLike[str] | None = None,
+                         block: str = "auto") -> np.ndarray:
+    """ε∞ (3x3) from the last block ``block`` of an OUTCAR's text (``"auto"``: the first of
+    :data:`AUTO_BLOCKS` present); see :func:`parse_outcar_epsilon_block`."""
+    return parse_outcar_epsilon_block(text, file=file, block=block)[1]
+
+
+def parse_outcar_epsilon_block(text: str, *, file: str | os.PathLike[str] | None = None,
+                               block: str = "auto") -> tuple[str, np.ndarray]:
+    """(block key, ε∞) from an OUTCAR's text: the last block of kind ``block``
+    (:data:`ELECTRONIC_BLOCKS`), or with ``"auto"`` the first kind of :data:`AUTO_BLOCKS` the
+    file has. The ionic contribution is never an α; asking for it, or for a block the file
+    does not have, is an :class:`InputError` that lists the blocks found."""
+    if block != "auto" and block not in ELECTRONIC_BLOCKS:
         raise InputError(
-            f"no '{_EPS_HEADER}' block{hint}",
-            file=file, field="dielectric tensor",
-            fix="pass OUTCARs of finished LEPSILON=.TRUE. or LCALCEPS=.TRUE. runs",
+            f"dielectric block {block!r} is not an electronic dielectric tensor",
+            file=file, field="dielectric_block", fix=f"use auto or one of {', '.join(ELECTRONIC_BLOCKS)}",
         )
-    values = [float(v.replace("D", "E").replace("d", "e")) for v in matches[-1].groups()]
-    eps = np.array(values).reshape(3, 3)
-    if not np.all(np.isfinite(eps)):
-        raise InputError("non-finite dielectric tensor", file=file, field="dielectric tensor")
-    return eps
+    blocks = parse_outcar_dielectric_blocks(text)
+    wanted = AUTO_BLOCKS if block == "auto" else (block,)
+    for key in wanted:
+        if key in blocks:
+            eps = blocks[key][-1]
+            if not np.all(np.isfinite(eps)):
+                raise InputError("non-finite dielectric tensor", file=file, field="dielectric tensor")
+            return key, eps
+    found = ", ".join(blocks) or "none"
+    truncated = any(DIELECTRIC_BLOCKS[k][0] + "\n" in text or DIELECTRIC_BLOCKS[k][0] + " " in text for k in wanted)
+    hint = " (found a header but not three rows of three numbers)" if truncated else ""
+    heads = " or ".join(f"'{DIELECTRIC_BLOCKS[k][0]}'" for k in wanted)
+    usable = [k for k in blocks if k in ELECTRONIC_BLOCKS]
+    fix = (f"choose a block the file has: dielectric_block = {' | '.join(usable)}" if usable
+           else "pass OUTCARs of finished LEPSILON=.TRUE. or LCALCEPS=.TRUE. runs")
+    raise InputError(f"no {heads} block{hint}; blocks found: {found}", file=file, field="dielectric tensor", fix=fix)
 
 
-def read_outcar(path: str | os.PathLike[str]) -> tuple[Atoms, np.ndarray]:
+def read_outcar(path: str | os.PathLike[str], *, block: str = "auto") -> tuple[Atoms, np.ndarray]:
     """(structure, ε∞) of one DFPT OUTCAR (``.gz`` allowed). The structure is the last ionic
-    configuration the OUTCAR prints (for DFPT runs: the only one)."""
+    configuration the OUTCAR prints (for DFPT runs: the only one); ε∞ comes from ``block``
+    (:func:`parse_outcar_epsilon_block`) and its key is ``atoms.info["dielectric_block"]``."""
     import ase.io
 
     path = Path(path)
     if not path.is_file():
         raise InputError("OUTCAR not found", file=path, fix="check the path")
     text = _open_text(path)
-    eps = parse_outcar_epsilon(text, file=path)
+    key, eps = parse_outcar_epsilon_block(text, file=path, block=block)
     try:
         atoms = cast(Atoms, ase.io.read(path, format="vasp-out", index=-1))  # ASE gunzips *.gz itself
     except Exception as exc:  # noqa: BLE001 - ASE raises many types on malformed files
@@ -99,6 +177,7 @@ def read_outcar(path: str | os.PathLike[str]) -> tuple[Atoms, np.ndarray]:
         ) from None
     atoms.calc = None
     atoms.pbc = True
+    atoms.info["dielectric_block"] = key
     return atoms, eps
 
 
@@ -187,10 +266,14 @@ def import_vasp(
     out: str | os.PathLike[str] | None = None,
     *,
     match_tol_A: float = 0.05,
+    dielectric_block: str = "auto",
 ) -> tuple[list[Atoms], list[ReferenceResult]]:
     """Read DFPT OUTCARs (files or folders searched for ``OUTCAR*``), attach MD steps, and
-    write one extxyz α dataset to ``out`` if given. Everything is read and checked before
-    anything is written. Returns (frames, results)."""
+    write one extxyz α dataset to ``out`` if given. ε∞ comes from ``dielectric_block``
+    (:func:`parse_outcar_epsilon_block`; ``"auto"``: LEPSILON's "in DFT" block, else LCALCEPS's
+    finite-field block); the block each value came from is ``info["dielectric_block"]`` of
+    its frame and ``meta["dielectric_block"]``. Everything is read and checked before anything
+    is written. Returns (frames, results)."""
     paths = _expand(outcars)
     if not paths:
         raise InputError("no OUTCAR given", field="outcar", fix="pass at least one DFPT OUTCAR")
@@ -200,7 +283,8 @@ def import_vasp(
         md_frames, md_steps = read_vasp_md(md)
     frames, results = [], []
     for p in paths:
-        atoms, eps = read_outcar(p)
+        atoms, eps = read_outcar(p, block=dielectric_block)
+        block = str(atoms.info["dielectric_block"])
         volume = abs(float(np.linalg.det(atoms.cell.array)))
         eps_sym = 0.5 * (eps + eps.T)
         step, frame, rmsd = (-1, -1, float("nan"))
@@ -223,9 +307,11 @@ def import_vasp(
         results.append(
             ReferenceResult(
                 alpha_A3=alpha_from_epsilon(eps_sym, volume),
-                method=VASP_METHOD,
+                method=VASP_METHOD if block in AUTO_BLOCKS else f"vasp ({block} eps_inf: {DIELECTRIC_BLOCKS[block][1]})",
                 meta={
                     "backend": "vasp",
+                    "dielectric_block": block,
+                    "dielectric_header": DIELECTRIC_BLOCKS[block][0],
                     "source": str(p),
                     "md_step": step,
                     "md_frame": frame,
