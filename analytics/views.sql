@@ -182,7 +182,7 @@ SET VARIABLE experimental_spectra_query = CASE
         'SELECT campaign, material, spectrum_id, freq_cm1, intensity, formula, temperature_k, pressure_gpa,
                 sigma_S_cm, source, file, file_sha256, format, baseline, normalisation, imported_at,
                 write_id, schema_version
-         FROM read_parquet(getvariable(''experimental_spectra_files''), union_by_name = true)'
+         FROM read_parquet(getvariable(''experimental_spectra_files''), union_by_name = true, hive_partitioning = false)'
     END;
 CREATE OR REPLACE TEMP TABLE experimental_spectra AS
 SELECT * FROM query(getvariable('experimental_spectra_query'));

@@ -217,6 +217,24 @@ def test_compare_finds_shifts_and_similarity(tmp_path):
 # Experimental spectra in the results root: Parquet via the CLI, SQL joins, training data
 # --------------------------------------------------------------------------------------------
 
+def _main(capsys, *args):
+    """The CLI in-process (``ramanscreen.flows.cli.main``, as the console script runs it): exit code, stdout, stderr."""
+    import warnings
+
+    from ramanscreen.flows.cli import main
+
+    shown = warnings.showwarning
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        warnings.showwarning = shown
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
 def _computed_run(root, material="LLZO", formula="Li7La3Zr2O12", campaign="demo"):
     """A real committed computed run (the results writer) with an LLZO-like spectrum on a 2 cm⁻¹ grid."""
     from ramanscreen.tasks.results import write_run
@@ -234,7 +252,7 @@ def _write_text(path, shift=0.0, slope=0.0):
     return path
 
 
-def test_import_into_results_root_is_idempotent_and_joins_in_sql(tmp_path):
+def test_import_into_results_root_is_idempotent_and_joins_in_sql(tmp_path, capsys):
     from ramanscreen.analytics.db import VIEWS, connect, run_query
 
     root = tmp_path / "results"
@@ -243,11 +261,13 @@ def test_import_into_results_root_is_idempotent_and_joins_in_sql(tmp_path):
     b = _write_text(tmp_path / "batch2.csv", shift=-2.0, slope=0.01)
     args = ["--results-root", str(root), "--material", "LLZO", "--formula", "Li7La3Zr2O12",
             "--temperature-k", "298", "--sigma-s-cm", "3e-4", "--normalize", "max"]
-    for _ in range(2):  # re-import of the same file: replaced, never duplicated
-        r = _cli("experiment", "import", str(a), *args, "--campaign", "demo", "--source", "lab notebook p. 12")
-        assert r.returncode == 0, r.stderr
-    r = _cli("experiment", "import", str(b), *args, "--baseline", "asls")  # another file, no campaign: added
-    assert r.returncode == 0, r.stderr
+    r = _cli("experiment", "import", str(a), *args, "--campaign", "demo", "--source", "lab notebook p. 12")
+    assert r.returncode == 0 and "batch_1.csv.parquet" in r.stdout, r.stderr
+    code, _, err = _main(capsys, "experiment", "import", str(a), *args, "--campaign", "demo",  # re-import: replaced
+                         "--source", "lab notebook p. 12")
+    assert code == 0, err
+    code, _, err = _main(capsys, "experiment", "import", str(b), *args, "--baseline", "asls")  # no campaign: added
+    assert code == 0, err
     files = sorted(p.relative_to(root).as_posix() for p in (root / "experimental_spectra").rglob("*.parquet"))
     assert files == ["experimental_spectra/material=LLZO/campaign=_/batch2.csv.parquet",
                      "experimental_spectra/material=LLZO/campaign=demo/batch_1.csv.parquet"]
@@ -285,19 +305,19 @@ def test_import_into_results_root_is_idempotent_and_joins_in_sql(tmp_path):
         assert 0.5 < r_sql < 1.0
 
 
-def test_results_root_import_of_a_malformed_file_writes_nothing(tmp_path):
+def test_results_root_import_of_a_malformed_file_writes_nothing(tmp_path, capsys):
     root = tmp_path / "results"
     _computed_run(root)
     junk = tmp_path / "junk.csv"
     junk.write_text("shift,counts\n100,1\n200,oops\n300,2\n")
     r = _cli("experiment", "import", str(junk), "--results-root", str(root), "--material", "LLZO")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "junk.csv" in r.stderr, r.stderr
-    r = _cli("experiment", "import", str(_write_text(tmp_path / "ok.csv")), "--results-root", str(root),
-             "--material", "LL ZO")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--material" in r.stderr, r.stderr
-    r = _cli("experiment", "import", str(tmp_path / "ok.csv"), "--results-root", str(root), "--material", "LLZO",
-             "--sigma-s-cm", "-1")
-    assert r.returncode == 2 and "--sigma-s-cm" in r.stderr, r.stderr
+    ok = str(_write_text(tmp_path / "ok.csv"))
+    for bad, flag in ((["--material", "LL ZO"], "--material"), (["--material", "LLZO", "--sigma-s-cm", "-1"], "--sigma-s-cm"),
+                      (["--material", "LLZO", "--out", str(tmp_path / "o.txt")], "--out"), ([], "--material")):
+        code, _, err = _main(capsys, "experiment", "import", ok, "--results-root", str(root), *bad)
+        assert code == 2 and err.count("\n") == 1 and flag in err, err
+    assert not (tmp_path / "o.txt").exists()
     assert not (root / "experimental_spectra").exists()
 
 
@@ -308,52 +328,53 @@ _SAMPLES = [("LLZO_a", "Li7La3Zr2O12", -6.0, 298.0), ("LLZO_b", "Li6.5La3Zr1.5Ta
             ("LLZO_e", "Li6.6La3Zr1.6Nb0.4O12", 10.0, 330.0)]
 
 
-def _import_samples(tmp_path, root):
+def _import_samples(tmp_path, root, capsys):
     for name, formula, shift, t in _SAMPLES:
         p = _write_text(tmp_path / f"{name}.csv", shift=shift)
-        r = _cli("experiment", "import", str(p), "--results-root", str(root), "--material", name, "--formula", formula,
-                 "--temperature-k", str(t), "--sigma-s-cm", f"{10 ** (-4 + 0.1 * shift):.6g}", "--normalize", "max")
-        assert r.returncode == 0, r.stderr
+        code, _, err = _main(capsys, "experiment", "import", str(p), "--results-root", str(root), "--material", name,
+                             "--formula", formula, "--temperature-k", str(t),
+                             "--sigma-s-cm", f"{10 ** (-4 + 0.1 * shift):.6g}", "--normalize", "max")
+        assert code == 0, err
     # a spectrum without σ is no training data
-    r = _cli("experiment", "import", str(_write_text(tmp_path / "nosigma.csv")), "--results-root", str(root),
-             "--material", "LLZO_x", "--temperature-k", "298")
-    assert r.returncode == 0, r.stderr
+    code, _, err = _main(capsys, "experiment", "import", str(_write_text(tmp_path / "nosigma.csv")),
+                         "--results-root", str(root), "--material", "LLZO_x", "--temperature-k", "298")
+    assert code == 0, err
 
 
-def test_experimental_rows_train_the_peak_regression(tmp_path):
+def test_experimental_rows_train_the_peak_regression(tmp_path, capsys):
     root = tmp_path / "results"
     _computed_run(root)
-    _import_samples(tmp_path, root)
+    _import_samples(tmp_path, root, capsys)
     out = tmp_path / "reg.json"
-    r = _cli("peaks", "regress", str(root), "--band", "640", "--feature", "pos_640", "--out", str(out),
-             "--profile", "gaussian", "--baseline", "none")
-    assert r.returncode == 0, r.stderr
+    code, stdout, err = _main(capsys, "peaks", "regress", str(root), "--band", "640", "--feature", "pos_640",
+                              "--out", str(out), "--profile", "gaussian", "--baseline", "none")
+    assert code == 0, err
     res = json.loads(out.read_text())
-    assert res["n"] == len(_SAMPLES) and "5 experimental spectra" in r.stdout
+    assert res["n"] == len(_SAMPLES) and "5 experimental spectra" in stdout
     assert res["coefficients"]["pos_640"] == pytest.approx(0.1, rel=0.02)
     assert res["r2"] > 0.99
-    r = _cli("peaks", "regress", str(root), "--feature", "pos_640")
-    assert r.returncode == 2 and "--band" in r.stderr and r.stderr.count("\n") == 1
+    code, _, err = _main(capsys, "peaks", "regress", str(root), "--feature", "pos_640")
+    assert code == 2 and "--band" in err and err.count("\n") == 1
 
 
-def test_experimental_rows_train_the_surrogate(tmp_path):
+def test_experimental_rows_train_the_surrogate(tmp_path, capsys):
     from ramanscreen.tasks import surrogate as sg
 
     root = tmp_path / "results"
     _computed_run(root)
-    _import_samples(tmp_path, root)
+    _import_samples(tmp_path, root, capsys)
     table = sg.read_property_table(root)
     assert table.columns["kind"] == ["computed"] + ["experimental"] * len(_SAMPLES)
     assert table.formula[1:] == [s[1] for s in _SAMPLES]
     assert list(table.temperature_k[1:]) == [s[3] for s in _SAMPLES]
     assert table.columns["sigma_S_cm"][1:] == pytest.approx([10 ** (-4 + 0.1 * s[2]) for s in _SAMPLES], rel=1e-5)
     model = tmp_path / "gp.joblib"
-    r = _cli("surrogate", "fit", str(root), "--rows", "experimental", "--out", str(model), "--n-trials", "2",
-             "--cv-folds", "2", "--family", "rbf", "--no-ard")
-    assert r.returncode == 0, r.stderr
+    code, stdout, err = _main(capsys, "surrogate", "fit", str(root), "--rows", "experimental", "--out", str(model),
+                              "--n-trials", "2", "--cv-folds", "2", "--family", "rbf", "--no-ard")
+    assert code == 0, err
     info = json.loads(model.with_suffix(".json").read_text())
-    assert "5 experimental rows" in r.stdout
+    assert "5 experimental rows" in stdout
     assert info["n_train"] == info["cv"]["n"] == len(_SAMPLES)
     assert info["train_temperature_k"] == [298.0, 400.0]
-    r = _cli("surrogate", "fit", str(root), "--rows", "nope", "--out", str(model))
-    assert r.returncode == 2 and "--rows" in r.stderr
+    code, _, err = _main(capsys, "surrogate", "fit", str(root), "--rows", "nope", "--out", str(model))
+    assert code == 2 and "--rows" in err and err.count("\n") == 1
