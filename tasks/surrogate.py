@@ -419,7 +419,7 @@ def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
     columns: dict[str, list[Any]] = {}
     notes = []
     try:
-        parts = []
+        parts: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
         if rows in ("all", "computed"):
             cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
                                               "WHERE table_name = 'screening'").fetchall()]
@@ -446,6 +446,7 @@ def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
     names = list(dict.fromkeys(["kind", *(c for _, wanted, _ in parts for c in wanted)]))
     for kind, wanted, got in parts:
         for name in names:
+            values: list[Any]
             if name == "kind":
                 values = [kind] * len(got)
             elif name in wanted:
