@@ -32,7 +32,7 @@ from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.results import COMMIT_FILE, SCHEMA_VERSION, TABLES
 
 #: Views the SQL file defines (tables first, then derived views).
-VIEWS = (*TABLES, "central_peak", "mobile_transport", "screening")
+VIEWS = (*TABLES, "central_peak", "mobile_transport", "screening", "experimental_spectra", "experimental_conductivity")
 
 _ALLOWED = {duckdb.StatementType.SELECT}
 

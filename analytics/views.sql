@@ -159,3 +159,41 @@ FROM materials m
 LEFT JOIN mobile_transport t ON t.campaign = m.campaign AND t.material = m.material AND t.run_id = m.run_id
 LEFT JOIN central_peak c ON c.campaign = m.campaign AND c.material = m.material AND c.run_id = m.run_id
 LEFT JOIN ml_metrics ml ON ml.campaign = m.campaign AND ml.material = m.material AND ml.run_id = m.run_id;
+
+-- Imported experimental spectra (`ramanscreen experiment import FILE --results-root R`): one file
+-- per spectrum, experimental_spectra/material=<m>/campaign=<c or _>/<spectrum_id>.parquet, each
+-- replaced by one atomic rename, every row carrying the spectrum's metadata. A temporary table
+-- (a snapshot, like materials); empty, with the same columns, when nothing was imported.
+-- campaign is NULL for a spectrum imported without --campaign: join it to every campaign's run,
+--   ... JOIN spectra s ON s.material = e.material AND (e.campaign IS NULL OR e.campaign = s.campaign)
+SET VARIABLE experimental_spectra_files = (
+    SELECT list(file ORDER BY file)
+    FROM glob(getvariable('results_root') || '/experimental_spectra/material=*/campaign=*/*.parquet'));
+SET VARIABLE experimental_spectra_query = CASE
+    WHEN len(COALESCE(getvariable('experimental_spectra_files'), [])) = 0 THEN
+        'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS spectrum_id,
+                NULL::DOUBLE AS freq_cm1, NULL::DOUBLE AS intensity, NULL::VARCHAR AS formula,
+                NULL::DOUBLE AS temperature_k, NULL::DOUBLE AS pressure_gpa, NULL::DOUBLE AS sigma_S_cm,
+                NULL::VARCHAR AS source, NULL::VARCHAR AS file, NULL::VARCHAR AS file_sha256,
+                NULL::VARCHAR AS format, NULL::VARCHAR AS baseline, NULL::VARCHAR AS normalisation,
+                NULL::TIMESTAMPTZ AS imported_at, NULL::VARCHAR AS write_id, NULL::INTEGER AS schema_version
+         WHERE false'
+    ELSE
+        'SELECT campaign, material, spectrum_id, freq_cm1, intensity, formula, temperature_k, pressure_gpa,
+                sigma_S_cm, source, file, file_sha256, format, baseline, normalisation, imported_at,
+                write_id, schema_version
+         FROM read_parquet(getvariable(''experimental_spectra_files''), union_by_name = true, hive_partitioning = false)'
+    END;
+CREATE OR REPLACE TEMP TABLE experimental_spectra AS
+SELECT * FROM query(getvariable('experimental_spectra_query'));
+
+-- One row per imported experimental spectrum with a measured conductivity: training data for
+-- `ramanscreen surrogate fit R` and `ramanscreen peaks regress R` (measured values, not MD).
+CREATE OR REPLACE VIEW experimental_conductivity AS
+SELECT campaign, material, spectrum_id, any_value(formula) AS formula,
+       any_value(temperature_k) AS temperature_k, any_value(pressure_gpa) AS pressure_gpa,
+       any_value(sigma_S_cm) AS sigma_S_cm, any_value(source) AS source, any_value(file) AS file,
+       count(*) AS n_bins, min(freq_cm1) AS freq_min_cm1, max(freq_cm1) AS freq_max_cm1
+FROM experimental_spectra
+WHERE sigma_S_cm IS NOT NULL
+GROUP BY campaign, material, spectrum_id;

@@ -420,6 +420,40 @@ def linear_regression(X: np.ndarray, y: np.ndarray, features: Sequence[str], *, 
     )
 
 
+def experimental_features(results_root: Any, bands_cm1: Sequence[float], window_cm1: float = 30.0,
+                          settings: PeakSettings | None = None) -> dict[str, list[Any]]:
+    """Training rows for the regression from a results root: every imported experimental
+    spectrum with a measured σ (the ``experimental_conductivity`` view), its peaks fitted
+    (:func:`fit_peaks`) and the :func:`band_features` of ``bands_cm1``. Columns: ``campaign,
+    material, spectrum_id, formula, temperature_k, pressure_gpa, sigma_S_cm`` and the features."""
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.tasks.common import InputError
+
+    con = connect(results_root)
+    try:
+        keys = ["campaign", "material", "spectrum_id", "formula", "temperature_k", "pressure_gpa", "sigma_S_cm"]
+        rows = con.execute(f"SELECT {', '.join(keys)} FROM experimental_conductivity "
+                           "ORDER BY material, campaign NULLS FIRST, spectrum_id").fetchall()
+        bins = con.execute(
+            "SELECT e.material, e.campaign, e.spectrum_id, list(e.freq_cm1 ORDER BY e.freq_cm1), "
+            "list(e.intensity ORDER BY e.freq_cm1) FROM experimental_spectra e "
+            "JOIN experimental_conductivity c ON e.material = c.material AND e.spectrum_id = c.spectrum_id "
+            "AND e.campaign IS NOT DISTINCT FROM c.campaign GROUP BY ALL").fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise InputError("no experimental spectra with a measured conductivity", file=results_root,
+                         fix="import some with `ramanscreen experiment import FILE --results-root R --material M "
+                             "--sigma-s-cm S`")
+    spectra = {(m, c, i): (x, y) for m, c, i, x, y in bins}
+    cols: dict[str, list[Any]] = {k: [r[j] for r in rows] for j, k in enumerate(keys)}
+    for n, r in enumerate(rows):
+        x, y = spectra[(r[1], r[0], r[2])]
+        for k, v in band_features(fit_peaks(x, y, settings).table, bands_cm1, window_cm1).items():
+            cols.setdefault(k, [float("nan")] * len(rows))[n] = v
+    return cols
+
+
 __all__ = [
     "BASELINES",
     "PROFILES",
@@ -428,6 +462,7 @@ __all__ = [
     "RegressionResult",
     "band_features",
     "estimate_baseline",
+    "experimental_features",
     "fit_peaks",
     "gaussian",
     "linear_regression",

@@ -751,3 +751,144 @@ def schema_version_of(path: str | os.PathLike[str]) -> int:
     if raw is None:
         raise InputError("not a ramanscreen results file (no schema version)", file=path)
     return int(raw)
+
+
+# --------------------------------------------------------------------------- experimental spectra
+
+#: Imported experimental Raman spectra: a table of its own, outside the computed runs (it has
+#: no ``materials`` commit record and no ``run_id``). One file per spectrum holds its bins and,
+#: on every row, the spectrum's metadata; replacing that file by one atomic rename is the commit.
+EXPERIMENTAL_TABLE = "experimental_spectra"
+#: Key of one experimental spectrum. ``campaign`` may be null (the spectrum then joins every
+#: campaign's run of the material); ``spectrum_id`` defaults to the imported file's name.
+EXPERIMENTAL_KEY = ("material", "campaign", "spectrum_id")
+#: Partition directory standing for "no campaign" (a campaign name cannot start with ``_``).
+NO_CAMPAIGN = "_"
+
+EXPERIMENTAL_COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
+    "freq_cm1": (_F, True, "Raman shift, cm^-1, strictly increasing"),
+    "intensity": (_F, True, "measured intensity after the import's baseline and normalisation (arb. units)"),
+    "formula": (_S, True, "chemical formula of the measured sample (default: the material name)"),
+    "temperature_k": (_F, False, "measurement temperature, K"),
+    "pressure_gpa": (_F, False, "measurement pressure, GPa"),
+    "sigma_S_cm": (_F, False, "measured ionic conductivity, S/cm (null: not measured)"),
+    "source": (_S, True, "where the spectrum comes from (default: the imported file's path)"),
+    "file": (_S, True, "name of the imported file"),
+    "file_sha256": (_S, True, "SHA-256 of the imported file"),
+    "format": (_S, True, "file format: text | parquet | jcamp | spc | wdf"),
+    "baseline": (_S, True, "baseline removed at import: none | poly | asls | arpls"),
+    "normalisation": (_S, True, "normalisation at import: none | max | area"),
+    "imported_at": (pa.timestamp("us", tz="UTC"), True, "import time (UTC, filled in)"),
+}
+
+
+def experimental_spectrum_id(path: str | os.PathLike[str]) -> str:
+    """Default ``spectrum_id`` of an imported file: its name with characters a partition name
+    cannot hold replaced by ``_``.
+
+    >>> experimental_spectrum_id("/data/LLZO batch 3.jdx")
+    'LLZO_batch_3.jdx'
+    """
+    name = re.sub(r"[^A-Za-z0-9._+\-]", "_", Path(path).name)[:128]
+    return name if _NAME_RE.match(name) else f"s{name}"[:128]
+
+
+def experimental_path(results_root: str | os.PathLike[str], material: str, campaign: str | None, spectrum_id: str) -> Path:
+    """Where one experimental spectrum's file lives."""
+    return (Path(results_root) / EXPERIMENTAL_TABLE / f"material={material}"
+            / f"campaign={campaign or NO_CAMPAIGN}" / f"{spectrum_id}.parquet")
+
+
+def write_experimental_spectrum(
+    results_root: str | os.PathLike[str],
+    material: str,
+    *,
+    freq_cm1: Any,
+    intensity: Any,
+    meta: Mapping[str, Any],
+    campaign: str | None = None,
+    spectrum_id: str,
+) -> Path:
+    """Store (or replace) one experimental spectrum under ``results_root`` and return its path.
+
+    ``meta`` holds the per-spectrum columns of :data:`EXPERIMENTAL_COLUMNS` (``formula,
+    source, file, file_sha256, format, baseline, normalisation`` required; ``temperature_k,
+    pressure_gpa, sigma_S_cm`` optional). Everything is validated before anything is written.
+    The key is :data:`EXPERIMENTAL_KEY`: importing the same file again (same key) replaces it,
+    so no row is ever duplicated; another file of the material gets its own key and is added.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> m = dict(formula="AgI", source="lab", file="a.csv", file_sha256="0" * 64, format="text",
+    ...          baseline="none", normalisation="max", sigma_S_cm=1.0)
+    >>> p = write_experimental_spectrum(root, "AgI", freq_cm1=[10.0, 20.0], intensity=[1.0, 0.5],
+    ...                                 meta=m, spectrum_id="a.csv")
+    >>> p = write_experimental_spectrum(root, "AgI", freq_cm1=[10.0, 20.0], intensity=[1.0, 0.5],
+    ...                                 meta=m, spectrum_id="a.csv")   # re-import: replaces
+    >>> pq.read_table(p).num_rows, p.relative_to(root).as_posix()
+    (2, 'experimental_spectra/material=AgI/campaign=_/a.csv.parquet')
+    """
+    _check_name(material, "--material")
+    if campaign is not None:
+        _check_name(campaign, "--campaign")
+    _check_name(spectrum_id, "--spectrum-id")
+    meta = dict(meta)
+    unknown = [k for k in meta if k not in EXPERIMENTAL_COLUMNS or k in ("freq_cm1", "intensity", "imported_at")]
+    if unknown:
+        raise InputError(f"unknown column {unknown[0]!r}", field=f"{EXPERIMENTAL_TABLE}.{unknown[0]}",
+                         fix=f"use {', '.join(k for k in EXPERIMENTAL_COLUMNS if k not in ('freq_cm1', 'intensity'))}")
+    freq = _float_array(freq_cm1, f"{EXPERIMENTAL_TABLE}.freq_cm1").ravel()
+    inten = _float_array(intensity, f"{EXPERIMENTAL_TABLE}.intensity").ravel()
+    if len(freq) < 2 or len(freq) != len(inten):
+        raise InputError(f"need two or more bins and one intensity per bin (have {len(freq)}, {len(inten)})",
+                         field=f"{EXPERIMENTAL_TABLE}.freq_cm1")
+    if not (np.isfinite(freq).all() and np.isfinite(inten).all()) or (np.diff(freq) <= 0).any():
+        raise InputError("frequencies must be finite and strictly increasing, intensities finite",
+                         field=f"{EXPERIMENTAL_TABLE}.freq_cm1", fix="repair the spectrum")
+    for k in ("temperature_k", "pressure_gpa", "sigma_S_cm"):
+        meta[k] = _scalar_float(meta.get(k), f"--{k.replace('_', '-').lower()}")
+        if meta[k] is not None and k != "pressure_gpa" and meta[k] <= 0:
+            raise InputError(f"must be positive, got {meta[k]:g}", field=f"--{k.replace('_', '-').lower()}")
+    n = len(freq)
+    write_id = uuid.uuid4().hex
+    now = _dt.datetime.now(_dt.UTC)
+    arrays: dict[str, pa.Array] = {
+        "campaign": pa.array([campaign] * n, type=_S),
+        "material": pa.array([material] * n, type=_S),
+        "spectrum_id": pa.array([spectrum_id] * n, type=_S),
+        "write_id": pa.array([write_id] * n, type=_S),
+        "schema_version": pa.array([SCHEMA_VERSION] * n, type=pa.int32()),
+        "freq_cm1": pa.array(freq, type=_F),
+        "intensity": pa.array(inten, type=_F),
+    }
+    for k, (dtype, required, _) in EXPERIMENTAL_COLUMNS.items():
+        if k in arrays:
+            continue
+        v = now if k == "imported_at" else meta.get(k)
+        if v is None and required:
+            raise InputError("required column missing", field=f"{EXPERIMENTAL_TABLE}.{k}")
+        if dtype == _S and v is not None and (not isinstance(v, str) or not v):
+            raise InputError(f"expected a non-empty string, got {v!r}", field=f"{EXPERIMENTAL_TABLE}.{k}")
+        arrays[k] = pa.array([v] * n, type=dtype)
+    table = pa.table(arrays).replace_schema_metadata({
+        SCHEMA_VERSION_KEY: str(SCHEMA_VERSION), "ramanscreen.table": EXPERIMENTAL_TABLE,
+        "ramanscreen.write_id": write_id, "provenance": "experimental spectrum (imported), not computed"})
+    root = _check_root(results_root)
+    path = experimental_path(root, material, campaign, spectrum_id)
+    lock = root / "_locks" / path.relative_to(root).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    import fcntl
+
+    with open(lock, "a+") as fh:  # two imports of the same key serialize
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            _write_parquet(table, path)  # <- the commit: one rename replaces the previous version
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return path
+
+
+def experimental_spectra_files(results_root: str | os.PathLike[str]) -> list[Path]:
+    """Sorted paths of every stored experimental spectrum (temporaries never match)."""
+    base = Path(results_root) / EXPERIMENTAL_TABLE
+    return sorted(base.glob("material=*/campaign=*/*.parquet"))

@@ -317,15 +317,25 @@ def _is_results_root(path: Path) -> bool:
     return path.is_dir() and (path / "materials").is_dir()
 
 
-def read_property_table(path: str | os.PathLike[str], *, require_temperature: bool = True) -> PropertyTable:
+#: Which rows of a results root :func:`read_property_table` reads: the computed runs
+#: (``screening`` view), the imported experimental spectra with a measured σ
+#: (``experimental_conductivity`` view), or both.
+RESULTS_ROWS = ("all", "computed", "experimental")
+
+
+def read_property_table(path: str | os.PathLike[str], *, require_temperature: bool = True,
+                        results_rows: str = "all") -> PropertyTable:
     """Read a CSV or Parquet table with ``formula``, ``temperature_k``, optional ``pressure_gpa``
-    and target columns, or a campaign results root (its ``screening`` view).
+    and target columns, or a campaign results root (its ``screening`` view and, per
+    ``results_rows``, its ``experimental_conductivity`` view; the ``kind`` column says which).
 
     A table without ``pressure_gpa`` gets P = 0 GPa on every row, and ``notes`` says so.
     """
     path = Path(path)
+    if results_rows not in RESULTS_ROWS:
+        raise InputError(f"unknown rows {results_rows!r}", field="--rows", fix=f"use one of {', '.join(RESULTS_ROWS)}")
     if _is_results_root(path):
-        return _read_results_root(path)
+        return _read_results_root(path, results_rows)
     if not path.exists():
         raise InputError("file does not exist", file=path, fix="pass a CSV/Parquet table or a results root")
     columns = _read_columns(path)
@@ -402,22 +412,53 @@ def _property_table_from_columns(columns: dict[str, list[Any]], source: str, *, 
     return PropertyTable(formulas, temps, press, rest, source, line_offset, notes)
 
 
-def _read_results_root(root: Path) -> PropertyTable:
+def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
     from ramanscreen.analytics.db import connect
 
     con = connect(root)
+    columns: dict[str, list[Any]] = {}
+    notes = []
     try:
-        cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                          "WHERE table_name = 'screening'").fetchall()]
-        wanted = [c for c in ("campaign", "material", "run_id", FORMULA_COLUMN, TEMPERATURE_COLUMN, PRESSURE_COLUMN,
-                              "mobile_species", "D_cm2_s", "sigma_S_cm", "cp_fraction", "mlff") if c in cols]
-        cur = con.execute(f"SELECT {', '.join(wanted)} FROM screening ORDER BY campaign, material, run_id")
-        rows = cur.fetchall()
+        parts: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
+        if rows in ("all", "computed"):
+            cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_name = 'screening'").fetchall()]
+            wanted = [c for c in ("campaign", "material", "run_id", FORMULA_COLUMN, TEMPERATURE_COLUMN, PRESSURE_COLUMN,
+                                  "mobile_species", "D_cm2_s", "sigma_S_cm", "cp_fraction", "mlff") if c in cols]
+            cur = con.execute(f"SELECT {', '.join(wanted)} FROM screening ORDER BY campaign, material, run_id")
+            parts.append(("computed", wanted, cur.fetchall()))
+            if PRESSURE_COLUMN not in wanted:
+                notes.append(f"no '{PRESSURE_COLUMN}' in the screening view: computed rows taken at 0 GPa")
+            notes.append("computed rows from the screening view: D_cm2_s and sigma_S_cm are MLFF-MD values, not DFT")
+        if rows in ("all", "experimental"):
+            exp = ["campaign", "material", "spectrum_id", FORMULA_COLUMN, TEMPERATURE_COLUMN, PRESSURE_COLUMN,
+                   "sigma_S_cm", "source"]
+            got = con.execute(f"SELECT {', '.join(exp)} FROM experimental_conductivity "
+                              "ORDER BY material, campaign NULLS FIRST, spectrum_id").fetchall()
+            no_t = [r for r in got if r[4] is None]
+            if no_t:
+                notes.append(f"{len(no_t)} experimental spectra with σ but no temperature left out")
+            got = [r[:5] + (0.0 if r[5] is None else r[5],) + r[6:] for r in got if r[4] is not None]
+            parts.append(("experimental", exp, got))
+            notes.append(f"{len(got)} experimental rows from the experimental_conductivity view (measured σ)")
     finally:
         con.close()
-    columns = {name: [r[i] for r in rows] for i, name in enumerate(wanted)}
+    names = list(dict.fromkeys(["kind", *(c for _, wanted, _ in parts for c in wanted)]))
+    for kind, wanted, got in parts:
+        for name in names:
+            values: list[Any]
+            if name == "kind":
+                values = [kind] * len(got)
+            elif name in wanted:
+                values = [r[wanted.index(name)] for r in got]
+            else:
+                values = [0.0 if name == PRESSURE_COLUMN else None] * len(got)
+            columns.setdefault(name, []).extend(values)
+    if not columns.get(FORMULA_COLUMN):
+        raise InputError(f"no {rows} rows to read", file=root,
+                         fix="import experimental spectra with --sigma-s-cm and --temperature-k, or use --rows all")
     table = _property_table_from_columns(columns, str(root), line_offset=None)
-    table.notes.append("read from the results root's screening view; D_cm2_s and sigma_S_cm are MLFF-MD values, not DFT")
+    table.notes.extend(notes)
     return table
 
 
@@ -955,6 +996,7 @@ __all__ = [
     "FitReport",
     "KernelChoice",
     "PropertyTable",
+    "RESULTS_ROWS",
     "SurrogateModel",
     "SurrogateSettings",
     "TargetValues",

@@ -211,3 +211,170 @@ def test_compare_finds_shifts_and_similarity(tmp_path):
     summary = json.loads((tmp_path / "cmp.json").read_text())
     assert summary["n_matched"] == 3 and abs(summary["mean_abs_shift_cm1"] - 8) < 1
     assert (tmp_path / "cmp.png").read_bytes()[1:4] == b"PNG" and pacsv.read_csv(tmp_path / "cmp.csv").num_rows == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Experimental spectra in the results root: Parquet via the CLI, SQL joins, training data
+# --------------------------------------------------------------------------------------------
+
+def _main(capsys, *args):
+    """The CLI in-process (``ramanscreen.flows.cli.main``, as the console script runs it): exit code, stdout, stderr."""
+    import warnings
+
+    from ramanscreen.flows.cli import main
+
+    shown = warnings.showwarning
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        warnings.showwarning = shown
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _computed_run(root, material="LLZO", formula="Li7La3Zr2O12", campaign="demo"):
+    """A real committed computed run (the results writer) with an LLZO-like spectrum on a 2 cm⁻¹ grid."""
+    from ramanscreen.tasks.results import write_run
+
+    f = np.arange(0.0, 1200.0, 2.0)
+    write_run(root, campaign, material, "T600", meta=dict(formula=formula, temperature_k=600.0, n_atoms=192,
+              mlff="chgnet", reference_method="embedded", n_train=50),
+              spectrum={"freq_cm1": f, "intensity": _llzo_like(f, shift=4.0)},
+              transport=[{"species": "Li", "D_cm2_s": 1e-6}])
+
+
+def _write_text(path, shift=0.0, slope=0.0):
+    y = _llzo_like(X, shift) + slope * (X - 100.0)
+    path.write_text("\n".join(f"{a:.3f},{b:.6f}" for a, b in zip(X, y, strict=True)) + "\n")
+    return path
+
+
+def test_import_into_results_root_is_idempotent_and_joins_in_sql(tmp_path, capsys):
+    from ramanscreen.analytics.db import VIEWS, connect, run_query
+
+    root = tmp_path / "results"
+    _computed_run(root)
+    a = _write_text(tmp_path / "batch 1.csv")
+    b = _write_text(tmp_path / "batch2.csv", shift=-2.0, slope=0.01)
+    args = ["--results-root", str(root), "--material", "LLZO", "--formula", "Li7La3Zr2O12",
+            "--temperature-k", "298", "--sigma-s-cm", "3e-4", "--normalize", "max"]
+    r = _cli("experiment", "import", str(a), *args, "--campaign", "demo", "--source", "lab notebook p. 12")
+    assert r.returncode == 0 and "batch_1.csv.parquet" in r.stdout, r.stderr
+    code, _, err = _main(capsys, "experiment", "import", str(a), *args, "--campaign", "demo",  # re-import: replaced
+                         "--source", "lab notebook p. 12")
+    assert code == 0, err
+    code, _, err = _main(capsys, "experiment", "import", str(b), *args, "--baseline", "asls")  # no campaign: added
+    assert code == 0, err
+    files = sorted(p.relative_to(root).as_posix() for p in (root / "experimental_spectra").rglob("*.parquet"))
+    assert files == ["experimental_spectra/material=LLZO/campaign=_/batch2.csv.parquet",
+                     "experimental_spectra/material=LLZO/campaign=demo/batch_1.csv.parquet"]
+    assert not list(root.rglob("*.tmp"))
+    assert {"experimental_spectra", "experimental_conductivity"} <= set(VIEWS)
+
+    con = connect(root)
+    rows = run_query(con, "SELECT spectrum_id, campaign, count(*), count(DISTINCT write_id), any_value(source), "
+                          "any_value(baseline), any_value(format), max(intensity), any_value(file_sha256) "
+                          "FROM experimental_spectra GROUP BY ALL ORDER BY 1").rows
+    assert [r[:4] for r in rows] == [("batch2.csv", None, len(X), 1), ("batch_1.csv", "demo", len(X), 1)]
+    assert rows[1][4] == "lab notebook p. 12" and rows[0][4].endswith("batch2.csv")
+    assert rows[0][5] == "asls" and rows[1][5] == "none" and rows[0][6] == "text" and rows[1][7] == 1.0
+    import hashlib
+    assert rows[1][8] == hashlib.sha256(a.read_bytes()).hexdigest()
+
+    # The join: experimental bins matched to the computed 2 cm⁻¹ bins of the same material (a
+    # spectrum without a campaign joins every campaign), and the Pearson r of the two intensities.
+    join = run_query(con, """
+        SELECT e.spectrum_id, count(*) AS n, corr(e.intensity, s.intensity) AS r
+        FROM experimental_spectra e
+        JOIN spectra s ON s.material = e.material AND (e.campaign IS NULL OR e.campaign = s.campaign)
+                      AND s.freq_cm1 = e.freq_cm1
+        WHERE e.freq_cm1 BETWEEN 100 AND 1000
+        GROUP BY e.spectrum_id ORDER BY 1""").rows
+    con.close()
+    even = X[(X % 2 == 0)]
+    y_comp = _llzo_like(even, 4.0)
+    for sid, n, r_sql in join:
+        shift, slope = (-2.0, 0.01) if sid == "batch2.csv" else (0.0, 0.0)
+        y_exp = _llzo_like(even, shift) + slope * (even - 100.0)
+        assert n == len(even)
+        if sid == "batch_1.csv":  # no baseline: the SQL r is numpy's on the same bins
+            assert r_sql == pytest.approx(np.corrcoef(y_exp, y_comp)[0, 1], abs=1e-9)
+        assert 0.5 < r_sql < 1.0
+
+
+def test_results_root_import_of_a_malformed_file_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "results"
+    _computed_run(root)
+    junk = tmp_path / "junk.csv"
+    junk.write_text("shift,counts\n100,1\n200,oops\n300,2\n")
+    r = _cli("experiment", "import", str(junk), "--results-root", str(root), "--material", "LLZO")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "junk.csv" in r.stderr, r.stderr
+    ok = str(_write_text(tmp_path / "ok.csv"))
+    for bad, flag in ((["--material", "LL ZO"], "--material"), (["--material", "LLZO", "--sigma-s-cm", "-1"], "--sigma-s-cm"),
+                      (["--material", "LLZO", "--out", str(tmp_path / "o.txt")], "--out"), ([], "--material")):
+        code, _, err = _main(capsys, "experiment", "import", ok, "--results-root", str(root), *bad)
+        assert code == 2 and err.count("\n") == 1 and flag in err, err
+    assert not (tmp_path / "o.txt").exists()
+    assert not (root / "experimental_spectra").exists()
+
+
+# Four made-up "measured" samples (synthetic spectra and σ, not literature values): the band
+# near 640 cm⁻¹ shifts by `shift` and log10 σ = -4 + 0.1 · shift, so the regression must find it.
+_SAMPLES = [("LLZO_a", "Li7La3Zr2O12", -6.0, 298.0), ("LLZO_b", "Li6.5La3Zr1.5Ta0.5O12", -2.0, 298.0),
+            ("LLZO_c", "Li6.4La3Zr1.4Ta0.6O12", 3.0, 350.0), ("LLZO_d", "Li6.25Al0.25La3Zr2O12", 7.0, 400.0),
+            ("LLZO_e", "Li6.6La3Zr1.6Nb0.4O12", 10.0, 330.0)]
+
+
+def _import_samples(tmp_path, root, capsys):
+    for name, formula, shift, t in _SAMPLES:
+        p = _write_text(tmp_path / f"{name}.csv", shift=shift)
+        code, _, err = _main(capsys, "experiment", "import", str(p), "--results-root", str(root), "--material", name,
+                             "--formula", formula, "--temperature-k", str(t),
+                             "--sigma-s-cm", f"{10 ** (-4 + 0.1 * shift):.6g}", "--normalize", "max")
+        assert code == 0, err
+    # a spectrum without σ is no training data
+    code, _, err = _main(capsys, "experiment", "import", str(_write_text(tmp_path / "nosigma.csv")),
+                         "--results-root", str(root), "--material", "LLZO_x", "--temperature-k", "298")
+    assert code == 0, err
+
+
+def test_experimental_rows_train_the_peak_regression(tmp_path, capsys):
+    root = tmp_path / "results"
+    _computed_run(root)
+    _import_samples(tmp_path, root, capsys)
+    out = tmp_path / "reg.json"
+    code, stdout, err = _main(capsys, "peaks", "regress", str(root), "--band", "640", "--feature", "pos_640",
+                              "--out", str(out), "--profile", "gaussian", "--baseline", "none")
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert res["n"] == len(_SAMPLES) and "5 experimental spectra" in stdout
+    assert res["coefficients"]["pos_640"] == pytest.approx(0.1, rel=0.02)
+    assert res["r2"] > 0.99
+    code, _, err = _main(capsys, "peaks", "regress", str(root), "--feature", "pos_640")
+    assert code == 2 and "--band" in err and err.count("\n") == 1
+
+
+def test_experimental_rows_train_the_surrogate(tmp_path, capsys):
+    from ramanscreen.tasks import surrogate as sg
+
+    root = tmp_path / "results"
+    _computed_run(root)
+    _import_samples(tmp_path, root, capsys)
+    table = sg.read_property_table(root)
+    assert table.columns["kind"] == ["computed"] + ["experimental"] * len(_SAMPLES)
+    assert table.formula[1:] == [s[1] for s in _SAMPLES]
+    assert list(table.temperature_k[1:]) == [s[3] for s in _SAMPLES]
+    assert table.columns["sigma_S_cm"][1:] == pytest.approx([10 ** (-4 + 0.1 * s[2]) for s in _SAMPLES], rel=1e-5)
+    model = tmp_path / "gp.joblib"
+    code, stdout, err = _main(capsys, "surrogate", "fit", str(root), "--rows", "experimental", "--out", str(model),
+                              "--n-trials", "2", "--cv-folds", "2", "--family", "rbf", "--no-ard")
+    assert code == 0, err
+    info = json.loads(model.with_suffix(".json").read_text())
+    assert "5 experimental rows" in stdout
+    assert info["n_train"] == info["cv"]["n"] == len(_SAMPLES)
+    assert info["train_temperature_k"] == [298.0, 400.0]
+    code, _, err = _main(capsys, "surrogate", "fit", str(root), "--rows", "nope", "--out", str(model))
+    assert code == 2 and "--rows" in err and err.count("\n") == 1

@@ -23,22 +23,53 @@ _FMT = typer.Option(None, "--input-format", help="text | parquet | jcamp | spc |
 @experiment_app.command("import")
 def import_(
     file: Path = typer.Argument(..., help="Experimental spectrum (.csv/.txt two columns, .jdx/.dx JCAMP-DX, .spc, .wdf)."),
-    out_file: Path = typer.Option(..., "--out", "-o", help="Output with columns freq_cm1, intensity (.csv, or .parquet with metadata)."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="Output with columns freq_cm1, intensity (.csv, or .parquet with metadata)."),
     fmt: str | None = _FMT,
     index: int | None = typer.Option(None, "--index", help="Which spectrum of a multi-spectrum file (default: their mean)."),
     baseline: str = typer.Option("none", "--baseline", help="Baseline removal: none | poly | asls | arpls (pybaselines)."),
     normalize: str = typer.Option("none", "--normalize", help="none | max (peak = 1) | area (unit integral)."),
     range_cm1: tuple[float, float] | None = typer.Option(None, "--range-cm1", help="Keep only LO HI cm⁻¹."),
+    results_root: Path | None = typer.Option(None, "--results-root", help="Store the spectrum in this results root's experimental_spectra table (instead of, or besides, --out)."),
+    material: str | None = typer.Option(None, "--material", help="Material name it joins the computed runs on (required with --results-root)."),
+    campaign: str | None = typer.Option(None, "--campaign", help="Campaign it belongs to (default: none, it joins every campaign's run of the material)."),
+    formula: str | None = typer.Option(None, "--formula", help="Formula of the sample (default: the material name)."),
+    temperature_k: float | None = typer.Option(None, "--temperature-k", help="Measurement temperature, K."),
+    pressure_gpa: float | None = typer.Option(None, "--pressure-gpa", help="Measurement pressure, GPa."),
+    sigma_s_cm: float | None = typer.Option(None, "--sigma-s-cm", help="Measured ionic conductivity, S/cm (makes the row training data)."),
+    source: str | None = typer.Option(None, "--source", help="Where the spectrum comes from (default: the file's path)."),
+    spectrum_id: str | None = typer.Option(None, "--spectrum-id", help="Key within (material, campaign); default the file name. Same key: replaced."),
 ) -> None:
-    """Read an experimental spectrum and write it as freq_cm1, intensity."""
-    from ramanscreen.tasks.experiment import process, read_spectrum, write_spectrum_table
+    """Read an experimental spectrum and write it as freq_cm1, intensity (a file, a results root, or both)."""
+    import hashlib
 
+    from ramanscreen.tasks.experiment import process, read_spectrum, write_spectrum_table
+    from ramanscreen.tasks.results import experimental_spectrum_id, write_experimental_spectrum
+
+    if out_file is None and results_root is None:
+        raise InputError("nowhere to write the spectrum", field="--out", fix="pass --out FILE.csv or --results-root DIR")
+    if results_root is not None and material is None:
+        raise InputError("--results-root needs the material", field="--material", fix="pass --material NAME (as in the campaign)")
+    if out_file is not None and out_file.suffix not in (".csv", ".parquet"):  # before anything is written
+        raise InputError(f"unknown table format {out_file.suffix!r}", field="--out", fix="use .csv or .parquet")
     spec = read_spectrum(file, fmt, index=index)
     spec = process(spec, baseline=baseline, normalize=normalize,
                    range_cm1=(None, None) if range_cm1 is None else (range_cm1[0], range_cm1[1]))
-    write_spectrum_table(spec, out_file)
+    written = []
+    if results_root is not None:
+        assert material is not None
+        meta = {"formula": formula or material, "temperature_k": temperature_k, "pressure_gpa": pressure_gpa,
+                "sigma_S_cm": sigma_s_cm, "source": source or str(file), "file": file.name,
+                "file_sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "format": spec.fmt,
+                "baseline": baseline, "normalisation": normalize}
+        path = write_experimental_spectrum(results_root, material, freq_cm1=spec.freq_cm1, intensity=spec.intensity,
+                                           meta=meta, campaign=campaign,
+                                           spectrum_id=spectrum_id or experimental_spectrum_id(file))
+        written.append(str(path))
+    if out_file is not None:
+        write_spectrum_table(spec, out_file)
+        written.append(str(out_file))
     sel = spec.metadata.get("selection", "")
-    out.print(f"wrote {out_file}: {len(spec.freq_cm1)} points, {spec.freq_cm1[0]:g}–{spec.freq_cm1[-1]:g} cm⁻¹ "
+    out.print(f"wrote {', '.join(written)}: {len(spec.freq_cm1)} points, {spec.freq_cm1[0]:g}–{spec.freq_cm1[-1]:g} cm⁻¹ "
               f"({spec.fmt}{', ' + sel if sel else ''}; baseline {baseline}, normalise {normalize})", markup=False)
 
 

@@ -136,21 +136,33 @@ def features(
 
 @peaks_app.command("regress")
 def regress(
-    features_table: Path = typer.Argument(..., help="CSV/Parquet with the target column and numeric feature columns (e.g. from `peaks features`)."),
+    features_table: Path = typer.Argument(..., help="CSV/Parquet with the target column and numeric feature columns (e.g. from `peaks features`); or a results root: its experimental spectra with a measured σ, fitted, with the --band features."),
     target: str = typer.Option("sigma_S_cm", "--target", help="Target column."),
     feature: list[str] | None = typer.Option(None, "--feature", help="Feature column (repeat; default: every numeric column but the target, T and P)."),
     transform: str | None = typer.Option(None, "--transform", help="log10 | identity (default: log10 for sigma*/D_*)."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Write the coefficients and R² as JSON."),
+    bands: list[float] | None = typer.Option(None, "--band", help="With a results root: band centre in cm⁻¹ giving pos_/fwhm_/area_frac_ features (repeat)."),
+    window_cm1: float = typer.Option(30.0, "--window-cm1", help="With a results root: a band's peak must lie within this distance of its centre."),
+    profile: str = _PROFILE, baseline: str = _BASELINE, baseline_order: int = _ORDER, prominence: float = _PROM,
+    min_distance_cm1: float = _DIST, max_peaks: int = _MAXP, range_cm1: tuple[float, float] | None = _RANGE,
 ) -> None:
     """Multi-linear regression of (log10) TARGET on peak features: coefficients ± SE, R², cross-validated R²."""
-    from ramanscreen.tasks.peaks import linear_regression
+    from ramanscreen.tasks.peaks import experimental_features, linear_regression
     from ramanscreen.tasks.surrogate import _read_columns, apply_transform, default_transform
 
-    cols = _read_columns(features_table)
+    if features_table.is_dir():
+        if not bands:
+            raise InputError("a results root needs the bands to build features from", file=features_table,
+                             field="--band", fix="pass --band CM1 for each band, e.g. --band 250 --band 640")
+        s = _settings(profile, baseline, baseline_order, prominence, min_distance_cm1, max_peaks, range_cm1)
+        cols = experimental_features(features_table, bands, window_cm1, s)
+        out.print(f"note: {len(cols['material'])} experimental spectra with a measured σ from {features_table}", markup=False)
+    else:
+        cols = _read_columns(features_table)
     if target not in cols:
         raise InputError(f"no target column '{target}'", file=features_table, field="--target", fix=f"columns: {', '.join(cols)}")
     transform = transform or default_transform(target)
-    skip = {target, "temperature_k", "pressure_gpa", "row", "peak"}
+    skip = {target, "temperature_k", "pressure_gpa", "row", "peak", "campaign", "material", "spectrum_id", "run_id"}
     if not feature:
         feature = [k for k, v in cols.items() if k not in skip and all(isinstance(x, (int, float)) or x is None for x in v)]
     for f in feature:

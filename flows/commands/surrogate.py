@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ramanscreen.flows.cli import app
 from ramanscreen.tasks.common import InputError, write_table
-from ramanscreen.tasks.surrogate import KERNEL_FAMILIES, SurrogateSettings
+from ramanscreen.tasks.surrogate import KERNEL_FAMILIES, RESULTS_ROWS, SurrogateSettings
 
 surrogate_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 app.add_typer(surrogate_app, name="surrogate",
@@ -32,6 +32,7 @@ def fit(
     families: list[str] | None = typer.Option(None, "--family", help=f"Kernel families to search (repeat; default all: {', '.join(KERNEL_FAMILIES)})."),
     no_ard: bool = typer.Option(False, "--no-ard", help="Only isotropic length scales."),
     seed: int = typer.Option(_DEFAULTS.seed, "--seed", help="Seed of the CV split, the optimiser and the GP."),
+    rows: str = typer.Option(RESULTS_ROWS[0], "--rows", help="Rows of a results root: all | computed (screening view) | experimental (imported spectra with a measured σ)."),
 ) -> None:
     """Fit the surrogate; report CV MAE/RMSE (log10 units for σ, D) and ±1σ/±2σ calibration."""
     from ramanscreen.tasks.surrogate import fit_surrogate, model_paths, read_property_table, save_model
@@ -39,7 +40,7 @@ def fit(
     paths = model_paths(out_file)
     settings = SurrogateSettings(n_trials=n_trials, cv_folds=cv_folds, seed=seed,
                                  families=tuple(families) if families else KERNEL_FAMILIES, allow_ard=not no_ard)
-    data = read_property_table(table)
+    data = read_property_table(table, results_rows=rows)
     for note in data.notes:
         out.print(f"note: {note}", markup=False)
     model, report = fit_surrogate(data, target, settings, transform=transform)
