@@ -137,6 +137,54 @@ def write_table(
     return path
 
 
+#: Magic numbers of binary formats a user may hand to a text reader by mistake.
+_MAGIC = ((b"\x93NUMPY", "a NumPy .npy array", "npy"), (b"PK\x03\x04", "a zip archive (.npz?)", "npz"),
+          (b"PAR1", "a Parquet table", None), (b"\x89HDF", "an HDF5 file", None),
+          (b"SQLite format 3", "an SQLite database", None), (b"\x7fELF", "an executable", None),
+          (b"\x1f\x8b", "a gzip archive", None), (b"\x89PNG", "a PNG image", None),
+          (b"%PDF", "a PDF document", None))
+
+
+def refuse_binary(path: str | os.PathLike[str], *, what: str, field: str | None = None,
+                  fix: str | None = None) -> None:
+    """Raise :class:`InputError` if ``path`` is not text (a NUL byte, or not UTF-8, in its first
+    8 KiB), naming the format when its magic number tells (``.npy``, zip, Parquet, ...).
+
+    A text reader handed a binary file otherwise reports something confusing ("has 4 columns
+    instead of 6"); this says what the file is and what was expected.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> _ = p.write_bytes(b"\x93NUMPY\x01\x00" + bytes(60))
+    >>> refuse_binary(p, what="a 6-column α text file", field="input_format")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: /.../a.txt: input_format: is a binary file (a NumPy .npy array), not a 6-column α text file (fix: name its format, e.g. input_format npy, or rename it to .npy)
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return  # the reader reports a missing or unreadable file in its own words
+    if not head:
+        return
+    kind = next(((name, fmt) for magic, name, fmt in _MAGIC if head.startswith(magic)), None)
+    binary = kind is not None or b"\x00" in head
+    if not binary:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            binary = exc.start < len(head) - 4  # a multi-byte character cut at 8 KiB is still text
+    if not binary:
+        return
+    name, fmt = kind if kind is not None else ("not text", None)
+    if fix is None:
+        fix = (f"name its format, e.g. {field or 'format'} {fmt}, or rename it to .{fmt}" if fmt
+               else f"give {what}")
+    raise InputError(f"is a binary file ({name}), not {what}", file=path, field=field, fix=fix)
+
+
 def require_finite(array: np.ndarray, *, file: str | os.PathLike[str] | None, field: str) -> None:
     """Raise :class:`InputError` naming the first frame that holds NaN or inf."""
     bad = ~np.isfinite(array)

@@ -82,7 +82,15 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError, atomic_path, atomic_write, save_figure, write_table
+from ramanscreen.tasks.common import (
+    CM1_PER_INV_FS,
+    InputError,
+    atomic_path,
+    atomic_write,
+    refuse_binary,
+    save_figure,
+    write_table,
+)
 from ramanscreen.tasks.schema import check, setting
 
 #: Fewest α frames accepted (a spectrum from fewer is meaningless).
@@ -304,6 +312,7 @@ def _first_bad_text_line(path: Path) -> tuple[int, str]:
 
 
 def _read_txt(path: Path) -> np.ndarray:
+    refuse_binary(path, what="a 6-column α text file (xx yy zz xy yz zx)", field="input_format")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
