@@ -110,6 +110,98 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+class Staging:
+    """The outputs of one command, written into a private staging folder (see :func:`staged`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.outputs: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | os.PathLike[str]) -> Path:
+        """Where to write the output that will be published as ``final``."""
+        final = Path(final)
+        tmp = self.folder / f"{len(self.outputs)}-{final.name}"
+        self.outputs.append((tmp, final))
+        return tmp
+
+
+def _refuse_blocked(final: Path, field: str | None) -> None:
+    if final.is_dir():
+        raise InputError(f"{final} is a directory, so the output cannot be written there", file=final,
+                         field=field, fix="remove or rename it, or write the outputs to another directory")
+    parent = final.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{parent} is a file, so the output folder cannot be made", file=final, field=field,
+                         fix="choose an output directory whose parents are directories")
+
+
+@contextlib.contextmanager
+def staged(out_dir: str | os.PathLike[str], *, field: str | None = "out_dir") -> Iterator[Staging]:
+    """Write a command's outputs into a staging folder inside ``out_dir``; publish them all with
+    atomic renames at the end, or none of them.
+
+    Every target is checked before anything is published (a directory in the way, a parent that
+    is a file); a rename that still fails puts back what was there before. On an exception the
+    staging folder goes, so a failed command leaves the output location as it found it.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / "b.json").mkdir()  # something in the way of the second output
+    >>> with staged(d) as st:
+    ...     _ = st.path(d / "a.txt").write_text("a")
+    ...     _ = st.path(d / "b.json").write_text("b")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: /.../b.json: out_dir: /.../b.json is a directory, so the output cannot be written there (fix: ...)
+    >>> sorted(p.name for p in d.iterdir())
+    ['b.json']
+    """
+    import shutil
+
+    out = Path(out_dir)
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{probe} is a file, not a directory", file=out, field=field,
+                         fix="choose an output directory whose parents are directories")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as exc:
+        raise InputError(f"cannot write here: {exc.strerror or exc}", file=out, field=field,
+                         fix="choose a writable directory or fix its permissions") from None
+    stage = Staging(folder)
+    try:
+        yield stage
+        for _, final in stage.outputs:
+            _refuse_blocked(final, field)
+        done: list[tuple[Path, Path | None]] = []
+        try:
+            for i, (tmp, final) in enumerate(stage.outputs):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                backup = None
+                if final.exists():
+                    backup = folder / f".old-{i}"
+                    os.replace(final, backup)
+                done.append((final, backup))
+                if tmp.exists():
+                    os.chmod(tmp, _umask_mode())
+                    os.replace(tmp, final)
+        except BaseException:
+            for final, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, final)
+                    elif final.exists() and not final.is_dir():
+                        final.unlink()
+            raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_table(
     columns: Mapping[str, Any], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
 ) -> Path:
@@ -159,7 +251,7 @@ def refuse_binary(path: str | os.PathLike[str], *, what: str, field: str | None 
     >>> refuse_binary(p, what="a 6-column α text file", field="input_format")
     Traceback (most recent call last):
     ...
-    ramanscreen.tasks.common.InputError: /.../a.txt: input_format: is a binary file (a NumPy .npy array), not a 6-column α text file (fix: name its format, e.g. input_format npy, or rename it to .npy)
+    ramanscreen.tasks.common.InputError: /.../a.txt: input_format: is a binary file (a NumPy .npy array), not a 6-column α text file (fix: rename it to .npy, or name its format (npy))
     """
     path = Path(path)
     try:
@@ -180,8 +272,7 @@ def refuse_binary(path: str | os.PathLike[str], *, what: str, field: str | None 
         return
     name, fmt = kind if kind is not None else ("not text", None)
     if fix is None:
-        fix = (f"name its format, e.g. {field or 'format'} {fmt}, or rename it to .{fmt}" if fmt
-               else f"give {what}")
+        fix = f"rename it to .{fmt}, or name its format ({fmt})" if fmt else f"pass {what}"
     raise InputError(f"is a binary file ({name}), not {what}", file=path, field=field, fix=fix)
 
 

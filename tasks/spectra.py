@@ -550,6 +550,10 @@ class AlphaSeries:
         Traceback (most recent call last):
         ...
         ramanscreen.tasks.common.InputError: a.txt: dt_fs: 2 fs contradicts the file, which states 10 fs between α samples (fix: leave it out: the file states it)
+        >>> AlphaSeries(np.zeros((64, 3, 3)), 10.0, "a.txt").spacing_fs(stride=10)
+        Traceback (most recent call last):
+        ...
+        ramanscreen.tasks.common.InputError: a.txt: stride: 10 leaves 7 of the file's 64 α samples; a spectrum needs at least 16 (fix: use a stride of at most 4)
         """
         dt = self.dt_fs
         if given_dt_fs is not None:
@@ -563,6 +567,12 @@ class AlphaSeries:
                              field="dt_fs", fix="give it (fs between consecutive α samples of the file)")
         if int(stride) != stride or stride < 1:
             raise InputError(f"must be an integer >= 1, got {stride!r}", field="stride")
+        n = len(self.alpha_A3)
+        kept = -(-n // int(stride))
+        if kept < MIN_FRAMES <= n:
+            raise InputError(f"{stride} leaves {kept} of the file's {n} α samples; a spectrum needs at least "
+                             f"{MIN_FRAMES}", file=self.source, field="stride",
+                             fix=f"use a stride of at most {(n - 1) // (MIN_FRAMES - 1)}")
         return float(dt) * int(stride)
 
 

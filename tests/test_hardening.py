@@ -1,0 +1,176 @@
+"""Issue 11: bad inputs refused up front, in one line naming file, flag and fix, exit 2, and
+nothing written where the outputs go. One table per command; each row is a case from the issue
+(or a sibling in the same family) and the text its message must hold.
+
+The CLI runs in this process (``ramanscreen.flows.cli.main``), as the console script runs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ramanscreen.flows.cli import main
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return int(info.value.code or 0), err
+
+
+def assert_refused(capsys, out_dir: Path, args: list[str], *needles: str) -> str:
+    before = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*"))
+    code, err = run(capsys, *args)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert sorted(p.relative_to(out_dir) for p in out_dir.rglob("*")) == before, "something was written"
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------ spectrum
+
+
+@pytest.fixture
+def alpha_txt(tmp_path) -> Path:
+    from ramanscreen.tasks.spectra import write_alpha
+
+    rng = np.random.default_rng(0)
+    a = np.tile(np.eye(3), (64, 1, 1)) + 0.01 * rng.standard_normal((64, 3, 3))
+    path = tmp_path / "in" / "a.txt"
+    path.parent.mkdir()
+    write_alpha(path, 0.5 * (a + a.transpose(0, 2, 1)), dt_fs=5.0)
+    np.save(tmp_path / "in" / "arr.npy", a)
+    shutil.copy(tmp_path / "in" / "arr.npy", tmp_path / "in" / "binary.txt")
+    (tmp_path / "in" / "noise.dat").write_bytes(np.random.default_rng(1).bytes(3000))
+    (tmp_path / "out").mkdir()
+    return path
+
+
+SPECTRUM_CASES = {
+    # issue: "--stride 1e12 --sigma-cm1 0 writes a spectrum from 0 to 0" / "--stride 1e12 blames sigma_cm1"
+    "stride leaves one frame, no smoothing": (["--stride", "1000000000000", "--sigma-cm1", "0"],
+                                              ["a.txt: --stride: 1000000000000 leaves 1 of the file's 64 α samples",
+                                               "at least 16", "use a stride of at most 4"]),
+    "stride leaves one frame": (["--stride", "1000000000000"], ["--stride:", "a spectrum needs at least 16"]),
+    "stride leaves too few frames": (["--stride", "5"], ["--stride: 5 leaves 13 of the file's 64"]),
+    "stride zero": (["--stride", "0"], ["--stride: must be an integer >= 1"]),
+    "negative omega_c": (["--omega-c-cm1", "-1"], ["--omega-c-cm1: must be > 0"]),
+    "negative sigma": (["--sigma-cm1", "-1"], ["--sigma-cm1:"]),
+    "window order": (["--omega-min-cm1", "60"], ["--omega-c-cm1: omega_c_cm1 = 50 must exceed omega_min_cm1 = 60"]),
+}
+
+
+@pytest.mark.parametrize("case", SPECTRUM_CASES)
+def test_spectrum_refuses(capsys, alpha_txt, case) -> None:
+    extra, needles = SPECTRUM_CASES[case]
+    out = alpha_txt.parent.parent / "out"
+    assert_refused(capsys, out, ["spectrum", alpha_txt, "--out", out / "s.parquet", "--plot", *extra], *needles)
+
+
+@pytest.mark.parametrize(("name", "needles"), [
+    ("binary.txt", ["binary.txt: --input-format: is a binary file (a NumPy .npy array)", "rename it to .npy"]),
+    ("noise.dat", ["noise.dat: --input-format: is a binary file (not text), not a 6-column α text file"]),
+])
+def test_spectrum_binary_file(capsys, alpha_txt, name, needles) -> None:
+    out = alpha_txt.parent.parent / "out"
+    assert_refused(capsys, out, ["spectrum", alpha_txt.parent / name, "--dt-fs", "5", "--out", out / "s.csv"],
+                   *needles)
+
+
+# ------------------------------------------------------------------------------------ transport
+
+DUMP = """ITEM: TIMESTEP
+{step}
+ITEM: NUMBER OF ATOMS
+3
+ITEM: BOX BOUNDS pp pp pp
+0.0 10.0
+0.0 11.0
+0.0 12.0
+ITEM: ATOMS id type x y z
+1 1 {x:.4f} 2.0 3.0
+2 2 5.0 5.0 5.0
+3 3 7.0 8.0 9.0
+"""
+
+
+@pytest.fixture
+def dump(tmp_path) -> Path:
+    path = tmp_path / "in" / "run.lammpstrj"
+    path.parent.mkdir()
+    path.write_text("".join(DUMP.format(step=k, x=1.0 + 0.01 * k) for k in range(20)))
+    (tmp_path / "out").mkdir()
+    return path
+
+
+TRANSPORT_CASES = {
+    # issue: "a short --type-map gives `list index out of range`"
+    "short type map": (["--type-map", "Na", "--type-map", "P"],
+                       ["run.lammpstrj: --type-map: names 2 elements (Na P) but the dump has atom types up to 3",
+                        "give one element per type, 3 in all"]),
+    "type map not elements": (["--type-map", "Na", "--type-map", "P", "--type-map", "Xx"],
+                              ["--type-map: 'Xx' is not an element symbol"]),
+    "stride zero": (["--type-map", "Na", "--type-map", "P", "--type-map", "S", "--stride", "0"], ["--stride:"]),
+}
+
+
+@pytest.mark.parametrize("case", TRANSPORT_CASES)
+def test_transport_refuses(capsys, dump, case) -> None:
+    extra, needles = TRANSPORT_CASES[case]
+    out = dump.parent.parent / "out"
+    assert_refused(capsys, out, ["transport", dump, "--species", "Na", "--temperature-k", "600", "--dt-fs", "1",
+                                 "--input-format", "lammps-dump-text", "--out-dir", out, *extra], *needles)
+
+
+def test_transport_blocked_json_leaves_no_parquet(capsys, tmp_path) -> None:
+    """issue: "transport, when its JSON path is blocked, leaves the msd and vdos Parquet files"."""
+    from ase import Atoms
+
+    from ramanscreen.tasks.trajectory import Trajectory
+
+    rng = np.random.default_rng(0)
+    n, frames = 8, []
+    pos = rng.uniform(0, 10, (n, 3))
+    for _ in range(200):
+        pos = pos + 0.05 * rng.standard_normal((n, 3))
+        frames.append(Atoms(["Na"] * 4 + ["Cl"] * 4, positions=pos.copy(), cell=[10, 10, 10], pbc=True))
+    traj = tmp_path / "in" / "nacl.traj"
+    traj.parent.mkdir()
+    Trajectory.from_atoms(frames, dt_fs=10.0).write(traj)
+    out = tmp_path / "out"
+    (out / "nacl.transport.json").mkdir(parents=True)  # something in the way
+    assert_refused(capsys, out, ["transport", traj, "--species", "Na", "--temperature-k", "600", "--dt-fs", "10",
+                                 "--out-dir", out],
+                   "nacl.transport.json is a directory, so the output cannot be written there", "--out-dir")
+    assert sorted(p.name for p in out.iterdir()) == ["nacl.transport.json"]
+
+
+# ------------------------------------------------------------------------------------ reference
+
+
+@pytest.mark.system("cp2k-data")
+def test_reference_cp2k_without_executable_writes_nothing(capsys, tmp_path, monkeypatch) -> None:
+    """issue: "reference -b cp2k without the executable leaves polar.inp"."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("RAMANSCREEN_SCRATCH_DIR", str(scratch))
+    monkeypatch.setenv("RAMANSCREEN_CP2K_EXE", "no-such-cp2k.psmp")
+    monkeypatch.setenv("RAMANSCREEN_REFERENCE_LAUNCHER", "")
+    monkeypatch.setenv("RAMANSCREEN_MPIRUN", "")
+    line = assert_refused(capsys, tmp_path, ["reference", "AgI", "--backend", "cp2k", "--select", "1",
+                                             "--out", tmp_path / "o.extxyz"], "no-such-cp2k.psmp")
+    assert "cp2k_exe" in line
+    assert list(scratch.iterdir()) == []
+    assert_refused(capsys, tmp_path, ["reference", "AgI", "--backend", "cp2k", "--select", "1",
+                                      "--workdir", work, "--out", tmp_path / "o.extxyz"], "no-such-cp2k.psmp")
+    assert list(work.iterdir()) == []
