@@ -31,6 +31,7 @@ from prefect.logging import get_run_logger
 from ramanscreen.flows import progress
 from ramanscreen.flows.config import Campaign, load_campaign
 from ramanscreen.flows.stages import artifact_key, configure_caching
+from ramanscreen.tasks.common import InputError
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,32 @@ def _ui_from_api(api_url: str) -> str | None:
     return api_url[: -len("/api")] if api_url.rstrip("/").endswith("/api") else api_url
 
 
+#: Where a deployment's campaign files live, relative to the deployed repository (the working
+#: directory the pull step sets). Deployment parameters anyone with UI access can edit may only
+#: pick one of these reviewed files: never a file of their own, which could name new code.
+DEPLOYED_CAMPAIGNS = Path("deployments") / "campaigns"
+
+
+def deployed_campaign_file(campaign_file: str | os.PathLike[str], repo: Path | None = None) -> Path:
+    """``campaign_file`` (a deployment parameter) resolved inside ``<repo>/deployments/campaigns``,
+    or a one-line :class:`InputError` naming the parameter (see docs/security.md).
+
+    >>> deployed_campaign_file("/tmp/mine.toml", repo=Path("/srv/ramanscreen"))
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: /tmp/mine.toml: campaign_file: a deployment runs only the campaign files of its repository's deployments/campaigns/ (fix: ...)
+    """
+    base = ((repo or Path.cwd()) / DEPLOYED_CAMPAIGNS).resolve()
+    path = Path(campaign_file)
+    resolved = (path if path.is_absolute() else (repo or Path.cwd()) / path).resolve()
+    if base not in resolved.parents or resolved.suffix != ".toml":
+        choices = ", ".join(str(DEPLOYED_CAMPAIGNS / p.name) for p in sorted(base.glob("*.toml"))) or "none found"
+        raise InputError(f"a deployment runs only the campaign files of its repository's {DEPLOYED_CAMPAIGNS}/",
+                         file=campaign_file, field="campaign_file",
+                         fix=f"pick one of: {choices}; add a new campaign by committing it there")
+    return resolved
+
+
 @flow(name="ramanscreen-scheduled-campaign", flow_run_name=_flow_run_name)
 def scheduled_campaign(campaign_file: str, quick: bool = False) -> dict[str, Any]:
     """Deployment entrypoint (``deployments/prefect.yaml``): start the campaign's Dask cluster
@@ -186,6 +213,6 @@ def scheduled_campaign(campaign_file: str, quick: bool = False) -> dict[str, Any
     """
     from ramanscreen.flows.cluster import make_task_runner, open_cluster
 
-    campaign = load_campaign(campaign_file, quick=quick)
+    campaign = load_campaign(deployed_campaign_file(campaign_file), quick=quick)
     with open_cluster(campaign.cluster, file=str(campaign.source)) as running:
         return campaign_flow.with_options(task_runner=make_task_runner(running))(str(campaign.source), quick=quick)

@@ -174,3 +174,86 @@ def test_reference_cp2k_without_executable_writes_nothing(capsys, tmp_path, monk
     assert_refused(capsys, tmp_path, ["reference", "AgI", "--backend", "cp2k", "--select", "1",
                                       "--workdir", work, "--out", tmp_path / "o.extxyz"], "no-such-cp2k.psmp")
     assert list(work.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ md: trusted calculators
+
+
+MD_CASES = {
+    # issue: "--calculator ase:os:system with --calc-kw command=… ran the shell command"
+    "os.system with a command": (["--calculator", "ase:os:system", "--calc-kw", "command=touch {canary}"],
+                                 ["--calc-kw: calculator keyword 'command' would name a program to run"]),
+    "os.system as a calculator": (["--calculator", "ase:os:system", "--calc-kw", "x=1"],
+                                  ["--calculator: 'ase:os:system' does not name an ASE calculator",
+                                   "not a subclass of ase.calculators.calculator.BaseCalculator"]),
+    "subprocess as a calculator": (["--calculator", "ase:subprocess:run"], ["does not name an ASE calculator"]),
+    "a program through --calc-kw": (["--calculator", "ase:ase.calculators.lammpsrun:LAMMPS",
+                                     "--calc-kw", "command=touch {canary}"],
+                                    ["--calc-kw: calculator keyword 'command' would name a program to run"]),
+    "not a module path": (["--calculator", "ase:os;rm:system"], ["--calculator: bad calculator spec"]),
+    # issue: "md --dt-fs 1000": refused up front (the state-file side is test_md's)
+    "negative dt": (["--calculator", "ase:ase.calculators.emt:EMT", "--dt-fs", "-1"], ["--dt-fs:"]),
+}
+
+
+@pytest.mark.parametrize("case", MD_CASES)
+def test_md_refuses(capsys, tmp_path, case) -> None:
+    extra, needles = MD_CASES[case]
+    canary = tmp_path / "canary"
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(canary=canary) for a in extra]
+    assert_refused(capsys, out, ["md", "AgI", "--steps", "4", "--temperature-k", "300", "--dt-fs", "2", "--out-dir", out, *args], *needles)
+    assert not canary.exists(), "the shell command ran"
+
+
+@pytest.mark.parametrize(("calculator", "options", "message"), [
+    ('"ase:os:system"', "", "mlff.calculator: 'ase:os:system' does not name an ASE calculator"),
+    ('"ase:ase.calculators.lammpsrun:LAMMPS"', 'options = { command = "touch /tmp/x" }',
+     "mlff.options: calculator keyword 'command' would name a program to run"),
+])
+def test_campaign_mlff_is_a_trusted_calculator(capsys, tmp_path, calculator, options, message) -> None:
+    """The same path through ``[mlff]`` of a campaign file: refused by validate, before anything runs."""
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'name = "c"\nresults_root = "{tmp_path / "results"}"\n[mlff]\ncalculator = {calculator}\n{options}\n'
+                    '[[materials]]\nname = "AgI"\nstructure = "AgI"\nmobile = ["Ag"]\ntemperature_k = 600\n')
+    line = assert_refused(capsys, tmp_path, ["validate", toml], message)
+    assert str(toml) in line
+
+
+def test_deployment_parameters_cannot_name_new_code(tmp_path) -> None:
+    """A deployment's campaign_file (editable in the UI) must be one of the repository's reviewed files."""
+    from ramanscreen.flows.campaign import deployed_campaign_file, scheduled_campaign
+    from ramanscreen.tasks.common import InputError
+
+    repo = Path(__file__).resolve().parents[1]
+    assert deployed_campaign_file("deployments/campaigns/quick.toml", repo=repo) == \
+        repo / "deployments" / "campaigns" / "quick.toml"
+    mine = tmp_path / "mine.toml"
+    mine.write_text('name = "x"\n[mlff]\ncalculator = "ase:ase.calculators.emt:EMT"\n')
+    for bad in (str(mine), "deployments/campaigns/../../pyproject.toml", "deployments/prefect.yaml"):
+        with pytest.raises(InputError, match="campaign_file: a deployment runs only the campaign files") as info:
+            deployed_campaign_file(bad, repo=repo)
+        assert "deployments/campaigns/quick.toml" in str(info.value)
+    with pytest.raises(InputError, match="campaign_file"):
+        scheduled_campaign.fn(str(mine))
+
+
+def test_entry_point_calculators_join_the_registry(tmp_path, monkeypatch) -> None:
+    """A package declares a calculator under the ``ramanscreen.calculators`` entry-point group."""
+    import sys
+
+    from ramanscreen.tasks.md import get_calculator
+
+    pkg = tmp_path / "site"
+    (pkg / "mycalc_pkg").mkdir(parents=True)
+    (pkg / "mycalc_pkg" / "__init__.py").write_text(
+        "from ase.calculators.emt import EMT\n\ndef factory(properties=(), **kw):\n    return EMT(**kw)\n")
+    dist = pkg / "mycalc_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mycalc-pkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[ramanscreen.calculators]\nmyemt = mycalc_pkg:factory\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    calc = get_calculator("myemt")
+    assert type(calc).__name__ == "EMT"
+    assert "mycalc_pkg" in sys.modules

@@ -25,6 +25,9 @@ def _parse_kwargs(items: list[str] | None) -> dict:
             kwargs[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             kwargs[key.strip()] = value
+    from ramanscreen.tasks.md import refuse_command_options
+
+    refuse_command_options(kwargs, field="--calc-kw")
     return kwargs
 
 
