@@ -155,6 +155,9 @@ def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, 
     from ramanscreen.flows.server import local_server
 
     campaign = load_campaign(campaign_file, quick=quick)  # bad input fails here, before anything starts
+    from ramanscreen.tasks.common import check_writable_dir
+
+    check_writable_dir(campaign.results_root, file=campaign_file, field="results_root", what="results root")
     campaign.results_root.mkdir(parents=True, exist_ok=True)
     home = campaign.results_root / "_prefect" / "server" / campaign.name
     with local_server(home, keep=keep_ui) as server:

@@ -110,6 +110,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def check_writable_dir(path: str | os.PathLike[str], *, file: str | os.PathLike[str] | None = None,
+                       field: str | None = None, what: str = "output directory") -> Path:
+    """Make ``path`` (and its parents) and prove it writable with a probe file, or raise a
+    one-line :class:`InputError` naming ``file`` and ``field`` (not a bare PermissionError).
+
+    >>> check_writable_dir("/proc/no/such/root", file="c.toml", field="results_root", what="results root")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: c.toml: results_root: cannot write the results root /proc/no/such/root: ... (fix: ...)
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot write the {what} {path}: {reason}", file=file, field=field,
+                         fix=f"choose a writable {what} (or fix its permissions: it needs write access)") from None
+    return path
+
+
 class Staging:
     """The outputs of one command, written into a private staging folder (see :func:`staged`)."""
 
@@ -247,7 +270,8 @@ def refuse_binary(path: str | os.PathLike[str], *, what: str, field: str | None 
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-    >>> _ = p.write_bytes(b"\x93NUMPY\x01\x00" + bytes(60))
+    >>> with open(p, "wb") as fh:
+    ...     np.save(fh, np.zeros(3))
     >>> refuse_binary(p, what="a 6-column α text file", field="input_format")
     Traceback (most recent call last):
     ...

@@ -544,7 +544,7 @@ class AlphaSeries:
         ``given_dt_fs`` when the file states none. A ``given_dt_fs`` that contradicts the file
         is refused (field ``dt_fs``), so is a file without one when none is given.
 
-        >>> AlphaSeries(np.zeros((16, 3, 3)), 10.0, "a.txt").spacing_fs(stride=5)
+        >>> AlphaSeries(np.zeros((80, 3, 3)), 10.0, "a.txt").spacing_fs(stride=5)
         50.0
         >>> AlphaSeries(np.zeros((16, 3, 3)), 10.0, "a.txt").spacing_fs(2.0)
         Traceback (most recent call last):

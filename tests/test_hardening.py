@@ -257,3 +257,94 @@ def test_entry_point_calculators_join_the_registry(tmp_path, monkeypatch) -> Non
     calc = get_calculator("myemt")
     assert type(calc).__name__ == "EMT"
     assert "mycalc_pkg" in sys.modules
+
+
+# ------------------------------------------------------------------------------------ physics sanity
+
+
+def test_md_refuses_a_structure_that_lost_atoms(capsys, tmp_path) -> None:
+    """issue: "A CIF missing its last atom rows (Na6P2S4, formal charge +8) runs MD without a word"."""
+    import warnings
+
+    import ase.io
+    from ase import Atoms
+
+    from ramanscreen.tasks.structures import check_charge_balance
+
+    lost = Atoms("Na6P2S4", cell=[8, 8, 8], pbc=True, scaled_positions=np.random.default_rng(0).random((12, 3)))
+    cif = tmp_path / "Na3PS4.cif"
+    ase.io.write(cif, lost)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_refused(capsys, out, ["md", cif, "--temperature-k", "300", "--dt-fs", "2", "--steps", "4",
+                                 "--calculator", "ase:ase.calculators.emt:EMT", "--out-dir", out],
+                   "Na3PS4.cif: STRUCTURE: Na6P2S4 is not charge balanced (formal charge +8 with Na+1 P+5 S-2",
+                   "--allow-charged")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_charge_balance(lost, file=cif, allow_charged=True)
+    assert any("not charge balanced" in str(w.message) for w in caught)
+    from ase.build import bulk
+
+    check_charge_balance(bulk("Cu", cubic=True))  # a metal: nothing to balance
+    check_charge_balance(Atoms("Li3P", cell=[5, 5, 5], pbc=True))  # P-3, not the table's +5
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    import ase.io
+
+    from ramanscreen.tasks.structures import build_structure
+
+    frames = []
+    for k in range(3):
+        a = build_structure("AgI", n_atoms=16, seed=k)
+        a.info["polarizability"] = (np.eye(3) * (10.0 + k)).ravel().tolist()
+        a.info["alpha_method"] = "embedded-dipole (test)"
+        frames.append(a)
+    path = tmp_path / "in" / "ref.extxyz"
+    path.parent.mkdir()
+    ase.io.write(path, frames, format="extxyz")
+    (tmp_path / "out").mkdir()
+    return path
+
+
+@pytest.mark.parametrize(("extra", "needles"), [
+    # issue: "alpha fit on 3 frames reports R² from one test frame"
+    ([], ["ref.extxyz: --n-train: 3 reference frames; a model needs at least 4"]),
+    (["--n-train", "2"], ["--n-train: 3 reference frames; a model needs at least 4"]),
+])
+def test_alpha_fit_refuses_too_few_frames(capsys, tiny_dataset, extra, needles) -> None:
+    out = tiny_dataset.parent.parent / "out"
+    assert_refused(capsys, out, ["alpha", "fit", tiny_dataset, "--committee", "0", "--out", out / "m.mts", *extra],
+                   *needles)
+
+
+def test_alpha_fit_split_minimum_is_one_setting() -> None:
+    from ramanscreen.tasks.common import InputError
+    from ramanscreen.tasks.polarizability import ModelSettings
+
+    s = ModelSettings()
+    s.check_split(8, 4)  # 4 + 4
+    s.check_split(5, 5)  # no test set: no metrics, allowed
+    with pytest.raises(InputError, match="5 training frames of 8 leave 3 test frames; test R² needs at least 4"):
+        s.check_split(8, 5)
+
+
+# ------------------------------------------------------------------------------------ campaigns
+
+
+def test_screen_with_an_unwritable_results_root(capsys, tmp_path, monkeypatch) -> None:
+    """issue: "A read-only results_root gives a bare PermissionError with no field and no fix".
+    /sys refuses new directories even to root, as a read-only mount would."""
+    repo = Path(__file__).resolve().parents[1]
+    toml = tmp_path / "c.toml"
+    text = (repo / "deployments" / "campaigns" / "quick.toml").read_text()
+    toml.write_text(text.replace('results_root = "results"', 'results_root = "/sys/ramanscreen-results"', 1))
+    assert "/sys/ramanscreen-results" in toml.read_text()
+    monkeypatch.delenv("RAMANSCREEN_RESULTS_ROOT", raising=False)
+    line = assert_refused(capsys, tmp_path, ["screen", toml],
+                          "--results-root: cannot write the results root /sys/ramanscreen-results",
+                          "fix: choose a writable results root")
+    assert line.startswith(f"error: {toml}: ")
+    assert not Path("/sys/ramanscreen-results").exists()
