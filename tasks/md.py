@@ -821,11 +821,15 @@ def _integrate(atoms: Atoms, dyn: Any, settings: MDSettings, paths: _Paths, stat
 
 
 def _write_state(paths: _Paths, status: str, step: int, total: int, settings: MDSettings, *,
-                 ps_per_day: float | None = None) -> None:
-    """``md.state.json``: how far the run is (read by progress displays; never needed to resume)."""
-    _write_json(paths.state, {"status": status, "step": step, "total": total, "dt_fs": settings.dt_fs,
-                              "equil_steps": settings.equil_steps, "ps_per_day": ps_per_day,
-                              "updated_utc": _now(), "settings": settings.to_dict()})
+                 ps_per_day: float | None = None, reason: str | None = None) -> None:
+    """``md.state.json``: how far the run is (read by progress displays; never needed to resume).
+    ``status`` is running, failed (with ``reason``) or interrupted."""
+    doc = {"status": status, "step": step, "total": total, "dt_fs": settings.dt_fs,
+           "equil_steps": settings.equil_steps, "ps_per_day": ps_per_day,
+           "updated_utc": _now(), "settings": settings.to_dict()}
+    if reason is not None:
+        doc["reason"] = reason
+    _write_json(paths.state, doc)
 
 
 # ---- 4. the finished run
@@ -962,7 +966,14 @@ def run_md(
         dyn = _make_dynamics(atoms, settings, rng)
         if resumed_arrays is not None:
             _restore_integrator(dyn, resumed_arrays)
-        _integrate(atoms, dyn, settings, paths, state, rng, timer, progress)
+        try:
+            _integrate(atoms, dyn, settings, paths, state, rng, timer, progress)
+        except BaseException as exc:  # the state file must not keep saying "running"
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            with contextlib.suppress(Exception):
+                _write_state(paths, status, state.step, settings.total_steps, settings, reason=reason)
+            raise
     return _finish(atoms, settings, paths, state, calc, n_threads, timer, steps_at_start)
 
 

@@ -348,3 +348,22 @@ def test_screen_with_an_unwritable_results_root(capsys, tmp_path, monkeypatch) -
                           "fix: choose a writable results root")
     assert line.startswith(f"error: {toml}: ")
     assert not Path("/sys/ramanscreen-results").exists()
+
+
+def test_md_that_blows_up_says_failed_in_its_state_file(capsys, tmp_path) -> None:
+    """issue: "md --dt-fs 1000 blows up and leaves a state file that still says running"."""
+    import json
+
+    import ase.io
+    from ase.build import bulk
+
+    cu = tmp_path / "cu.extxyz"
+    ase.io.write(cu, bulk("Cu", cubic=True).repeat(2))
+    out = tmp_path / "run"
+    code, err = run(capsys, "md", cu, "--temperature-k", "300", "--dt-fs", "1000", "--steps", "40", "--equil-steps",
+                    "0", "--calculator", "ase:ase.calculators.emt:EMT", "--out-dir", out, "--quiet")
+    assert code == 2 and "error: --dt-fs: MD blew up at step 1" in err, err
+    state = json.loads((out / "md.state.json").read_text())
+    assert state["status"] == "failed"
+    assert "MD blew up at step 1 (non-finite temperature)" in state["reason"]
+    assert not (out / "md.traj").exists() and not (out / "md.json").exists()
