@@ -13,11 +13,13 @@ campaign's ``[cluster]`` section (:mod:`ramanscreen.flows.cluster`) — in that 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as _dt
 import logging
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +138,26 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
             "ranking": _artifact_rows(rows), "report": report}
 
 
+@contextlib.contextmanager
+def honest_ui(campaign: str) -> Iterator[list[str]]:
+    """Before a campaign's flow runs: mark its earlier runs that a killed process left RUNNING as
+    Crashed (:func:`ramanscreen.flows.crashed.mark_crashed_runs`), then tag every flow run, subflow
+    and task started inside with the campaign and this process, so a later start can tell."""
+    from prefect import tags
+
+    from ramanscreen.flows.crashed import mark_crashed_runs, run_tags
+
+    try:
+        marked = mark_crashed_runs(campaign)
+    except Exception as exc:  # noqa: BLE001 - the UI's bookkeeping never stops a campaign
+        log.warning("could not check for crashed runs of %s: %s", campaign, exc)
+        marked = []
+    if marked:
+        log.warning("marked %d earlier flow run(s) of %s Crashed: their process is gone", len(marked), campaign)
+    with tags(*run_tags(campaign)):
+        yield marked
+
+
 @dataclass
 class CampaignRun:
     """What :func:`run_campaign` returns."""
@@ -164,7 +186,7 @@ def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, 
         ui = server.ui_url if server else _ui_from_api(os.environ.get("PREFECT_API_URL", ""))
         if on_server is not None:
             on_server(ui)
-        with open_cluster(campaign.cluster, file=str(campaign.source)) as running:
+        with open_cluster(campaign.cluster, file=str(campaign.source)) as running, honest_ui(campaign.name):
             state = campaign_flow.with_options(task_runner=make_task_runner(running))(
                 str(campaign.source), quick=quick, return_state=True)
         flow_run_id = str(state.state_details.flow_run_id) if state.state_details else None
@@ -217,5 +239,5 @@ def scheduled_campaign(campaign_file: str, quick: bool = False) -> dict[str, Any
     from ramanscreen.flows.cluster import make_task_runner, open_cluster
 
     campaign = load_campaign(deployed_campaign_file(campaign_file), quick=quick)
-    with open_cluster(campaign.cluster, file=str(campaign.source)) as running:
+    with open_cluster(campaign.cluster, file=str(campaign.source)) as running, honest_ui(campaign.name):
         return campaign_flow.with_options(task_runner=make_task_runner(running))(str(campaign.source), quick=quick)
