@@ -91,7 +91,8 @@ class MLFFSettings:
             raise InputError("calculator must be a name", field="calculator", fix="chgnet, sevenn or ase:module:Class")
         spec = self.calculator.strip()
         if spec.startswith("ase:") and len(spec.split(":")) == 3:
-            trusted_ase_class(*spec.split(":")[1:], spec)  # refused on load, not when MD starts
+            _, module_name, class_name = spec.split(":")
+            trusted_ase_class(module_name, class_name, spec)  # refused on load, not when MD starts
             refuse_command_options(self.options)
 
 
@@ -352,8 +353,8 @@ def trusted_ase_class(module_name: str, class_name: str, spec: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError(f"cannot import {module_name!r} for calculator {spec!r}: {exc}", field="calculator",
-                         fix=fix) from None
+        raise InputError(f"calculator {spec!r} could not load offline: {type(exc).__name__}: {exc}",
+                         field="calculator", fix="install the package that provides it, or " + fix) from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseCalculator)):
         raise InputError(f"{spec!r} does not name an ASE calculator ({module_name}.{class_name} is not a subclass "
