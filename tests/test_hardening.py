@@ -17,10 +17,12 @@ from ramanscreen.flows.cli import main
 
 
 def run(capsys, *args: str) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
+    code = 0
+    try:
         main([str(a) for a in args])
-    err = capsys.readouterr().err
-    return int(info.value.code or 0), err
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
 
 
 def assert_refused(capsys, out_dir: Path, args: list[str], *needles: str) -> str:
@@ -83,6 +85,20 @@ def test_spectrum_binary_file(capsys, alpha_txt, name, needles) -> None:
     out = alpha_txt.parent.parent / "out"
     assert_refused(capsys, out, ["spectrum", alpha_txt.parent / name, "--dt-fs", "5", "--out", out / "s.csv"],
                    *needles)
+
+
+def test_spectrum_publishes_table_and_png_together(capsys, alpha_txt) -> None:
+    out = alpha_txt.parent.parent / "out"
+    (out / "s.parquet").mkdir()  # the table's path is blocked: the PNG must not appear either
+    code, err = run(capsys, "spectrum", alpha_txt, "--out", out / "s.parquet", "--plot")
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]  # (the descriptors warning aside)
+    assert code == 2 and len(errors) == 1, err
+    assert "--out: " in errors[0] and "s.parquet is a directory, so the output cannot be written there" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["s.parquet"]
+    (out / "s.parquet").rmdir()
+    code, err = run(capsys, "spectrum", alpha_txt, "--out", out / "s.parquet", "--plot")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["s.parquet", "s.png"]
 
 
 # ------------------------------------------------------------------------------------ transport
