@@ -383,3 +383,23 @@ def test_md_that_blows_up_says_failed_in_its_state_file(capsys, tmp_path) -> Non
     assert state["status"] == "failed"
     assert "MD blew up at step 1 (non-finite temperature)" in state["reason"]
     assert not (out / "md.traj").exists() and not (out / "md.json").exists()
+
+
+@pytest.mark.system("cp2k-data")
+def test_reference_scratch_is_per_run_and_removed_on_failure(capsys, tmp_path, monkeypatch) -> None:
+    """issue: "... leaves polar.inp, also in a shared scratch folder": a failing code run (here
+    /bin/false as the CP2K executable) leaves no scratch behind, unless --keep-work."""
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("RAMANSCREEN_SCRATCH_DIR", str(scratch))
+    monkeypatch.setenv("RAMANSCREEN_CP2K_EXE", "/bin/false")
+    monkeypatch.setenv("RAMANSCREEN_REFERENCE_LAUNCHER", "")
+    monkeypatch.setenv("RAMANSCREEN_MPIRUN", "")
+    args = ["reference", "AgI", "--backend", "cp2k", "--select", "1", "--out", tmp_path / "o.extxyz"]
+    code, err = run(capsys, *args)
+    assert code != 0 and "exited with code 1" in err, err
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "o.extxyz").exists()
+    code, err = run(capsys, *args, "--keep-work")
+    assert code != 0
+    (kept,) = scratch.iterdir()
+    assert kept.name.startswith("reference-cp2k-") and (kept / "frame_00000" / "polar.inp").is_file()
+    assert f"kept the scratch folder {kept}" in err
