@@ -13,11 +13,13 @@ campaign's ``[cluster]`` section (:mod:`ramanscreen.flows.cluster`) — in that 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as _dt
 import logging
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from prefect.logging import get_run_logger
 from ramanscreen.flows import progress
 from ramanscreen.flows.config import Campaign, load_campaign
 from ramanscreen.flows.stages import artifact_key, configure_caching
+from ramanscreen.tasks.common import InputError
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,26 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
             "ranking": _artifact_rows(rows), "report": report}
 
 
+@contextlib.contextmanager
+def honest_ui(campaign: str) -> Iterator[list[str]]:
+    """Before a campaign's flow runs: mark its earlier runs that a killed process left RUNNING as
+    Crashed (:func:`ramanscreen.flows.crashed.mark_crashed_runs`), then tag every flow run, subflow
+    and task started inside with the campaign and this process, so a later start can tell."""
+    from prefect import tags
+
+    from ramanscreen.flows.crashed import mark_crashed_runs, run_tags
+
+    try:
+        marked = mark_crashed_runs(campaign)
+    except Exception as exc:  # noqa: BLE001 - the UI's bookkeeping never stops a campaign
+        log.warning("could not check for crashed runs of %s: %s", campaign, exc)
+        marked = []
+    if marked:
+        log.warning("marked %d earlier flow run(s) of %s Crashed: their process is gone", len(marked), campaign)
+    with tags(*run_tags(campaign)):
+        yield marked
+
+
 @dataclass
 class CampaignRun:
     """What :func:`run_campaign` returns."""
@@ -154,13 +177,16 @@ def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, 
     from ramanscreen.flows.server import local_server
 
     campaign = load_campaign(campaign_file, quick=quick)  # bad input fails here, before anything starts
+    from ramanscreen.tasks.common import check_writable_dir
+
+    check_writable_dir(campaign.results_root, file=campaign_file, field="results_root", what="results root")
     campaign.results_root.mkdir(parents=True, exist_ok=True)
     home = campaign.results_root / "_prefect" / "server" / campaign.name
     with local_server(home, keep=keep_ui) as server:
         ui = server.ui_url if server else _ui_from_api(os.environ.get("PREFECT_API_URL", ""))
         if on_server is not None:
             on_server(ui)
-        with open_cluster(campaign.cluster, file=str(campaign.source)) as running:
+        with open_cluster(campaign.cluster, file=str(campaign.source)) as running, honest_ui(campaign.name):
             state = campaign_flow.with_options(task_runner=make_task_runner(running))(
                 str(campaign.source), quick=quick, return_state=True)
         flow_run_id = str(state.state_details.flow_run_id) if state.state_details else None
@@ -172,6 +198,32 @@ def _ui_from_api(api_url: str) -> str | None:
     if not api_url:
         return None
     return api_url[: -len("/api")] if api_url.rstrip("/").endswith("/api") else api_url
+
+
+#: Where a deployment's campaign files live, relative to the deployed repository (the working
+#: directory the pull step sets). Deployment parameters anyone with UI access can edit may only
+#: pick one of these reviewed files: never a file of their own, which could name new code.
+DEPLOYED_CAMPAIGNS = Path("deployments") / "campaigns"
+
+
+def deployed_campaign_file(campaign_file: str | os.PathLike[str], repo: Path | None = None) -> Path:
+    """``campaign_file`` (a deployment parameter) resolved inside ``<repo>/deployments/campaigns``,
+    or a one-line :class:`InputError` naming the parameter (see docs/security.md).
+
+    >>> deployed_campaign_file("/tmp/mine.toml", repo=Path("/srv/ramanscreen"))
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: /tmp/mine.toml: campaign_file: a deployment runs only the campaign files of its repository's deployments/campaigns/ (fix: ...)
+    """
+    base = ((repo or Path.cwd()) / DEPLOYED_CAMPAIGNS).resolve()
+    path = Path(campaign_file)
+    resolved = (path if path.is_absolute() else (repo or Path.cwd()) / path).resolve()
+    if base not in resolved.parents or resolved.suffix != ".toml":
+        choices = ", ".join(str(DEPLOYED_CAMPAIGNS / p.name) for p in sorted(base.glob("*.toml"))) or "none found"
+        raise InputError(f"a deployment runs only the campaign files of its repository's {DEPLOYED_CAMPAIGNS}/",
+                         file=campaign_file, field="campaign_file",
+                         fix=f"pick one of: {choices}; add a new campaign by committing it there")
+    return resolved
 
 
 @flow(name="ramanscreen-scheduled-campaign", flow_run_name=_flow_run_name)
@@ -186,6 +238,6 @@ def scheduled_campaign(campaign_file: str, quick: bool = False) -> dict[str, Any
     """
     from ramanscreen.flows.cluster import make_task_runner, open_cluster
 
-    campaign = load_campaign(campaign_file, quick=quick)
-    with open_cluster(campaign.cluster, file=str(campaign.source)) as running:
+    campaign = load_campaign(deployed_campaign_file(campaign_file), quick=quick)
+    with open_cluster(campaign.cluster, file=str(campaign.source)) as running, honest_ui(campaign.name):
         return campaign_flow.with_options(task_runner=make_task_runner(running))(str(campaign.source), quick=quick)

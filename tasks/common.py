@@ -110,6 +110,121 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def check_writable_dir(path: str | os.PathLike[str], *, file: str | os.PathLike[str] | None = None,
+                       field: str | None = None, what: str = "output directory") -> Path:
+    """Make ``path`` (and its parents) and prove it writable with a probe file, or raise a
+    one-line :class:`InputError` naming ``file`` and ``field`` (not a bare PermissionError).
+
+    >>> check_writable_dir("/proc/no/such/root", file="c.toml", field="results_root", what="results root")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: c.toml: results_root: cannot write the results root /proc/no/such/root: ... (fix: ...)
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot write the {what} {path}: {reason}", file=file, field=field,
+                         fix=f"choose a writable {what} (or fix its permissions: it needs write access)") from None
+    return path
+
+
+class Staging:
+    """The outputs of one command, written into a private staging folder (see :func:`staged`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.outputs: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | os.PathLike[str]) -> Path:
+        """Where to write the output that will be published as ``final``."""
+        final = Path(final)
+        tmp = self.folder / f"{len(self.outputs)}-{final.name}"
+        self.outputs.append((tmp, final))
+        return tmp
+
+
+def _refuse_blocked(final: Path, field: str | None) -> None:
+    if final.is_dir():
+        raise InputError(f"{final} is a directory, so the output cannot be written there", file=final,
+                         field=field, fix="remove or rename it, or write the outputs to another directory")
+    parent = final.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{parent} is a file, so the output folder cannot be made", file=final, field=field,
+                         fix="choose an output directory whose parents are directories")
+
+
+@contextlib.contextmanager
+def staged(out_dir: str | os.PathLike[str], *, field: str | None = "out_dir") -> Iterator[Staging]:
+    """Write a command's outputs into a staging folder inside ``out_dir``; publish them all with
+    atomic renames at the end, or none of them.
+
+    Every target is checked before anything is published (a directory in the way, a parent that
+    is a file); a rename that still fails puts back what was there before. On an exception the
+    staging folder goes, so a failed command leaves the output location as it found it.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / "b.json").mkdir()  # something in the way of the second output
+    >>> with staged(d) as st:
+    ...     _ = st.path(d / "a.txt").write_text("a")
+    ...     _ = st.path(d / "b.json").write_text("b")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: /.../b.json: out_dir: /.../b.json is a directory, so the output cannot be written there (fix: ...)
+    >>> sorted(p.name for p in d.iterdir())
+    ['b.json']
+    """
+    import shutil
+
+    out = Path(out_dir)
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{probe} is a file, not a directory", file=out, field=field,
+                         fix="choose an output directory whose parents are directories")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as exc:
+        raise InputError(f"cannot write here: {exc.strerror or exc}", file=out, field=field,
+                         fix="choose a writable directory or fix its permissions") from None
+    stage = Staging(folder)
+    try:
+        yield stage
+        for _, final in stage.outputs:
+            _refuse_blocked(final, field)
+        done: list[tuple[Path, Path | None]] = []
+        try:
+            for i, (tmp, final) in enumerate(stage.outputs):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                backup = None
+                if final.exists():
+                    backup = folder / f".old-{i}"
+                    os.replace(final, backup)
+                done.append((final, backup))
+                if tmp.exists():
+                    os.chmod(tmp, _umask_mode())
+                    os.replace(tmp, final)
+        except BaseException:
+            for final, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, final)
+                    elif final.exists() and not final.is_dir():
+                        final.unlink()
+            raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_table(
     columns: Mapping[str, Any], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
 ) -> Path:
@@ -135,6 +250,54 @@ def write_table(
                 f"unknown table format {path.suffix!r}", file=path, field="suffix", fix="use .parquet or .csv"
             )
     return path
+
+
+#: Magic numbers of binary formats a user may hand to a text reader by mistake.
+_MAGIC = ((b"\x93NUMPY", "a NumPy .npy array", "npy"), (b"PK\x03\x04", "a zip archive (.npz?)", "npz"),
+          (b"PAR1", "a Parquet table", None), (b"\x89HDF", "an HDF5 file", None),
+          (b"SQLite format 3", "an SQLite database", None), (b"\x7fELF", "an executable", None),
+          (b"\x1f\x8b", "a gzip archive", None), (b"\x89PNG", "a PNG image", None),
+          (b"%PDF", "a PDF document", None))
+
+
+def refuse_binary(path: str | os.PathLike[str], *, what: str, field: str | None = None,
+                  fix: str | None = None) -> None:
+    """Raise :class:`InputError` if ``path`` is not text (a NUL byte, or not UTF-8, in its first
+    8 KiB), naming the format when its magic number tells (``.npy``, zip, Parquet, ...).
+
+    A text reader handed a binary file otherwise reports something confusing ("has 4 columns
+    instead of 6"); this says what the file is and what was expected.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> with open(p, "wb") as fh:
+    ...     np.save(fh, np.zeros(3))
+    >>> refuse_binary(p, what="a 6-column α text file", field="input_format")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: /.../a.txt: input_format: is a binary file (a NumPy .npy array), not a 6-column α text file (fix: rename it to .npy, or name its format (npy))
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return  # the reader reports a missing or unreadable file in its own words
+    if not head:
+        return
+    kind = next(((name, fmt) for magic, name, fmt in _MAGIC if head.startswith(magic)), None)
+    binary = kind is not None or b"\x00" in head
+    if not binary:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            binary = exc.start < len(head) - 4  # a multi-byte character cut at 8 KiB is still text
+    if not binary:
+        return
+    name, fmt = kind if kind is not None else ("not text", None)
+    if fix is None:
+        fix = f"rename it to .{fmt}, or name its format ({fmt})" if fmt else f"pass {what}"
+    raise InputError(f"is a binary file ({name}), not {what}", file=path, field=field, fix=fix)
 
 
 def require_finite(array: np.ndarray, *, file: str | os.PathLike[str] | None, field: str) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import io
@@ -88,6 +89,11 @@ class MLFFSettings:
         check(self)
         if not self.calculator.strip():
             raise InputError("calculator must be a name", field="calculator", fix="chgnet, sevenn or ase:module:Class")
+        spec = self.calculator.strip()
+        if spec.startswith("ase:") and len(spec.split(":")) == 3:
+            _, module_name, class_name = spec.split(":")
+            trusted_ase_class(module_name, class_name, spec)  # refused on load, not when MD starts
+            refuse_command_options(self.options)
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,84 @@ def _sevenn_calculator(*, properties: Iterable[str] = ("energy", "forces"), mode
 CALCULATORS: dict[str, Callable[..., Calculator]] = {"chgnet": _chgnet_calculator, "sevenn": _sevenn_calculator}
 
 
+#: Entry-point group through which an installed package adds calculators to the registry
+#: (``[project.entry-points."ramanscreen.calculators"] name = "pkg.module:factory"``).
+CALCULATOR_ENTRY_POINTS = "ramanscreen.calculators"
+
+#: Calculator keywords that name a program to run: refused for ``ase:`` specs, which come from
+#: campaign files and deployment parameters (docs/security.md).
+_COMMAND_KWARGS = frozenset({"command", "profile", "executable", "exe", "launcher"})
+
+
+def refuse_command_options(options: Mapping[str, Any], field: str = "options") -> None:
+    """Refuse calculator keywords that name a program to run (``command=...`` of an ASE
+    file-based calculator): campaign files and deployment parameters must not run new code.
+
+    >>> refuse_command_options({"command": "rm -rf ~"})
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: options: calculator keyword 'command' would name a program to run (fix: ...)
+    """
+    named = sorted(_COMMAND_KWARGS & {str(k).lower() for k in options})
+    if named:
+        raise InputError(f"calculator keyword {named[0]!r} would name a program to run", field=field,
+                         fix="set the program in the calculator's own configuration (ASE_*_COMMAND, "
+                             "~/.config/ase/config.ini), not in campaign or command-line keywords")
+
+
+def calculator_registry() -> dict[str, Callable[..., Calculator]]:
+    """The trusted calculators: the built-ins plus those installed packages declare under the
+    :data:`CALCULATOR_ENTRY_POINTS` entry-point group (a built-in name is never replaced).
+
+    >>> sorted(calculator_registry())[:2]
+    ['chgnet', 'sevenn']
+    """
+    from importlib.metadata import entry_points
+
+    registry = dict(CALCULATORS)
+    for ep in entry_points(group=CALCULATOR_ENTRY_POINTS):
+        key = ep.name.lower()
+        if key not in registry:
+            registry[key] = functools.partial(_load_entry_point, ep)
+    return registry
+
+
+def _load_entry_point(ep: Any, **kwargs: Any) -> Calculator:
+    """Load a declared calculator factory only when it is used, and call it."""
+    return ep.load()(**kwargs)
+
+
+def trusted_ase_class(module_name: str, class_name: str, spec: str) -> type:
+    """The class an ``ase:module:Class`` spec names, if it is an ASE calculator
+    (a subclass of ``ase.calculators.calculator.BaseCalculator``); anything else — a function
+    such as ``os:system``, a module attribute that is not a class — is refused before it is
+    called.
+
+    >>> trusted_ase_class("ase.calculators.emt", "EMT", "ase:ase.calculators.emt:EMT").__name__
+    'EMT'
+    >>> trusted_ase_class("os", "system", "ase:os:system")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: calculator: 'ase:os:system' does not name an ASE calculator (os.system is not a subclass of ase.calculators.calculator.BaseCalculator) (fix: ...)
+    """
+    from ase.calculators.calculator import BaseCalculator
+
+    fix = ("name an ASE calculator class, e.g. ase:ase.calculators.emt:EMT, or a registered calculator "
+           f"({', '.join(calculator_registry())})")
+    if not all(part.isidentifier() for part in (*module_name.split("."), class_name)):
+        raise InputError(f"bad calculator spec {spec!r}", field="calculator", fix=fix)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"calculator {spec!r} could not load offline: {type(exc).__name__}: {exc}",
+                         field="calculator", fix="install the package that provides it, or " + fix) from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseCalculator)):
+        raise InputError(f"{spec!r} does not name an ASE calculator ({module_name}.{class_name} is not a subclass "
+                         "of ase.calculators.calculator.BaseCalculator)", field="calculator", fix=fix)
+    return cls
+
+
 def get_calculator(spec: str = "chgnet", *, properties: Iterable[str] = ("energy", "forces"),
                    num_threads: int | None = None, **kwargs: Any) -> Calculator:
     """An ASE calculator from a registry name or ``ase:module:Class`` (``kwargs`` go to it).
@@ -296,23 +380,25 @@ def get_calculator(spec: str = "chgnet", *, properties: Iterable[str] = ("energy
     """
     set_num_threads(num_threads)
     name = spec.strip()
+    registry = calculator_registry()
     try:
-        if name.lower() in CALCULATORS:
-            calc = CALCULATORS[name.lower()](properties=properties, **kwargs)
+        if name.lower() in registry:
+            calc = registry[name.lower()](properties=properties, **kwargs)
         elif name.startswith("ase:"):
             parts = name.split(":")
             if len(parts) != 3 or not all(parts[1:]):
                 raise InputError(f"bad calculator spec {spec!r}", field="calculator",
                                  fix="write ase:module:Class, e.g. ase:ase.calculators.emt:EMT")
-            module = importlib.import_module(parts[1])
-            cls = getattr(module, parts[2])
+            cls = trusted_ase_class(parts[1], parts[2], spec)
+            refuse_command_options(kwargs)
             calc = cls(**kwargs)
+            module = importlib.import_module(parts[1])
             version = getattr(module, "__version__", None) or _package_version(parts[1].split(".")[0])
             tag_calculator(calc, {"model": f"{parts[1]}:{parts[2]}", "model_version": version,
                                   "package": parts[1].split(".")[0]})
         else:
             raise InputError(f"unknown calculator {spec!r}", field="calculator",
-                             fix="use chgnet, sevenn or ase:module:Class")
+                             fix=f"use {', '.join(registry)} or ase:module:Class")
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - anything that stops the model loading offline
@@ -736,11 +822,15 @@ def _integrate(atoms: Atoms, dyn: Any, settings: MDSettings, paths: _Paths, stat
 
 
 def _write_state(paths: _Paths, status: str, step: int, total: int, settings: MDSettings, *,
-                 ps_per_day: float | None = None) -> None:
-    """``md.state.json``: how far the run is (read by progress displays; never needed to resume)."""
-    _write_json(paths.state, {"status": status, "step": step, "total": total, "dt_fs": settings.dt_fs,
-                              "equil_steps": settings.equil_steps, "ps_per_day": ps_per_day,
-                              "updated_utc": _now(), "settings": settings.to_dict()})
+                 ps_per_day: float | None = None, reason: str | None = None) -> None:
+    """``md.state.json``: how far the run is (read by progress displays; never needed to resume).
+    ``status`` is running, failed (with ``reason``) or interrupted."""
+    doc = {"status": status, "step": step, "total": total, "dt_fs": settings.dt_fs,
+           "equil_steps": settings.equil_steps, "ps_per_day": ps_per_day,
+           "updated_utc": _now(), "settings": settings.to_dict()}
+    if reason is not None:
+        doc["reason"] = reason
+    _write_json(paths.state, doc)
 
 
 # ---- 4. the finished run
@@ -877,7 +967,14 @@ def run_md(
         dyn = _make_dynamics(atoms, settings, rng)
         if resumed_arrays is not None:
             _restore_integrator(dyn, resumed_arrays)
-        _integrate(atoms, dyn, settings, paths, state, rng, timer, progress)
+        try:
+            _integrate(atoms, dyn, settings, paths, state, rng, timer, progress)
+        except BaseException as exc:  # the state file must not keep saying "running"
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            with contextlib.suppress(Exception):
+                _write_state(paths, status, state.step, settings.total_steps, settings, reason=reason)
+            raise
     return _finish(atoms, settings, paths, state, calc, n_threads, timer, steps_at_start)
 
 

@@ -134,11 +134,41 @@ class ModelSettings:
     committee: int = setting(8, doc="bootstrap committee members (0: none; ≥ 2 for an uncertainty band)", ge=0)
     hypers: SOAPHypers = setting(default_factory=SOAPHypers, doc="λ-SOAP hyperparameters (SOAPHypers fields)")
     seed: int = setting(0, doc="seed of the train/test split, the CV folds and the bootstrap")
+    min_train_frames: int = setting(4, doc="fewest reference frames a model is fitted on", ge=2, toml=False)
+    min_test_frames: int = setting(4, doc="fewest held-out frames test R²/RMSE are reported from (a smaller "
+                                   "test set is refused; none at all: no test metrics)", ge=1, toml=False)
 
     def __post_init__(self) -> None:
         check(self)
         if self.committee == 1:
             raise InputError("one committee member gives no uncertainty", field="committee", fix="use 0 or ≥ 2")
+
+    def check_split(self, n: int, n_train: int, *, file: str | os.PathLike[str] | None = None) -> None:
+        """Refuse a fit on fewer than ``min_train_frames`` frames, or test metrics from fewer than
+        ``min_test_frames`` held-out frames (``n - n_train``; 0 means no test metrics).
+
+        >>> ModelSettings().check_split(3, 2, file="ref.extxyz")
+        Traceback (most recent call last):
+        ...
+        ramanscreen.tasks.common.InputError: ref.extxyz: n_train: 3 reference frames; a model needs at least 4 (fix: compute at least 4 reference frames)
+        >>> ModelSettings().check_split(6, 5, file="ref.extxyz")
+        Traceback (most recent call last):
+        ...
+        ramanscreen.tasks.common.InputError: ref.extxyz: n_train: 5 training frames of 6 leave 1 test frame; test R² needs at least 4 (fix: add reference frames (at least 8 for a split), or use all 6 for training with no test metrics (n_train = 6))
+        """
+        if n < self.min_train_frames:
+            raise InputError(f"{n} reference frames; a model needs at least {self.min_train_frames}", file=file,
+                             field="n_train", fix=f"compute at least {self.min_train_frames} reference frames")
+        if not self.min_train_frames <= n_train <= n:
+            raise InputError(f"{n_train} training frames; use {self.min_train_frames}..{n} (the reference frames "
+                             "available)", file=file, field="n_train",
+                             fix=f"use between {self.min_train_frames} and {n}")
+        n_test = n - n_train
+        if 0 < n_test < self.min_test_frames:
+            raise InputError(f"{n_train} training frames of {n} leave {n_test} test frame{'s' if n_test != 1 else ''}; "
+                             f"test R² needs at least {self.min_test_frames}", file=file, field="n_train",
+                             fix=f"add reference frames (at least {self.min_train_frames + self.min_test_frames} for a "
+                                 f"split), or use all {n} for training with no test metrics (n_train = {n})")
 
 
 @dataclass(frozen=True)

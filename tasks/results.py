@@ -40,9 +40,13 @@ How a write stays atomic and idempotent:
    whose ``write_id`` equals the committed one, so a crash before it leaves the previous
    version (or nothing) visible, and never a mix.
 5. Files of other write ids for the same run (older versions, a crashed write's leftovers) are
-   deleted once older than :data:`STALE_GRACE_S`; the version just superseded always stays
-   until the next write. So a reader that listed the files just before a commit can still open
-   them. A crash here leaves only invisible files, removed by a later write.
+   deleted once they have been superseded for :data:`STALE_GRACE_S` (the version just
+   superseded gets its clock started by the commit), by the next write of the run or by
+   :func:`vacuum` (``ramanscreen results vacuum``). So a reader that listed the files just
+   before a commit can still open them, and storage stays bounded: one version per run, plus
+   the superseded one during the grace period. A crash here leaves only invisible files.
+6. A write whose content equals the committed version (same tables, bookkeeping aside: the
+   ``ramanscreen.content_digest`` of the commit record) writes nothing.
 
 Re-writing a run therefore replaces it: no duplicate rows, no lost rows.
 
@@ -675,12 +679,20 @@ def write_run(
     )
     root = _check_root(results_root)
     write_id = tables["materials"].column("write_id")[0].as_py()
+    digest = content_digest(tables)
     paths: dict[str, Path] = {}
     with _run_lock(root, campaign, material, run_id):
         try:
             previous = committed_write_id(root, campaign, material, run_id)
         except InputError:  # a damaged commit record: this write replaces it
             previous = None
+        commit = run_dir(root, "materials", campaign, material, run_id) / COMMIT_FILE
+        if previous is not None and _committed_digest(commit) == digest:
+            same = {name: run_dir(root, name, campaign, material, run_id) / f"{previous}.parquet" for name in DATA_TABLES}
+            if all(p.is_file() for p in same.values()):  # nothing changed: write nothing
+                _remove_stale(root, campaign, material, run_id, keep={previous})
+                return RunRecord(campaign, material, run_id, previous, {**same, "materials": commit},
+                                 {k: t.num_rows for k, t in tables.items()})
         for name in DATA_TABLES:
             path = run_dir(root, name, campaign, material, run_id) / f"{write_id}.parquet"
             _write_parquet(tables[name], path)
@@ -688,17 +700,90 @@ def write_run(
         now = pa.array([_dt.datetime.now(_dt.UTC)], type=pa.timestamp("us", tz="UTC"))
         mat = tables["materials"]
         mat = mat.set_column(mat.column_names.index("created_at"), "created_at", now)
-        commit = run_dir(root, "materials", campaign, material, run_id) / COMMIT_FILE
+        mat = mat.replace_schema_metadata({**(mat.schema.metadata or {}), DIGEST_KEY: digest})
         _write_parquet(mat, commit)  # <- the commit
         paths["materials"] = commit
-        _remove_stale(root, campaign, material, run_id, keep={write_id, previous})
+        if previous is not None and previous != write_id:
+            _start_grace(root, campaign, material, run_id, previous)
+        _remove_stale(root, campaign, material, run_id, keep={write_id})
     return RunRecord(campaign, material, run_id, write_id, paths, {k: t.num_rows for k, t in tables.items()})
+
+
+#: Schema-metadata key of the commit record: a digest of the run's tables, bookkeeping aside.
+DIGEST_KEY = "ramanscreen.content_digest"
+
+
+def content_digest(tables: Mapping[str, pa.Table]) -> str:
+    """SHA-256 of every table's columns and values, without ``write_id`` and ``created_at``
+    (which change on every write even when nothing else does)."""
+    import hashlib
+
+    import pyarrow.ipc as ipc
+
+    h = hashlib.sha256()
+    for name in sorted(tables):
+        t = tables[name]
+        t = t.drop_columns([c for c in ("write_id", "created_at") if c in t.column_names]).replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        h.update(name.encode())
+        h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def _committed_digest(commit: Path) -> str | None:
+    try:
+        meta = pq.read_schema(commit).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    value = meta.get(DIGEST_KEY.encode())
+    return value.decode() if value else None
+
+
+def _start_grace(root: Path, campaign: str, material: str, run_id: str, write_id: str) -> None:
+    """The version ``write_id`` was just superseded: its grace period starts now (mtime)."""
+    for name in DATA_TABLES:
+        p = run_dir(root, name, campaign, material, run_id) / f"{write_id}.parquet"
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(p)
+
+
+def vacuum(results_root: str | os.PathLike[str]) -> dict[str, int]:
+    """Delete every superseded data file whose grace period (:data:`STALE_GRACE_S`) is over and
+    every stray temporary, run by run under the writer lock; also the data files of runs that were
+    never committed, once as old. Returns ``{"removed": n, "kept": m}`` (data files).
+
+    >>> import tempfile
+    >>> vacuum(tempfile.mkdtemp())
+    {'removed': 0, 'kept': 0}
+    """
+    root = _check_root(results_root)
+    before = _count_data_files(root)
+    runs: set[tuple[str, str, str]] = set()
+    for table in TABLES:
+        for d in (root / table).glob("campaign=*/material=*/run_id=*"):
+            if d.is_dir():
+                runs.add((d.parent.parent.name.split("=", 1)[1], d.parent.name.split("=", 1)[1], d.name.split("=", 1)[1]))
+    for campaign, material, run_id in sorted(runs):
+        with _run_lock(root, campaign, material, run_id):
+            try:
+                current = committed_write_id(root, campaign, material, run_id)
+            except InputError:
+                continue  # a damaged commit record: leave its files for a re-run to replace
+            _remove_stale(root, campaign, material, run_id, keep={current})
+    after = _count_data_files(root)
+    return {"removed": before - after, "kept": after}
+
+
+def _count_data_files(root: Path) -> int:
+    return sum(1 for t in DATA_TABLES for _ in (root / t).glob("campaign=*/material=*/run_id=*/*"))
 
 
 def _remove_stale(root: Path, campaign: str, material: str, run_id: str, keep: set[str | None]) -> None:
     """Delete this run's data files whose write id is not in ``keep`` and that are older than
-    :data:`STALE_GRACE_S`, and stray temporaries (the caller holds the run lock, so no write of
-    this run is in flight)."""
+    :data:`STALE_GRACE_S` (superseded files get a fresh mtime when superseded), and stray
+    temporaries (the caller holds the run lock, so no write of this run is in flight)."""
     import time
 
     names = {f"{k}.parquet" for k in keep if k}
@@ -713,6 +798,8 @@ def _remove_stale(root: Path, campaign: str, material: str, run_id: str, keep: s
                     if p.stat().st_mtime < cutoff:
                         p.unlink()
     mdir = run_dir(root, "materials", campaign, material, run_id)
+    if not mdir.is_dir():
+        return
     for p in mdir.iterdir():
         if p.name != COMMIT_FILE and p.name.endswith(".tmp"):
             with contextlib.suppress(FileNotFoundError):

@@ -44,6 +44,11 @@ class Settings:
     qe_pseudo_dir: Path | None = None
     #: Scratch space for reference calculations.
     scratch_dir: Path = Path(os.environ.get("TMPDIR", "/tmp")) / "ramanscreen-scratch"
+    #: ``ramanscreen query`` (and ``analytics.db.run_query``): a query still running after this
+    #: many seconds is interrupted (0: no limit).
+    query_timeout_s: float = 60.0
+    #: DuckDB memory limit of a query connection (a DuckDB size, e.g. "2GB").
+    query_memory_limit: str = "2GB"
 
     def launcher_argv(self) -> list[str]:
         """The reference launcher prefix split into argv."""
@@ -58,6 +63,8 @@ def _coerce(value: Any, annotation: str) -> Any:
         return None
     if "int" in annotation and "Path" not in annotation:
         return int(value)
+    if "float" in annotation:
+        return float(value)
     if "Path" in annotation:
         return Path(value).expanduser()
     return str(value)

@@ -82,7 +82,15 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from ramanscreen.tasks.common import CM1_PER_INV_FS, InputError, atomic_path, atomic_write, save_figure, write_table
+from ramanscreen.tasks.common import (
+    CM1_PER_INV_FS,
+    InputError,
+    atomic_path,
+    atomic_write,
+    refuse_binary,
+    save_figure,
+    write_table,
+)
 from ramanscreen.tasks.schema import check, setting
 
 #: Fewest α frames accepted (a spectrum from fewer is meaningless).
@@ -304,6 +312,7 @@ def _first_bad_text_line(path: Path) -> tuple[int, str]:
 
 
 def _read_txt(path: Path) -> np.ndarray:
+    refuse_binary(path, what="a 6-column α text file (xx yy zz xy yz zx)", field="input_format")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
@@ -535,12 +544,16 @@ class AlphaSeries:
         ``given_dt_fs`` when the file states none. A ``given_dt_fs`` that contradicts the file
         is refused (field ``dt_fs``), so is a file without one when none is given.
 
-        >>> AlphaSeries(np.zeros((16, 3, 3)), 10.0, "a.txt").spacing_fs(stride=5)
+        >>> AlphaSeries(np.zeros((80, 3, 3)), 10.0, "a.txt").spacing_fs(stride=5)
         50.0
         >>> AlphaSeries(np.zeros((16, 3, 3)), 10.0, "a.txt").spacing_fs(2.0)
         Traceback (most recent call last):
         ...
         ramanscreen.tasks.common.InputError: a.txt: dt_fs: 2 fs contradicts the file, which states 10 fs between α samples (fix: leave it out: the file states it)
+        >>> AlphaSeries(np.zeros((64, 3, 3)), 10.0, "a.txt").spacing_fs(stride=10)
+        Traceback (most recent call last):
+        ...
+        ramanscreen.tasks.common.InputError: a.txt: stride: 10 leaves 7 of the file's 64 α samples; a spectrum needs at least 16 (fix: use a stride of at most 4)
         """
         dt = self.dt_fs
         if given_dt_fs is not None:
@@ -554,6 +567,12 @@ class AlphaSeries:
                              field="dt_fs", fix="give it (fs between consecutive α samples of the file)")
         if int(stride) != stride or stride < 1:
             raise InputError(f"must be an integer >= 1, got {stride!r}", field="stride")
+        n = len(self.alpha_A3)
+        kept = -(-n // int(stride))
+        if kept < MIN_FRAMES <= n:
+            raise InputError(f"{stride} leaves {kept} of the file's {n} α samples; a spectrum needs at least "
+                             f"{MIN_FRAMES}", file=self.source, field="stride",
+                             fix=f"use a stride of at most {(n - 1) // (MIN_FRAMES - 1)}")
         return float(dt) * int(stride)
 
 

@@ -20,6 +20,7 @@ phases). Users with a preferred CIF pass it to :func:`load_structure` instead.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -174,6 +175,68 @@ def formal_charge(atoms: Atoms) -> int:
     0
     """
     return int(sum(OXIDATION_STATES[s] for s in atoms.get_chemical_symbols()))
+
+
+def check_charge_balance(atoms: Atoms, *, file: str | os.PathLike[str] | None = None,
+                         allow_charged: bool = False, field: str = "structure") -> None:
+    """Refuse a structure no set of common oxidation states makes neutral — typically a CIF that
+    lost atom rows — with a one-line :class:`InputError`; with ``allow_charged`` warn instead.
+
+    The formal charge of :data:`OXIDATION_STATES` decides when it is 0; otherwise one common
+    oxidation state per element (pymatgen's ``Element.common_oxidation_states``, non-zero) must
+    make the cell neutral. Metals and alloys (every element a metal) always pass.
+
+    >>> from ase import Atoms
+    >>> lost = Atoms("Na6P2S4", cell=[8, 8, 8], pbc=True, scaled_positions=np.random.default_rng(0).random((12, 3)))
+    >>> check_charge_balance(lost, file="Na3PS4.cif")
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: Na3PS4.cif: structure: Na6P2S4 is not charge balanced (formal charge +8 with Na+1 P+5 S-2; no neutral assignment of common oxidation states) (fix: check the file for missing atoms or wrong occupancies, or run it anyway with --allow-charged)
+    >>> check_charge_balance(build_structure("Na3PS4", n_atoms=16))
+    """
+    import warnings
+
+    symbols = atoms.get_chemical_symbols()
+    known = all(sym in OXIDATION_STATES for sym in symbols)
+    if known and formal_charge(atoms) == 0:
+        return
+    if _neutral_assignment_exists(symbols):
+        return
+    formula = atoms.get_chemical_formula()
+    if known:
+        states = " ".join(f"{el}{OXIDATION_STATES[el]:+d}" for el in dict.fromkeys(sorted(set(symbols), key=symbols.index)))
+        detail = f"formal charge {formal_charge(atoms):+d} with {states}; "
+    else:
+        detail = ""
+    message = f"{formula} is not charge balanced ({detail}no neutral assignment of common oxidation states)"
+    if allow_charged:
+        warnings.warn(f"{str(file) + ': ' if file else ''}{message}; running it as asked (allow_charged)", UserWarning,
+                      stacklevel=2)
+        return
+    raise InputError(message, file=file, field=field,
+                     fix="check the file for missing atoms or wrong occupancies, or run it anyway with --allow-charged")
+
+
+def _neutral_assignment_exists(symbols: list[str]) -> bool:
+    import itertools
+
+    from pymatgen.core import Element
+
+    counts = {sym: symbols.count(sym) for sym in dict.fromkeys(symbols)}
+    elements = {sym: Element(sym) for sym in counts}
+    if all(el.is_metal for el in elements.values()):
+        return True
+    choices = []
+    for sym, el in elements.items():
+        states = [int(x) for x in el.common_oxidation_states if x != 0]
+        if sym in OXIDATION_STATES and OXIDATION_STATES[sym] not in states:
+            states.insert(0, OXIDATION_STATES[sym])
+        if not states:
+            return True  # noble gases and the like: no formal charge to balance
+        choices.append([(counts[sym], q) for q in states])
+    if math.prod(len(c) for c in choices) > 200_000:
+        return True  # too many elements to search: do not guess
+    return any(sum(n * q for n, q in combo) == 0 for combo in itertools.product(*choices))
 
 
 def _n_cells(n_atoms: int | None, per_cell: int, default: int, name: str) -> int:
@@ -997,7 +1060,7 @@ def write_structure(atoms: Atoms, path: str | os.PathLike[str], fmt: str | None 
 __all__ = [
     "ALIASES", "BUILDERS", "Builder", "CheckRow", "GAMMA_NA3PS4_DENSITY_G_CM3", "NA3SBS4_W_VACANCY_ENERGIES_MEV",
     "OXIDATION_STATES", "PUBLISHED", "Published", "RelaxCheck", "VacancyCandidate", "build_gamma_na3ps4",
-    "build_structure", "check_structure", "conventional_lattice_A", "diagonal_repeats", "formal_charge",
+    "build_structure", "check_charge_balance", "check_structure", "conventional_lattice_A", "diagonal_repeats", "formal_charge",
     "load_structure", "min_distance_A", "nn_distances_A", "place_on_sites", "rank_w_vacancies", "relax_check",
     "resolve_name", "spacegroup_of", "supercell_to", "w_vacancy_candidates", "write_structure",
 ]

@@ -418,6 +418,8 @@ def _read_frames(path: Path, *, fmt: str | None, index, type_map: Sequence[str] 
     _check_exists(path)
     fmt = fmt or _guess_format(path)
     kwargs = _format_kwargs(fmt, type_map)
+    if type_map:
+        _check_type_map(path, type_map)
     try:
         frames = read(str(path), index=index, format=fmt, **kwargs)
     except Exception as exc:  # ASE raises many types for a corrupt or unknown file
@@ -434,6 +436,46 @@ def _read_frames(path: Path, *, fmt: str | None, index, type_map: Sequence[str] 
                 fix="give the elements of types 1, 2, ... in order, e.g. Na, P, S",
             )
     return frames
+
+
+def _dump_types(path: Path) -> set[int]:
+    """The atom types of the first frame of a LAMMPS text dump (its ``type`` column)."""
+    types: set[int] = set()
+    with open(path, errors="replace") as fh:
+        col = None
+        for line in fh:
+            if line.startswith("ITEM: ATOMS"):
+                if col is not None:
+                    break
+                cols = line.split()[2:]
+                if "type" not in cols:
+                    return types
+                col = cols.index("type")
+            elif line.startswith("ITEM:") and col is not None:
+                break
+            elif col is not None:
+                parts = line.split()
+                if len(parts) > col:
+                    try:
+                        types.add(int(parts[col]))
+                    except ValueError:
+                        return set()
+    return types
+
+
+def _check_type_map(path: Path, type_map: Sequence[str]) -> None:
+    """A type map names an element for every atom type of the dump, and only elements."""
+    from ase.data import chemical_symbols
+
+    for sym in type_map:
+        if sym not in chemical_symbols[1:]:
+            raise InputError(f"{sym!r} is not an element symbol", file=path, field="type_map",
+                             fix="give element symbols for types 1, 2, ... in order, e.g. Na P S")
+    top = max(_dump_types(path), default=0)
+    if top > len(type_map):
+        raise InputError(f"names {len(type_map)} element{'s' if len(type_map) != 1 else ''} "
+                         f"({' '.join(type_map)}) but the dump has atom types up to {top}", file=path,
+                         field="type_map", fix=f"give one element per type, {top} in all, in type order")
 
 
 def _dump_lacks_elements(path: Path) -> bool:

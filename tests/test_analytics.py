@@ -259,13 +259,123 @@ def test_query_reads_views_but_no_files_outside_the_root(paper_root) -> None:
     assert run_query(con, "EXPLAIN ANALYZE SELECT count(*) FROM spectra").rows
     assert "cp_fraction" in [r[0] for r in run_query(con, "DESCRIBE screening").rows]
     assert run_query(con, "SELECT * FROM msd", limit=5).truncated
-    with pytest.raises(InputError, match="disabled by configuration"):
+    with pytest.raises(InputError, match="table function read_csv"):
         run_query(con, "SELECT * FROM read_csv('/etc/passwd')")
     # The sandbox is locked: even the raw connection cannot lift it.
     with pytest.raises(duckdb.Error, match="locked"):
         con.execute("SET enable_external_access = true")
     with pytest.raises(InputError, match="cannot parse"):
         check_read_only("SELEC 1")
+
+
+@pytest.fixture
+def prefect_root(tmp_path) -> Path:
+    """A results root that also holds a Prefect server's files, as a campaign leaves it."""
+    root = tmp_path / "root"
+    write_step_run(root, "c", "A", 0.5, 1e-5)
+    (root / "_prefect" / "server").mkdir(parents=True)
+    (root / "_prefect" / "server" / "prefect.db").write_text("secret api key")
+    (root / "logs").mkdir()
+    (root / "logs" / "c.log").write_text("secret log line")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM read_text('{root}/_prefect/server/prefect.db')", "table function read_text()"),
+        ("SELECT content FROM read_blob('{root}/logs/c.log')", "table function read_blob()"),
+        ("SELECT * FROM glob('{root}/**')", "table function glob()"),
+        ("SELECT * FROM glob('{cwd}/.tmp/*')", "table function glob()"),
+        ("SELECT * FROM read_csv('{root}/logs/c.log')", "table function read_csv()"),
+        ("SELECT * FROM read_parquet('{root}/spectra/**/*.parquet')", "table function read_parquet()"),
+        ("SELECT * FROM '{root}/logs/c.log'", "reading the file"),
+        ("WITH x AS (SELECT * FROM read_text('{root}/logs/c.log')) SELECT * FROM x", "table function read_text()"),
+        ("SELECT * FROM transport WHERE species IN (SELECT filename FROM glob('/etc/*'))", "table function glob()"),
+        ("EXPLAIN SELECT * FROM read_text('/etc/passwd')", "table function read_text()"),
+    ],
+)
+def test_query_reads_only_the_views(prefect_root, sql, message) -> None:
+    """The issue-11 escapes: read_text/glob over _prefect/, logs, DuckDB's .tmp/ outside the root."""
+    con = connect(prefect_root)
+    with pytest.raises(InputError, match=re.escape(message)) as info:
+        run_query(con, sql.format(root=prefect_root, cwd=Path.cwd()))
+    assert "\n" not in str(info.value) and info.value.field == "query"
+    assert "views" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_text('{root}/_prefect/server/prefect.db')",
+        "SELECT * FROM glob('{root}/*')",
+        "SELECT * FROM read_text('{root}/logs/c.log')",
+        "COPY (SELECT 1 AS a) TO '{root}/stolen.csv'",
+        "COPY (SELECT 1 AS a) TO '{root}/spectra/x.parquet' (FORMAT parquet)",
+        "ATTACH '{root}/x.db'",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "SET allowed_directories = ['/']",
+        "SET temp_directory = '{root}'",
+        "SET memory_limit = '1TB'",
+    ],
+)
+def test_the_connection_itself_is_confined(prefect_root, sql) -> None:
+    """Below the statement check: the raw connection opens only the committed data files."""
+    before = tree_digest(prefect_root)
+    con = connect(prefect_root)
+    with pytest.raises(duckdb.Error):
+        con.execute(sql.format(root=prefect_root)).fetchall()
+    assert con.execute("SELECT count(*) FROM transport").fetchall() == [(2,)]
+    assert tree_digest(prefect_root) == before
+    assert not (prefect_root / "stolen.csv").exists() and not (prefect_root / "x.db").exists()
+
+
+def test_query_temp_dir_is_private_and_memory_is_capped(prefect_root, monkeypatch) -> None:
+    monkeypatch.setenv("RAMANSCREEN_QUERY_MEMORY_LIMIT", "300MB")
+    con = connect(prefect_root)
+    temp = Path(run_query(con, "SELECT current_setting('temp_directory')").rows[0][0])
+    assert temp.is_dir() and temp.name.startswith("ramanscreen-query-")
+    assert Path.cwd() not in temp.parents and prefect_root not in temp.parents
+    assert list(temp.iterdir()) == []
+    limit = run_query(con, "SELECT current_setting('memory_limit')").rows[0][0]
+    assert limit.replace(" ", "") in ("286.1MiB", "300.0MB", "286MiB"), limit
+    con.close()
+    del con
+    import gc
+
+    gc.collect()
+    assert not temp.exists()  # removed with the connection
+
+
+def test_query_is_interrupted_at_the_time_limit(prefect_root, monkeypatch) -> None:
+    import time
+
+    con = connect(prefect_root)
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match="interrupted after the time limit of 0.5 s") as info:
+        run_query(con, "SELECT count(*) FROM range(100000000000)", timeout_s=0.5)
+    assert time.monotonic() - t0 < 10
+    assert info.value.field == "query_timeout_s"
+    assert run_query(con, "SELECT count(*) FROM transport").rows == [(2,)]  # the connection still works
+    # The default comes from the settings (one definition), here through the environment.
+    from ramanscreen.tasks.settings import Settings
+
+    assert Settings().query_timeout_s == 60.0
+    monkeypatch.setenv("RAMANSCREEN_QUERY_TIMEOUT_S", "0.3")
+    with pytest.raises(InputError, match="time limit of 0.3 s"):
+        run_query(con, "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b")
+
+
+def test_cli_query_refuses_glob_and_is_time_limited(prefect_root) -> None:
+    out = cli("query", f"SELECT * FROM glob('{prefect_root}/_prefect/*')", "-r", str(prefect_root))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "error: query: table function glob() is not available here" in out.stderr
+    slow = subprocess.run([sys.executable, "-m", "ramanscreen.flows", "query", "SELECT count(*) FROM range(100000000000)",
+                           "-r", str(prefect_root)], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "RAMANSCREEN_QUERY_TIMEOUT_S": "1"})
+    assert slow.returncode == 2 and "interrupted after the time limit of 1 s" in slow.stderr, slow.stderr
 
 
 # --------------------------------------------------------------------------- roots and the SQL file

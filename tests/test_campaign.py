@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from campaign_helpers import (
     CAMPAIGNS,
+    api,
     committed_rows,
     flow_run_id,
     latest_artifacts,
@@ -181,6 +182,13 @@ def test_killed_campaign_resumes_without_duplicate_rows(prefect_server, tmp_path
     runs = task_runs(prefect_server, flow_run_id(proc2.stdout))
     cached_md = {t["name"] for t in runs if t["name"].startswith("md[") and t["state_name"] == "Cached"}
     assert len(cached_md) >= 1 and len(partial) >= 1
+    # issue 11, "the UI lies after a crash": the killed run's flow runs are Crashed, none RUNNING
+    tagged = api(prefect_server, "/flow_runs/filter",
+                 {"flow_runs": {"tags": {"all_": ["ramanscreen-campaign:killed"]}}, "limit": 200})
+    assert not [r["name"] for r in tagged if r["state"]["type"] == "RUNNING"]
+    crashed = [r for r in tagged if r["state"]["type"] == "CRASHED"]
+    assert crashed and all("is gone; marked Crashed when campaign 'killed' started again" in r["state"]["message"]
+                           for r in crashed), [r["state"] for r in tagged]
 
 
 @pytest.mark.slow

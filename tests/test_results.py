@@ -64,13 +64,67 @@ def test_rewrite_replaces_without_duplicates(tmp_path, monkeypatch) -> None:
             ("AgI", per_run), ("Na3PS4", per_run)], table
     assert sql(tmp_path, "SELECT D_cm2_s FROM transport WHERE material = 'AgI' AND species = 'Ag'") == [
         (pytest.approx(5.6e-5),)]
-    # The version just superseded stays (hidden) for readers that listed it; older ones go.
+    # With no grace period, the superseded version goes at once (test_storage_is_bounded_* has one).
     tdir = tmp_path / "transport/campaign=camp/material=AgI/run_id=r1"
-    assert sorted(p.name for p in tdir.iterdir()) == sorted([f"{first.write_id}.parquet", f"{second.write_id}.parquet"])
+    assert sorted(p.name for p in tdir.iterdir()) == [f"{second.write_id}.parquet"]
     third = write_synthetic(tmp_path, "camp", "AgI", scale=4.0)
-    assert sorted(p.name for p in tdir.iterdir()) == sorted([f"{second.write_id}.parquet", f"{third.write_id}.parquet"])
+    assert sorted(p.name for p in tdir.iterdir()) == [f"{third.write_id}.parquet"]
     assert sql(tmp_path, "SELECT count(*), max(D_cm2_s) FROM transport WHERE material = 'AgI'") == [
         (2, pytest.approx(4 * 2.8e-5))]
+
+
+def _data_files(root: Path) -> list[Path]:
+    return sorted(p for t in results.DATA_TABLES for p in (root / t).rglob("*") if p.is_file())
+
+
+def _direct_rows(root: Path, table: str) -> int:
+    """Rows of a table read straight from the tree (every file), not through the views."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(root / table), format="parquet", partitioning="hive").count_rows()
+
+
+def test_unchanged_rerun_writes_nothing(tmp_path) -> None:
+    """issue 11: "every re-run writes new Parquet data files"; three runs, one version on disk."""
+    first = write_synthetic(tmp_path, "camp", "AgI")
+    files = _data_files(tmp_path)
+    stamps = [p.stat().st_mtime_ns for p in files]
+    commit = tmp_path / "materials/campaign=camp/material=AgI/run_id=r1/run.parquet"
+    commit_stamp = commit.stat().st_mtime_ns
+    for _ in range(2):
+        again = write_synthetic(tmp_path, "camp", "AgI")
+        assert again.write_id == first.write_id
+    assert _data_files(tmp_path) == files and [p.stat().st_mtime_ns for p in files] == stamps
+    assert commit.stat().st_mtime_ns == commit_stamp
+    for table, n in (("transport", 2), ("msd", 102), ("spectra", FREQ.size)):
+        assert _direct_rows(tmp_path, table) == n == sql(tmp_path, f"SELECT count(*) FROM {table}")[0][0]
+    changed = write_synthetic(tmp_path, "camp", "AgI", scale=3.0)  # a real change is still written
+    assert changed.write_id != first.write_id
+    assert sql(tmp_path, "SELECT max(D_cm2_s) FROM transport") == [(pytest.approx(3 * 2.8e-5),)]
+
+
+def test_storage_is_bounded_after_the_grace_period(tmp_path, monkeypatch) -> None:
+    """Superseded files stay for the readers' grace period, then the next writer or
+    `ramanscreen results vacuum` removes them: the file count is stable over re-runs that change
+    the data, and the tree read directly holds no doubled rows."""
+    import time
+
+    monkeypatch.setattr(results, "STALE_GRACE_S", 0.5)
+    counts = []
+    for k in range(3):
+        write_synthetic(tmp_path, "camp", "AgI", scale=1.0 + k)
+        write_synthetic(tmp_path, "camp", "Na3PS4", scale=1.0 + k)
+        counts.append(len(_data_files(tmp_path)))
+        time.sleep(0.6)  # nightly runs are far apart: the version superseded before last has expired
+    # each write keeps the current version and the one it just superseded (grace period running)
+    assert counts == [12, 24, 24]
+    assert _direct_rows(tmp_path, "transport") == 8  # two versions of two materials, during the grace period
+    assert results.vacuum(tmp_path) == {"removed": 12, "kept": 12}
+    assert len(_data_files(tmp_path)) == 12
+    assert _direct_rows(tmp_path, "transport") == 4 == sql(tmp_path, "SELECT count(*) FROM transport")[0][0]
+    out = subprocess.run([sys.executable, "-m", "ramanscreen.flows", "results", "vacuum", "-r", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "removed 0 superseded data files" in out.stdout, out.stderr
 
 
 def test_exception_midway_keeps_previous_version(tmp_path, monkeypatch) -> None:
@@ -94,10 +148,11 @@ def test_exception_midway_keeps_previous_version(tmp_path, monkeypatch) -> None:
     assert sql(tmp_path, "SELECT DISTINCT write_id FROM transport") == [(old.write_id,)]
     assert sql(tmp_path, "SELECT D_cm2_s FROM transport WHERE species = 'Ag'") == [(pytest.approx(2.8e-5),)]
     assert sql(tmp_path, "SELECT count(*) FROM spectra") == [(FREQ.size,)]
-    # The next write removes the crashed write's leftovers (keeping the version it supersedes).
+    # The next write removes the crashed write's leftovers (and, with no grace period, the version
+    # it supersedes).
     new = write_synthetic(tmp_path, "camp", "AgI", scale=3.0)
-    assert sorted(p.name for p in (tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").iterdir()) == sorted(
-        [f"{old.write_id}.parquet", f"{new.write_id}.parquet"])
+    assert sorted(p.name for p in (tmp_path / "transport/campaign=camp/material=AgI/run_id=r1").iterdir()) == [
+        f"{new.write_id}.parquet"]
 
 
 _KILL_SCRIPT = textwrap.dedent("""

@@ -97,6 +97,9 @@ def fit(
     frames, alpha, method = read_training_set(dataset)
     n = len(frames)
     n_train = int(round(0.8 * n)) if n_train is None else n_train
+    from ramanscreen.tasks.polarizability import ModelSettings
+
+    ModelSettings().check_split(n, n_train, file=dataset)  # no R² from one test frame
     try:
         train, test = train_test_split(n, n_train, seed=seed)
     except InputError as exc:

@@ -241,3 +241,22 @@ def _cell(v: Any) -> str:
         return f"{v:.6g}"
     text = str(v)
     return escape(text if len(text) <= 120 else text[:117] + "...")
+
+
+results_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
+app.add_typer(results_app, name="results", help="Maintain a results root (garbage-collect superseded files).")
+
+
+@results_app.command("vacuum")
+def vacuum_cmd(results_root: Path | None = _RESULTS_ROOT) -> None:
+    """Delete data files superseded longer than the readers' grace period, and crashed writes' leftovers.
+
+    Writers already do this for the run they write; vacuum does it for every run of the root
+    (e.g. after a campaign stopped re-running some materials)."""
+    from ramanscreen.analytics.db import check_results_root
+    from ramanscreen.tasks.results import STALE_GRACE_S, vacuum
+
+    root = check_results_root(results_root if results_root is not None else _default_root())
+    done = vacuum(root)
+    out.print(f"{root}: removed {done['removed']} superseded data files (older than {STALE_GRACE_S:g} s "
+              f"since superseded), kept {done['kept']}")

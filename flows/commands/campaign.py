@@ -46,6 +46,9 @@ def screen(
     if results_root is not None:
         os.environ["RAMANSCREEN_RESULTS_ROOT"] = str(results_root.expanduser().resolve())
     c = load_campaign(campaign, quick=quick)  # one-line error + exit 2 before anything starts
+    from ramanscreen.tasks.common import check_writable_dir
+
+    check_writable_dir(c.results_root, file=campaign, field="results_root", what="results root")
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt

@@ -25,6 +25,9 @@ def _parse_kwargs(items: list[str] | None) -> dict:
             kwargs[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             kwargs[key.strip()] = value
+    from ramanscreen.tasks.md import refuse_command_options
+
+    refuse_command_options(kwargs, field="--calc-kw")
     return kwargs
 
 
@@ -57,6 +60,8 @@ def md(
     num_threads: int | None = _md_opt("num_threads"),
     restart: bool = typer.Option(False, "--restart", help="Discard a partial or finished run in --out-dir and start over."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    allow_charged: bool = typer.Option(False, "--allow-charged", help="Run a structure that no set of common oxidation "
+                                       "states makes neutral (a warning instead of an error)."),
 ) -> None:
     """Run MLFF molecular dynamics: equilibrate, then store positions + velocities every k steps."""
     from ramanscreen.tasks.md import MDSettings, RichProgress, run_md
@@ -69,6 +74,10 @@ def md(
         calculator_kwargs=_parse_kwargs(calc_kw), num_threads=num_threads,
     )
     atoms = load_structure(structure, n_atoms=n_atoms, seed=seed)
+    from ramanscreen.tasks.structures import check_charge_balance, resolve_name
+
+    check_charge_balance(atoms, file=None if resolve_name(structure) and not Path(structure).is_file() else structure,
+                         allow_charged=allow_charged)
     with RichProgress(f"MD {atoms.get_chemical_formula()} {temperature_k:g} K", disable=quiet) as bar:
         result = run_md(atoms, settings, out_dir, progress=bar, restart=restart)
     m = result.metadata

@@ -73,6 +73,8 @@ def reference(
     kpts: str | None = typer.Option(None, "--kpts", help="QE k-mesh, e.g. 4,4,4 (default from --kspacing)."),
     kspacing_inv_a: float | None = typer.Option(None, "--kspacing-inv-a", help="QE k-spacing in 1/Å (2π included)."),
     pseudo_dir: Path | None = typer.Option(None, "--pseudo-dir", help="QE pseudopotential directory (UPF files)."),
+    keep_work: bool = typer.Option(False, "--keep-work", help="Keep this run's scratch folder (CP2K/QE inputs and "
+                                   "outputs) when no --workdir is given; by default it is removed at the end."),
 ) -> None:
     """Reference polarizabilities α (Å³, whole cell) for structures, with the method stored per frame."""
     from ramanscreen.tasks.reference import compute_references, get_backend, select_snapshots, write_alpha_dataset
@@ -121,11 +123,29 @@ def reference(
         for a in frames:
             engine.pw_input(a)
 
-    with Progress(TextColumn("[bold]α[/] " + name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("frames", total=len(frames))
-        results = compute_references(frames, engine, workdir=workdir,
-                                     progress=lambda done, total: bar.update(task, completed=done))
+    scratch = None
+    if workdir is None and name != "dipole":  # a scratch folder of this run only, removed at the end
+        import tempfile
+
+        from ramanscreen.tasks.common import check_writable_dir
+        from ramanscreen.tasks.settings import get_settings
+
+        base = check_writable_dir(get_settings().scratch_dir, field="scratch_dir", what="scratch folder")
+        scratch = Path(tempfile.mkdtemp(prefix=f"reference-{name}-", dir=base))
+    try:
+        with Progress(TextColumn("[bold]α[/] " + name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("frames", total=len(frames))
+            results = compute_references(frames, engine, workdir=workdir or scratch,
+                                         progress=lambda done, total: bar.update(task, completed=done))
+    finally:
+        if scratch is not None:
+            if keep_work:
+                Console(stderr=True, soft_wrap=True).print(f"kept the scratch folder {scratch}", markup=False)
+            else:
+                import shutil
+
+                shutil.rmtree(scratch, ignore_errors=True)
     write_alpha_dataset(frames, results, out)
 
     import numpy as np

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ramanscreen.flows.cli import app
-from ramanscreen.tasks.common import InputError, write_table
+from ramanscreen.tasks.common import InputError, staged, write_table
 from ramanscreen.tasks.spectra import SpectrumSettings as SpectrumSettingsDefaults
 
 
@@ -96,12 +96,13 @@ def spectrum(
         descriptors = {}
     extra = {"source": str(alpha_file), "alpha_dt_fs": alpha_dt, "stride": stride, "central_peak": descriptors}
     png = path.with_suffix(".png")
-    if plot:
-        plot_spectrum(spec, png)
     meta = spec.metadata()
     for key, value in extra.items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    write_table(spectrum_table(spec), path, metadata=meta if path.suffix == ".parquet" else None)
+    with staged(path.parent, field="out") as st:  # the table and its PNG, or neither
+        if plot:
+            plot_spectrum(spec, st.path(png))
+        write_table(spectrum_table(spec), st.path(path), metadata=meta if path.suffix == ".parquet" else None)
     _summary(spec, descriptors, [path, *([png] if plot else [])], alpha_file)
 
 

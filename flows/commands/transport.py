@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ramanscreen.flows.cli import app
-from ramanscreen.tasks.common import InputError, atomic_write, save_figure, write_table
+from ramanscreen.tasks.common import InputError, save_figure, staged, write_table
 
 
 def _parse_charges(items: list[str] | None) -> dict[str, float]:
@@ -74,12 +74,12 @@ def transport(
     stem = trajectory.name.split(".")[0] or "trajectory"
     meta = {"source": str(trajectory), "drift_removal": result.drift_removal, "units": "time_ps, msd_A2, freq_cm1, vdos 1/cm-1"}
     figures = _figures(result) if plot else {}
-    write_table(result.msd_table(), out_dir / f"{stem}.msd.parquet", metadata=meta)
-    write_table(result.vdos_table(), out_dir / f"{stem}.vdos.parquet", metadata=meta)
-    for name, fig in figures.items():
-        save_figure(fig, out_dir / f"{stem}.{name}.png", dpi=150)
-    with atomic_write(out_dir / f"{stem}.transport.json", "w") as fh:
-        fh.write(result.to_json() + "\n")
+    with staged(out_dir) as st:  # all of them or none: a blocked JSON path leaves no Parquet behind
+        write_table(result.msd_table(), st.path(out_dir / f"{stem}.msd.parquet"), metadata=meta)
+        write_table(result.vdos_table(), st.path(out_dir / f"{stem}.vdos.parquet"), metadata=meta)
+        for name, fig in figures.items():
+            save_figure(fig, st.path(out_dir / f"{stem}.{name}.png"), dpi=150)
+        st.path(out_dir / f"{stem}.transport.json").write_text(result.to_json() + "\n")
     _summary(result, out_dir / f"{stem}.transport.json")
 
 

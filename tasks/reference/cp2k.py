@@ -274,10 +274,10 @@ class Cp2kBackend:
 
     def compute(self, atoms: Atoms, workdir: str | os.PathLike[str] | None = None) -> ReferenceResult:
         text = self.write_input(atoms)
+        argv = self.command()
+        check_executable(argv, self.executable or get_settings().cp2k_exe, "cp2k_exe")  # before anything is written
         wd = make_workdir(workdir, "cp2k-")
         (wd / "polar.inp").write_text(text)
-        argv = self.command()
-        check_executable(argv, self.executable or get_settings().cp2k_exe, "cp2k_exe")
         out, wall = run_code(argv, wd, "cp2k.stdout", self.timeout_s,
                          check=lambda log: self.check_converged(log, workdir=wd), log_name="polar.out")
         out_path = wd / "polar.out"

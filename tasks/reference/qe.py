@@ -165,12 +165,12 @@ class QEBackend:
     def compute(self, atoms: Atoms, workdir: str | os.PathLike[str] | None = None) -> ReferenceResult:
         volume = require_periodic(atoms, "QE ph.x epsil")
         pw_text, ph_text = self.pw_input(atoms), self.ph_input()
+        s = get_settings()
+        pw_argv, ph_argv = self.commands()
+        check_executable(pw_argv, self.pw_exe or s.pw_exe, "pw_exe")  # before anything is written
         wd = make_workdir(workdir, "qe-")
         (wd / "pw.in").write_text(pw_text)
         (wd / "ph.in").write_text(ph_text)
-        s = get_settings()
-        pw_argv, ph_argv = self.commands()
-        check_executable(pw_argv, self.pw_exe or s.pw_exe, "pw_exe")
         def pw_check(log: str) -> None:
             if "convergence NOT achieved" in log:
                 raise ReferenceConvergenceError("pw.x SCF did not converge", log=log, workdir=wd)
