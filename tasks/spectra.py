@@ -180,6 +180,25 @@ class SpectrumSettings:
         return {"omega_min_cm1": self.omega_min_cm1, "omega_c_cm1": self.omega_c_cm1,
                 "host_window_cm1": self.host_window_cm1}
 
+    def check_range(self, dt_fs: float) -> None:
+        """Raise :class:`InputError` if a window edge is not inside (0, top), where top is the
+        Nyquist frequency of α samples ``dt_fs`` apart (or ``max_freq_cm1`` if lower): the field
+        named is the first edge beyond it.
+
+        >>> SpectrumSettings(omega_c_cm1=900.0, host_window_cm1=(900.0, 1000.0)).check_range(dt_fs=20.0)
+        Traceback (most recent call last):
+        ...
+        ramanscreen.tasks.common.InputError: omega_c_cm1: 900 cm⁻¹ is not below the top frequency 834 cm⁻¹ of α every 20 fs (fix: a window below 834 cm⁻¹, or α sampled more often)
+        """
+        top = CM1_PER_INV_FS / (2.0 * dt_fs)
+        if self.max_freq_cm1 is not None:
+            top = min(top, self.max_freq_cm1)
+        for field, value in (("omega_min_cm1", self.omega_min_cm1), ("omega_c_cm1", self.omega_c_cm1),
+                             ("host_window_cm1", self.host_window_cm1[0])):
+            if not value < top:
+                raise InputError(f"{value:g} cm⁻¹ is not below the top frequency {top:.0f} cm⁻¹ of α every {dt_fs:g} fs",
+                                 field=field, fix=f"a window below {top:.0f} cm⁻¹, or α sampled more often")
+
     def check_sampling(self, dt_fs: float, n_frames: int) -> None:
         """Raise :class:`InputError` if an α series of ``n_frames`` samples ``dt_fs`` apart cannot
         give these windows: too few frames (field ``n_frames``), bins too coarse for the low

@@ -67,6 +67,13 @@ SPECTRUM_CASES = {
     "negative omega_c": (["--omega-c-cm1", "-1"], ["--omega-c-cm1: must be > 0"]),
     "negative sigma": (["--sigma-cm1", "-1"], ["--sigma-cm1:"]),
     "window order": (["--omega-min-cm1", "60"], ["--omega-c-cm1: omega_c_cm1 = 50 must exceed omega_min_cm1 = 60"]),
+    # range checks: every window edge inside (0, Nyquist) — α every 5 fs reaches 3336 cm⁻¹
+    "low window beyond Nyquist": (["--omega-c-cm1", "4000", "--host-low-cm1", "4000", "--host-high-cm1", "5000"],
+                                  ["a.txt: --omega-c-cm1: 4000 cm⁻¹ is not below the top frequency 3336 cm⁻¹ of α "
+                                   "every 5 fs", "fix: a window below 3336 cm⁻¹"]),
+    "host window beyond Nyquist": (["--host-low-cm1", "3400", "--host-high-cm1", "5000"],
+                                   ["--host-low-cm1/--host-high-cm1: 3400 cm⁻¹ is not below the top frequency"]),
+    "window above max_freq": (["--max-freq-cm1", "40"], ["--omega-c-cm1: 50 cm⁻¹ is not below the top frequency 40"]),
 }
 
 

@@ -86,6 +86,10 @@ def spectrum(
     series = read_alpha_series(alpha_file, fmt=input_format)
     alpha_dt = series.spacing_fs(dt_fs, stride=stride)
     alpha = series.alpha_A3[::stride]
+    try:  # a window beyond the top frequency is an error, not a skipped descriptor
+        settings.check_range(alpha_dt)
+    except InputError as exc:
+        raise prefixed(exc, None, file=alpha_file, fields=flags) from None
     spec = raman_spectrum(alpha, alpha_dt, temperature_k=temperature_k, decimate=not full_grid,
                           **settings.spectrum_kwargs())
     try:
