@@ -52,15 +52,14 @@ def distil_settings(campaign: Campaign, material: Material) -> dict[str, Any]:
     return DistilSettings.for_run(campaign.mlff, material.md).to_dict()
 
 
-def refuse_message(material: Material, validation: dict[str, Any]) -> str:
-    """Why a campaign with ``[mlff] refuse_flagged = true`` stops this material."""
+def refuse_message(material: Material, validation: dict[str, Any]) -> tuple[str, str]:
+    """Why a campaign with ``[mlff] refuse_flagged = true`` stops this material, and the fix."""
     from ramanscreen.tasks.mlff import FORCE_RMSE_LIMIT_EV_A
 
     return (f"{material.name}: the distilled potential ({validation['method']}) has a held-out force RMSE of "
-            f"{validation['force_rmse_eV_A']:.3f} eV/Å against its teacher, above the "
-            f"{FORCE_RMSE_LIMIT_EV_A:g} eV/Å limit; [mlff] refuse_flagged = true refuses it "
-            f"(fix: set refuse_flagged = false to screen it flagged, or mlff.distil = false to run MD with the "
-            f"calculator itself)")
+            f"{validation['force_rmse_eV_A']:.3f} eV/Å against its teacher, above the {FORCE_RMSE_LIMIT_EV_A:g} eV/Å "
+            f"limit, and refuse_flagged is true",
+            "set refuse_flagged = false to screen it flagged, or distil = false to run MD with the calculator itself")
 
 
 def _chunks(n_stored: int, stride: int, chunk_frames: int) -> list[tuple[int, int]]:
@@ -241,7 +240,8 @@ def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str,
     logger.info("%s: validation: force RMSE %.3f eV/Å%s (%.0f s)", name, validation["force_rmse_eV_A"],
                 ", FLAGGED" if validation["flagged"] else "", validation["wall_s"])
     if validation["flagged"] and mlff.refuse_flagged:
-        raise InputError(refuse_message(material, validation), file=campaign.source, field="mlff.refuse_flagged")
+        message, fix = refuse_message(material, validation)
+        raise InputError(message, file=campaign.source, field="mlff.refuse_flagged", fix=fix)
     refine = mlff.refine_rounds is None or mlff.refine_rounds > 0
     with on_pool("md"), dask.annotate(priority=-10):
         md_future = stage_tasks["lammps_md"].submit(name, structure, distilled, md_settings(campaign, material),

@@ -117,9 +117,10 @@ class MLFFSettings:
         'snap-distilled-from-chgnet (not DFT)'
         """
         if self.distil:
+            from ramanscreen.tasks.mlff.data import teacher_name
             from ramanscreen.tasks.mlff.snap import method_label
 
-            return method_label(self.calculator)
+            return method_label(teacher_name(self.calculator))
         return self.calculator
 
 
