@@ -1266,7 +1266,7 @@ def density_g_cm3(atoms: Atoms) -> float:
     >>> round(density_g_cm3(bulk("Cu", "fcc", a=3.615)), 2)
     8.93
     """
-    return float(atoms.get_masses().sum()) / units.mol / (abs(atoms.get_volume()) * 1e-24)
+    return float(atoms.get_masses().sum() / units.mol / (abs(atoms.get_volume()) * 1e-24))
 
 
 def run_npt_then_nvt(atoms: Atoms, settings: MDSettings, workdir: str | os.PathLike[str], run: MDRunner
