@@ -34,10 +34,11 @@ from typing import Any
 import duckdb
 
 from ramanscreen.tasks.common import InputError
-from ramanscreen.tasks.results import COMMIT_FILE, DATA_TABLES, SCHEMA_VERSION, TABLES
+from ramanscreen.tasks.results import COMMIT_FILE, DATA_TABLES, OPTIONAL_TABLES, SCHEMA_VERSION, TABLES
 
 #: Views the SQL file defines (tables first, then derived views).
-VIEWS = (*TABLES, "central_peak", "mobile_transport", "screening", "experimental_spectra", "experimental_conductivity")
+VIEWS = (*TABLES, "mlff_flags", "central_peak", "mobile_transport", "screening", "experimental_spectra",
+         "experimental_conductivity")
 
 _ALLOWED = {duckdb.StatementType.SELECT}
 
@@ -78,7 +79,7 @@ def check_results_root(results_root: str | os.PathLike[str]) -> Path:
         found = ", ".join(sorted(p.name for p in root.iterdir())[:5]) or "nothing"
         raise InputError(f"no committed ramanscreen runs under it (found: {found})", file=root,
                          fix="run a campaign into it first, or pass the right directory")
-    missing = [t for t in TABLES if not (root / t).is_dir()]
+    missing = [t for t in TABLES if t not in OPTIONAL_TABLES and not (root / t).is_dir()]
     if missing:
         raise InputError(f"table directory {missing[0]}/ is missing", file=root,
                          fix="the results root is damaged; re-run the campaign into a fresh directory")

@@ -148,8 +148,11 @@ def ranking(
     thresholds each run recorded. Keys of each row: ``rank, campaign, material, run_id, formula,
     temperature_k, mobile_species, D_cm2_s, D_err_cm2_s, sigma_S_cm, metric, metric_value,
     cp_fraction, cp_fraction_band_low, cp_fraction_band_high, cp_lo_cm1, cp_hi_cm1, cp_top_cm1,
-    r2_diag, r2_offdiag, n_train, conduction, central_peak, consistent, thresholds`` (the
-    :class:`Thresholds` used). Runs without a spectrum or transport rank last, class ``unknown``.
+    r2_diag, r2_offdiag, n_train, mlff, mlff_flagged, conduction, central_peak, consistent,
+    thresholds`` (the :class:`Thresholds` used). ``mlff`` is what drove the MD (a distilled
+    potential is labelled as such, not DFT); ``mlff_flagged`` is true when its held-out force
+    RMSE against the teacher exceeds ``tasks.mlff.FORCE_RMSE_LIMIT_EV_A`` (None: no distilled
+    potential). Runs without a spectrum or transport rank last, class ``unknown``.
     """
     if metric is None:
         metric = thresholds.metric if thresholds is not None else _recorded_metric(con, campaign)
@@ -159,7 +162,8 @@ def ranking(
         SELECT s.campaign, s.material, s.run_id, s.formula, s.temperature_k, s.mobile_species,
                s.D_cm2_s, s.D_err_cm2_s, s.sigma_S_cm, {expr} AS metric_value, s.cp_fraction,
                s.cp_fraction_band_low, s.cp_fraction_band_high, s.cp_lo_cm1, s.cp_hi_cm1, s.cp_top_cm1,
-               s.r2_diag, s.r2_offdiag, s.n_train, s.d_liquid_cm2_s, s.d_hopping_cm2_s, s.cp_threshold
+               s.r2_diag, s.r2_offdiag, s.n_train, s.mlff, s.mlff_flagged, s.d_liquid_cm2_s, s.d_hopping_cm2_s,
+               s.cp_threshold
         FROM screening s {join} {where}
         ORDER BY metric_value DESC NULLS LAST, s.D_cm2_s DESC NULLS LAST, s.campaign, s.material, s.run_id
     """

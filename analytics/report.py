@@ -33,7 +33,7 @@ REPORT_COLUMNS = (
     ("rank", "rank"), ("material", "material"), ("temperature_k", "T (K)"), ("mobile_species", "ion"),
     ("D_cm2_s", "D (cm²/s)"), ("D_err_cm2_s", "±D"), ("metric_value", "central peak"),
     ("conduction", "conduction"), ("central_peak", "peak?"), ("consistent", "agrees"),
-    ("r2_diag", "R² diag"), ("r2_offdiag", "R² off"),
+    ("r2_diag", "R² diag"), ("r2_offdiag", "R² off"), ("mlff", "MD by"), ("mlff_flagged", "MLFF flagged"),
 )
 
 

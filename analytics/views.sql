@@ -29,6 +29,15 @@ ALTER TABLE materials ADD COLUMN IF NOT EXISTS rank_metric VARCHAR;
 ALTER TABLE materials ADD COLUMN IF NOT EXISTS d_liquid_cm2_s DOUBLE;
 ALTER TABLE materials ADD COLUMN IF NOT EXISTS d_hopping_cm2_s DOUBLE;
 ALTER TABLE materials ADD COLUMN IF NOT EXISTS cp_threshold DOUBLE;
+-- Columns of the MD cell and engine (runs written before them: NULL).
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS phase VARCHAR;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS md_engine VARCHAR;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS npt_equilibrated BOOLEAN;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS density_g_cm3 DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS volume_A3 DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS cell_a_A DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS cell_b_A DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS cell_c_A DOUBLE;
 
 -- The committed data files of one table, as a list for read_parquet.
 CREATE OR REPLACE MACRO committed_files(tbl) AS (
@@ -71,6 +80,29 @@ CREATE OR REPLACE VIEW vdos AS
 SELECT * FROM read_parquet(getvariable('vdos_files'),
     hive_partitioning = true, union_by_name = true,
     hive_types = {'campaign': VARCHAR, 'material': VARCHAR, 'run_id': VARCHAR});
+
+-- A distilled potential against its teacher (columns: docs/results.md), one row per (run,
+-- mobile species); runs whose MD used the calculator itself have none. Runs written before
+-- this table have no mlff_validation file, so only the files that exist are read, and with
+-- none at all the view is empty (with the key and flag columns the screening view reads).
+SET VARIABLE mlff_validation_files = COALESCE((
+    SELECT list(f ORDER BY f) FROM (SELECT unnest(committed_files('mlff_validation')) AS f)
+    WHERE f IN (SELECT file FROM glob(getvariable('results_root') || '/mlff_validation/*/*/*/*.parquet'))),
+    []::VARCHAR[]);
+CREATE OR REPLACE VIEW mlff_validation AS
+SELECT * FROM query(CASE WHEN len(getvariable('mlff_validation_files')) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''mlff_validation_files''), hive_partitioning = true,
+          union_by_name = true, hive_types = {''campaign'': VARCHAR, ''material'': VARCHAR, ''run_id'': VARCHAR})'
+    ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
+          NULL::VARCHAR AS species, NULL::VARCHAR AS method, NULL::DOUBLE AS force_rmse_eV_A,
+          NULL::BOOLEAN AS flagged WHERE false'
+    END);
+
+-- Per run: is its distilled potential flagged (NULL: the MD used the calculator itself)?
+CREATE OR REPLACE VIEW mlff_flags AS
+SELECT campaign, material, run_id, bool_or(flagged) AS mlff_flagged, max(force_rmse_eV_A) AS mlff_force_rmse_eV_A
+FROM mlff_validation
+GROUP BY campaign, material, run_id;
 
 -- Central-peak fraction over windows you choose (for ad-hoc queries; the views below use each
 -- run's own windows): the share of the Raman intensity integrated over [lo_cm1, top_cm1]
@@ -151,14 +183,16 @@ SELECT m.campaign, m.material, m.run_id, m.formula, m.temperature_k, m.n_atoms,
        t.species AS mobile_species, t.D_cm2_s, t.D_err_cm2_s, t.sigma_S_cm, t.alpha2_peak, t.vdos0,
        c.cp_fraction, c.cp_fraction_band_low, c.cp_fraction_band_high, c.cp_lo_cm1, c.cp_hi_cm1, c.cp_top_cm1,
        ml.r2_diag, ml.r2_offdiag, ml.rmse_diag_A3, ml.rmse_offdiag_A3,
-       m.mlff, m.reference_method, m.n_train, m.md_production_ps,
+       m.mlff, f.mlff_flagged, f.mlff_force_rmse_eV_A, m.reference_method, m.n_train, m.md_production_ps,
+       m.phase, m.md_engine, m.npt_equilibrated, m.density_g_cm3, m.pressure_gpa,
        m.omega_min_cm1, m.omega_c_cm1, m.host_low_cm1, m.host_high_cm1,
        m.rank_metric, m.d_liquid_cm2_s, m.d_hopping_cm2_s, m.cp_threshold,
        m.code_version, m.created_at, m.write_id, m.schema_version
 FROM materials m
 LEFT JOIN mobile_transport t ON t.campaign = m.campaign AND t.material = m.material AND t.run_id = m.run_id
 LEFT JOIN central_peak c ON c.campaign = m.campaign AND c.material = m.material AND c.run_id = m.run_id
-LEFT JOIN ml_metrics ml ON ml.campaign = m.campaign AND ml.material = m.material AND ml.run_id = m.run_id;
+LEFT JOIN ml_metrics ml ON ml.campaign = m.campaign AND ml.material = m.material AND ml.run_id = m.run_id
+LEFT JOIN mlff_flags f ON f.campaign = m.campaign AND f.material = m.material AND f.run_id = m.run_id;
 
 -- Imported experimental spectra (`ramanscreen experiment import FILE --results-root R`): one file
 -- per spectrum, experimental_spectra/material=<m>/campaign=<c or _>/<spectrum_id>.parquet, each

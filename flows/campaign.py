@@ -62,7 +62,8 @@ def ranking_rows(campaign: Campaign) -> list[dict[str, Any]]:
 def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = ("rank", "material", "formula", "temperature_k", "mobile_species", "D_cm2_s", "D_err_cm2_s",
             "metric", "metric_value", "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "cp_lo_cm1",
-            "cp_hi_cm1", "cp_top_cm1", "conduction", "central_peak", "consistent", "r2_diag", "r2_offdiag", "n_train")
+            "cp_hi_cm1", "cp_top_cm1", "conduction", "central_peak", "consistent", "r2_diag", "r2_offdiag", "n_train",
+            "mlff", "mlff_flagged")
     out = []
     for r in rows:
         row = {}

@@ -108,6 +108,9 @@ class Material:
             "material": {"name": self.name, "structure": self.structure, "n_atoms": self.n_atoms,
                          "temperature_k": self.temperature_k, "mobile": list(self.mobile), "label": self.label},
             "md": md,
+            # how the MD was driven (distilled or not, and how the potential was made); whether a
+            # flagged potential is refused changes no result
+            "mlff": {k: v for k, v in dataclasses.asdict(campaign.mlff).items() if k != "refuse_flagged"},
             "structure_file": _file_digest(self.structure),
             "reference": {k: v for k, v in dataclasses.asdict(campaign.reference).items()
                           if k not in ("retries", "retry_delay_s")},
@@ -203,6 +206,20 @@ def _check_material_run(ck: _Checker, f: str, label: str, md: MDSettings, campai
     """Cross-field checks of one material against the campaign, before any MD: enough stored
     frames for the reference snapshots and the transport analysis, and an α sampling that can
     give the spectral windows."""
+    mlff: MLFFSettings = campaign_parts["mlff"]
+    if mlff.distil:
+        if md.ensemble not in ("nvt-nhc", "npt"):
+            raise ck.fail(f"{f}.ensemble" if f != "md" else "md.ensemble",
+                          f"{label}: distilled potentials run in LAMMPS, which runs nvt-nhc or npt, not {md.ensemble!r}",
+                          "use ensemble = \"nvt-nhc\" or \"npt\", or [mlff] distil = false")
+        from ramanscreen.tasks.mlff import DistilSettings
+
+        try:
+            DistilSettings.for_run(mlff, md).validate()
+        except InputError as exc:
+            keys = {"md_steps": "mlff.teacher_steps", "equil_steps": "mlff.teacher_equil_steps",
+                    "max_rounds": "mlff.refine_rounds"}
+            raise ck.fail(keys.get(exc.field or "", f"mlff.{exc.field}"), f"{label}: {exc.message}", exc.fix) from None
     reference: ReferenceSettings = campaign_parts["reference"]
     spectrum: SpectrumSettings = campaign_parts["spectrum"]
     transport: TransportSettings = campaign_parts["transport"]

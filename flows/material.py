@@ -43,6 +43,25 @@ def md_settings(campaign: Campaign, material: Material) -> dict[str, Any]:
     return dataclasses.asdict(material.md)
 
 
+def distil_settings(campaign: Campaign, material: Material) -> dict[str, Any]:
+    """The ``DistilSettings`` of this material's distilled potential, as plain data (a task
+    input): :meth:`ramanscreen.tasks.mlff.DistilSettings.for_run` of the campaign's ``[mlff]``
+    and the material's MD settings."""
+    from ramanscreen.tasks.mlff import DistilSettings
+
+    return DistilSettings.for_run(campaign.mlff, material.md).to_dict()
+
+
+def refuse_message(material: Material, validation: dict[str, Any]) -> tuple[str, str]:
+    """Why a campaign with ``[mlff] refuse_flagged = true`` stops this material, and the fix."""
+    from ramanscreen.tasks.mlff import FORCE_RMSE_LIMIT_EV_A
+
+    return (f"{material.name}: the distilled potential ({validation['method']}) has a held-out force RMSE of "
+            f"{validation['force_rmse_eV_A']:.3f} eV/Å against its teacher, above the {FORCE_RMSE_LIMIT_EV_A:g} eV/Å "
+            f"limit, and refuse_flagged is true",
+            "set refuse_flagged = false to screen it flagged, or distil = false to run MD with the calculator itself")
+
+
 def _chunks(n_stored: int, stride: int, chunk_frames: int) -> list[tuple[int, int]]:
     """Stored-frame ranges ``[start, stop)`` of at most ``chunk_frames`` α samples each."""
     n_alpha = len(range(0, n_stored, stride))
@@ -50,24 +69,34 @@ def _chunks(n_stored: int, stride: int, chunk_frames: int) -> list[tuple[int, in
     return [(k * stride, min(n_stored, (k + per) * stride)) for k in range(0, n_alpha, per)]
 
 
-def run_record(campaign: Campaign, material: Material, structure: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
-    """The materials row of a run: what was simulated, and the windows and thresholds it was
-    screened with (the views and the ranking read them from here)."""
+def run_record(campaign: Campaign, material: Material, structure: dict[str, Any], fit: dict[str, Any],
+               md_res: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The materials row of a run: what was simulated (the MD's label: a distilled potential
+    is named as such, not DFT; the production cell, after NPT its equilibrated density), and
+    the windows and thresholds it was screened with (the views and the ranking read them)."""
     md = material.md
     spectrum, ranking = campaign.spectrum, campaign.ranking
+    cell = (md_res or {}).get("cell") or {}
+    lengths = cell.get("cell_lengths_A") or [None, None, None]
     return {
         "formula": structure["formula"],
         "temperature_k": material.temperature_k,
         "n_atoms": structure["n_atoms"],
         "mobile_species": material.mobile[0],
-        "mlff": campaign.mlff.calculator,
+        "mlff": campaign.mlff.md_label,
+        "phase": material.label or material.name,
+        "md_engine": (md_res or {}).get("engine"),
+        "npt_equilibrated": cell.get("npt"),
+        "density_g_cm3": cell.get("density_g_cm3"),
+        "volume_A3": cell.get("volume_A3"),
+        "cell_a_A": lengths[0], "cell_b_A": lengths[1], "cell_c_A": lengths[2],
         "reference_method": fit["method"],
         "n_train": fit["n_train"],
         "md_dt_fs": float(md.dt_fs),
         "md_equil_ps": md.equil_steps * md.dt_fs / 1000.0,
         "md_production_ps": md.steps * md.dt_fs / 1000.0,
         "alpha_stride": int(md.write_every * md.alpha_stride),
-        "pressure_gpa": float(md.pressure_gpa) if md.ensemble == "npt" else None,
+        "pressure_gpa": float(md.pressure_gpa) if md.controls_pressure else None,
         "structure": material.structure,
         "omega_min_cm1": spectrum.omega_min_cm1,
         "omega_c_cm1": spectrum.omega_c_cm1,
@@ -81,7 +110,9 @@ def run_record(campaign: Campaign, material: Material, structure: dict[str, Any]
                      "mlff": dataclasses.asdict(campaign.mlff), "reference": dataclasses.asdict(campaign.reference),
                      "model": dataclasses.asdict(campaign.model), "spectrum": dataclasses.asdict(spectrum),
                      "transport": dataclasses.asdict(campaign.transport), "ranking": dataclasses.asdict(ranking),
-                     "mobile": list(material.mobile), "campaign_file": str(campaign.source), "quick": campaign.quick},
+                     "mobile": list(material.mobile), "campaign_file": str(campaign.source), "quick": campaign.quick,
+                     "md_run": {k: (md_res or {}).get(k) for k in ("engine", "method", "potential", "cell",
+                                                                   "refinement_rounds", "ms_per_step")}},
     }
 
 
@@ -106,15 +137,20 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     report(name, "structure")
     with on_pool("md"):
         structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md.seed, str(wd))
-    # MD last in the queue: a worker that frees up takes the short downstream tasks of a material
-    # whose MD is done before it starts another material's long MD
-    with on_pool("md"), dask.annotate(priority=-10):
-        md_future = stage_tasks["md"].submit(name, structure, md_settings(campaign, material), str(wd / "md"),
-                                             artifact_key("md-progress", campaign.name, name))
+    validation_rows = None
+    if campaign.mlff.distil:
+        validation_rows, md_future = _distilled_md(campaign, material, stage_tasks, structure, wd)
+    else:
+        # MD last in the queue: a worker that frees up takes the short downstream tasks of a
+        # material whose MD is done before it starts another material's long MD
+        with on_pool("md"), dask.annotate(priority=-10):
+            md_future = stage_tasks["md"].submit(name, structure, md_settings(campaign, material), str(wd / "md"),
+                                                 artifact_key("md-progress", campaign.name, name))
     report(name, "md")
     md_res = md_future.result()
     structure_res = structure.result()
-    logger.info("%s: MD done, %d stored frames", name, md_res["n_frames"])
+    logger.info("%s: MD (%s) done, %d stored frames, %s", name, md_res.get("method"), md_res["n_frames"],
+                _cell_text(md_res.get("cell") or {}))
 
     from ramanscreen.flows.stages import select_task
 
@@ -158,10 +194,10 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     spec_res, trans_res = spectrum.result(), transport.result()
 
     report(name, "parquet")
-    meta = run_record(campaign, material, structure_res, fit_res)
+    meta = run_record(campaign, material, structure_res, fit_res, md_res)
     with on_pool("ml"):
         write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
-                          fit_res).result()
+                          fit_res, validation_rows).result()
 
     mobile = material.mobile[0]
     summary = {
@@ -171,12 +207,56 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
         "ml_metrics": fit_res["metrics"], "spectrum_png": spec_res["png"], "workdir": str(wd),
         "n_alpha": spec_res["n_alpha"], "n_frames": md_res["n_frames"],
         "fit_window_ps": [trans_res.fit_start_ps, trans_res.fit_end_ps],
+        "md_label": campaign.mlff.md_label, "cell": md_res.get("cell"),
+        "mlff_flagged": None if validation_rows is None else any(r["flagged"] for r in validation_rows),
+        "mlff_force_rmse_eV_A": None if validation_rows is None else validation_rows[0]["force_rmse_eV_A"],
     }
     create_markdown_artifact(markdown=material_markdown(campaign, material, summary),
                              key=artifact_key(campaign.name, name), description=f"{name}: descriptors and plots")
     logger.info("%s: written to Parquet (run %s)", name, run_id)
     report(name, "done", f"D({mobile}) = {_num(summary['D_cm2_s'])} cm²/s")
     return summary
+
+
+def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str, Any], structure: Any,
+                  wd: Path) -> tuple[list[dict[str, Any]], Any]:
+    """Distil → validate → (refuse a flagged potential if the campaign says so) → submit the
+    production MD in LAMMPS. Returns the ``mlff_validation`` rows and the MD future."""
+    from ramanscreen.tasks.common import InputError
+
+    logger = get_run_logger()
+    name, mlff = material.name, campaign.mlff
+    report(name, "distil", f"teacher {mlff.calculator}")
+    with on_pool("md"), dask.annotate(priority=-5):
+        distilled = stage_tasks["distil"].submit(name, structure, distil_settings(campaign, material),
+                                                 str(wd / "mlff")).result()
+    logger.info("%s: %s fitted (twojmax %d, held-out force RMSE %.3f eV/Å) in %.0f s", name, distilled["method"],
+                distilled["twojmax"], (distilled["holdout_errors"] or {}).get("force_rmse_eV_A", float("nan")),
+                distilled["wall_s"])
+    report(name, "validate", distilled["method"])
+    with on_pool("md"):
+        validation = stage_tasks["validate"].submit(name, distilled, list(material.mobile), mlff.compare_dynamics,
+                                                    str(wd / "mlff" / "validation")).result()
+    logger.info("%s: validation: force RMSE %.3f eV/Å%s (%.0f s)", name, validation["force_rmse_eV_A"],
+                ", FLAGGED" if validation["flagged"] else "", validation["wall_s"])
+    if validation["flagged"] and mlff.refuse_flagged:
+        message, fix = refuse_message(material, validation)
+        raise InputError(message, file=campaign.source, field="mlff.refuse_flagged", fix=fix)
+    refine = mlff.refine_rounds is None or mlff.refine_rounds > 0
+    with on_pool("md"), dask.annotate(priority=-10):
+        md_future = stage_tasks["lammps_md"].submit(name, structure, distilled, md_settings(campaign, material),
+                                                    refine, str(wd / "md"),
+                                                    artifact_key("md-progress", campaign.name, name))
+    return validation["rows"], md_future
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    if not cell:
+        return "cell unknown"
+    text = f"density {cell['density_g_cm3']:.4g} g/cm³, V = {cell['volume_A3']:.5g} Å³"
+    if cell.get("npt"):
+        text += f" (mean cell of an NPT equilibration at {cell['pressure_gpa']:g} GPa)"
+    return text
 
 
 def _num(x: Any) -> str:
@@ -195,7 +275,7 @@ def material_markdown(campaign: Campaign, material: Material, s: dict[str, Any])
         "",
         f"campaign **{campaign.name}**, run id `{s['run_id']}`, {s['n_atoms']} atoms, "
         f"{md.steps} × {md.dt_fs:g} fs production ({md.steps * md.dt_fs / 1000:g} ps) after "
-        f"{md.equil_steps} equilibration steps, MLFF `{campaign.mlff.calculator}`, "
+        f"{md.equil_steps} equilibration steps, MD by `{campaign.mlff.md_label}`, {_cell_text(s.get('cell') or {})}, "
         f"reference `{campaign.reference.backend}`, N_T = {campaign.reference.n_train}, "
         f"{s['n_alpha']} α samples; D fitted over {_num(s['fit_window_ps'][0])}–{_num(s['fit_window_ps'][1])} ps.",
         "",
@@ -203,6 +283,9 @@ def material_markdown(campaign: Campaign, material: Material, s: dict[str, Any])
         "|---|---|",
         f"| D({s['mobile']}) (cm²/s) | {_num(s['D_cm2_s'])} ± {_num(s['D_err_cm2_s'])} |",
     ]
+    if s.get("mlff_flagged") is not None:
+        lines.append(f"| distilled potential force RMSE vs teacher (eV/Å) | {_num(s['mlff_force_rmse_eV_A'])}"
+                     f"{' (flagged)' if s['mlff_flagged'] else ''} |")
     for k, v in s["ml_metrics"].items():
         lines.append(f"| α model {k} | {_num(v)} |")
     for k, v in s["descriptors"].items():

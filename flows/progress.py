@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 #: The stages a material goes through, in order (what the display shows).
-STAGES = ("queued", "structure", "md", "reference", "fit", "predict", "analysis", "parquet", "done", "failed")
+STAGES = ("queued", "structure", "distil", "validate", "md", "reference", "fit", "predict", "analysis", "parquet", "done", "failed")
 
 
 @dataclass

@@ -34,6 +34,10 @@ from prefect.tasks import exponential_backoff
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "structure": ("ramanscreen.tasks.structures",),
     "md": ("ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
+    "distil": ("ramanscreen.tasks.mlff", "ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
+    "validate": ("ramanscreen.tasks.mlff", "ramanscreen.tasks.md", "ramanscreen.tasks.transport",
+                 "ramanscreen.tasks.trajectory", "ramanscreen.tasks.results"),
+    "lammps_md": ("ramanscreen.tasks.mlff", "ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
     "reference": ("ramanscreen.tasks.reference", "ramanscreen.tasks.settings"),
     "fit": ("ramanscreen.tasks.polarizability",),
     "predict": ("ramanscreen.tasks.polarizability",),
@@ -167,19 +171,116 @@ def md_task(material: str, structure: dict[str, Any], settings: dict[str, Any], 
     """Run (or resume from its checkpoint, or return the finished) MD in ``workdir``."""
     from ase.io import read
 
-    from ramanscreen.tasks.md import MDSettings, run_md
+    from ramanscreen.tasks.md import MDSettings, run_md, run_npt_then_nvt
 
     atoms = read(structure["path"])
     s = MDSettings(**settings)
+    progress = _progress(progress_key, f"MD of {material}: {s.total_steps} steps of {s.dt_fs:g} fs")
+
+    def run(a, st, wd, carry_velocities):  # ASE draws velocities at T: the NPT ones are not carried over
+        return run_md(a, st, wd, progress=progress)
+
+    res, cell = run_npt_then_nvt(atoms, s, workdir, run)
+    return _md_summary(res, s, cell, engine="ase")
+
+
+def _progress(key: str, description: str) -> _ArtifactProgress | None:
     try:
-        progress = _ArtifactProgress(progress_key, f"MD of {material}: {s.total_steps} steps of {s.dt_fs:g} fs")
+        return _ArtifactProgress(key, description)
     except Exception:  # noqa: BLE001 - no artifact (e.g. no API) is no reason to stop the MD
-        progress = None
-    res = run_md(atoms, s, workdir, progress=progress)
+        return None
+
+
+def _md_summary(res: Any, s: Any, cell: dict[str, Any], *, engine: str) -> dict[str, Any]:
     n_frames = int(res.metadata.get("n_frames") or _count_traj(res.traj_path))
     return {"traj_path": str(res.traj_path), "meta_path": str(res.metadata_path), "n_frames": n_frames,
             "frame_dt_fs": float(s.dt_fs * s.write_every), "alpha_dt_fs": float(s.alpha_dt_fs),
-            "wall_s": res.metadata.get("wall_time_s")}
+            "wall_s": res.metadata.get("wall_time_s"), "cell": cell, "engine": engine,
+            "method": res.metadata.get("method") or res.metadata.get("model"),
+            "ms_per_step": res.metadata.get("ms_per_step")}
+
+
+# ---------------------------------------------------------------- distilled potential (LAMMPS)
+
+
+@task(name="distil", task_run_name="distil[{material}]")
+def distil_task(material: str, structure: dict[str, Any], settings: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """Fit (or return the already fitted) SNAP for ``material`` from its teacher: training data
+    from a teacher MD at the campaign's T (and P), rattled and strained frames; resumable."""
+    from ase.io import read
+
+    from ramanscreen.tasks.mlff import DistilSettings, distil
+
+    atoms = read(structure["path"])
+    atoms.info["material"] = material
+    t0 = time.perf_counter()
+    res = distil(atoms, DistilSettings.from_dict(settings), workdir)
+    pot = res.potential
+    return {"workdir": str(res.workdir), "potential": str(pot.path), "method": pot.method,
+            "teacher_traj": None if res.data.teacher_traj is None else str(res.data.teacher_traj),
+            "twojmax": pot.settings.twojmax, "holdout_errors": pot.info.get("holdout_errors"),
+            "flagged": bool(pot.info.get("flagged")), "wall_s": time.perf_counter() - t0}
+
+
+@task(name="validate-mlff", task_run_name="validate[{material}]")
+def validate_task(material: str, distilled: dict[str, Any], species: list[str], compare: bool,
+                  workdir: str) -> dict[str, Any]:
+    """The ``mlff_validation`` rows of a distilled potential: errors against the teacher on the
+    held-out frames and, with ``compare``, D and VDOS of a distilled run against the teacher run."""
+    from ramanscreen.tasks.mlff import compare_dynamics, load_distilled, start_structure, validation_rows
+
+    t0 = time.perf_counter()
+    res = load_distilled(distilled["workdir"], potential=distilled["potential"])
+    dyn = None
+    if compare and res.data.teacher_traj is not None:
+        dyn = compare_dynamics(start_structure(res.workdir), res.potential, res.data.teacher_traj, workdir,
+                               species=species)
+    rows = validation_rows(material, res.potential, res.data.holdout, species=species, dynamics=dyn)
+    return {"rows": rows, "flagged": any(r["flagged"] for r in rows), "method": res.potential.method,
+            "force_rmse_eV_A": rows[0]["force_rmse_eV_A"], "wall_s": time.perf_counter() - t0}
+
+
+def lammps_settings(s: Any, *, keep_velocities: bool = False):
+    """The :class:`~ramanscreen.tasks.mlff.LammpsMDSettings` of an ``MDSettings`` (same fields)."""
+    from ramanscreen.tasks.mlff import LammpsMDSettings
+
+    return LammpsMDSettings(temperature_k=s.temperature_k, dt_fs=s.dt_fs, steps=s.steps, equil_steps=s.equil_steps,
+                            ensemble=s.ensemble, pressure_gpa=s.pressure_gpa, write_every=s.write_every,
+                            alpha_stride=s.alpha_stride, checkpoint_every=s.checkpoint_every, seed=s.seed,
+                            tdamp_fs=s.tdamp_fs, pdamp_fs=s.pdamp_fs, keep_velocities=keep_velocities)
+
+
+@task(name="lammps-md", task_run_name="lammps-md[{material}]")
+def lammps_md_task(material: str, structure: dict[str, Any], distilled: dict[str, Any], settings: dict[str, Any],
+                   refine: bool, workdir: str, progress_key: str) -> dict[str, Any]:
+    """Production MD of the distilled potential in LAMMPS (NPT equilibration first when the
+    settings ask for it; the NPT velocities carry over), with on-the-fly refinement when
+    ``refine``; resumes from its checkpoints. The trajectory is the project's format."""
+    from ase.io import read
+
+    from ramanscreen.tasks.md import MDSettings, run_npt_then_nvt
+    from ramanscreen.tasks.mlff import load_distilled, run_lammps_md
+
+    atoms = read(structure["path"])
+    atoms.info["material"] = material
+    s = MDSettings(**settings)
+    res = load_distilled(distilled["workdir"], potential=distilled["potential"])
+    refiner = res.refiner(Path(workdir) / "refine") if refine else None
+    progress = _progress(progress_key, f"LAMMPS MD of {material}: {s.total_steps} steps of {s.dt_fs:g} fs")
+
+    def run(a, st, wd, carry_velocities):
+        return run_lammps_md(a, res.potential, lammps_settings(st, keep_velocities=carry_velocities), wd,
+                             progress=progress, refiner=refiner)
+
+    try:
+        md, cell = run_npt_then_nvt(atoms, s, workdir, run)
+    finally:
+        if refiner is not None:
+            refiner.close()
+    out = _md_summary(md, s, cell, engine="lammps")
+    out["potential"] = md.metadata.get("potential")
+    out["refinement_rounds"] = 0 if refiner is None else refiner.n_rounds
+    return out
 
 
 def _count_traj(path: Path | str) -> int:
@@ -351,7 +452,8 @@ def spectrum_columns(spectrum: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="write-results", task_run_name="parquet[{material}]")
 def write_task(results_root: str, campaign: str, material: str, run_id: str, meta: dict[str, Any],
-               spectrum: dict[str, Any], transport: Any, fit: dict[str, Any]) -> dict[str, Any]:
+               spectrum: dict[str, Any], transport: Any, fit: dict[str, Any],
+               mlff_validation: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id).
     The stage results go in as they come (``write_run`` takes the spectrum and the
     ``TransportResult`` whole), so every documented column is filled."""
@@ -359,7 +461,7 @@ def write_task(results_root: str, campaign: str, material: str, run_id: str, met
 
     rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum_columns(spectrum),
                     transport=transport, descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],
-                    msd=transport, vdos=transport)
+                    msd=transport, vdos=transport, mlff_validation=mlff_validation)
     return {"write_id": rec.write_id, "rows": dict(rec.rows)}
 
 
@@ -368,6 +470,9 @@ def write_task(results_root: str, campaign: str, material: str, run_id: str, met
 STAGE_TASKS = {
     "structure": structure_task,
     "md": md_task,
+    "distil": distil_task,
+    "validate": validate_task,
+    "lammps_md": lammps_md_task,
     "reference": reference_task,
     "fit": fit_task,
     "predict": predict_task,

@@ -58,6 +58,13 @@ from ramanscreen.tasks.schema import check, setting
 ProgressCallback = Callable[[int, int, float], None]
 
 ENSEMBLES = ("nvt-nhc", "langevin", "npt")
+#: ``npt_equilibration`` modes.
+NPT_MODES = ("auto", "on", "off")
+#: ``npt_equilibration = "auto"`` turns the NPT equilibration on above this temperature (K): the
+#: high-temperature phases (γ-Na3PS4 at 900 K), whose density differs from the built cell's.
+NPT_AUTO_T_K = 600.0
+#: The NVT production cell is the mean cell over this last fraction of the NPT equilibration.
+NPT_AVERAGE_FRACTION = 0.5
 #: Overlapping atoms: any pair closer than this (Å) is an input error.
 MIN_PAIR_DISTANCE_A = 0.5
 #: A time step above ``DT_WARN_FS_PER_SQRT_AMU * sqrt(lightest mass / amu)`` gets a warning
@@ -82,8 +89,21 @@ class MLFFSettings:
     'chgnet'
     """
 
-    calculator: str = setting(DEFAULT_CALCULATOR, doc="MLFF: chgnet, sevenn or ase:module:Class")
+    calculator: str = setting(DEFAULT_CALCULATOR, doc="MLFF: chgnet, sevenn or ase:module:Class (with distil: the "
+                              "teacher)")
     options: Mapping[str, Any] = setting(default_factory=dict, doc="keyword options of the calculator")
+    distil: bool = setting(False, doc="distil a SNAP from the calculator per material and run production MD with "
+                           "it in LAMMPS (labelled not DFT); false: MD with the calculator itself")
+    refuse_flagged: bool = setting(False, doc="with distil: stop a material whose potential is flagged (held-out "
+                                   "force RMSE above tasks.mlff.FORCE_RMSE_LIMIT_EV_A) before its production MD")
+    teacher_steps: int | None = setting(None, doc="with distil: teacher MD steps of the training data (none: "
+                                        "TrainingSettings.md_steps)", ge=4)
+    teacher_equil_steps: int | None = setting(None, doc="with distil: teacher equilibration steps (none: "
+                                              "TrainingSettings.equil_steps)", ge=0)
+    refine_rounds: int | None = setting(None, doc="with distil: on-the-fly refinement rounds during production "
+                                        "(none: RefineSettings.max_rounds; 0: off)", ge=0)
+    compare_dynamics: bool = setting(True, doc="with distil: validate D and VDOS of a distilled run against the "
+                                     "teacher run (same cell, start, T and length)")
 
     def __post_init__(self) -> None:
         check(self)
@@ -94,6 +114,20 @@ class MLFFSettings:
             _, module_name, class_name = spec.split(":")
             trusted_ase_class(module_name, class_name, spec)  # refused on load, not when MD starts
             refuse_command_options(self.options)
+
+    @property
+    def md_label(self) -> str:
+        """What drove the MD, as every table labels it: the calculator, or the distilled SNAP.
+
+        >>> MLFFSettings(distil=True).md_label
+        'snap-distilled-from-chgnet (not DFT)'
+        """
+        if self.distil:
+            from ramanscreen.tasks.mlff.data import teacher_name
+            from ramanscreen.tasks.mlff.snap import method_label
+
+            return method_label(teacher_name(self.calculator))
+        return self.calculator
 
 
 @dataclass(frozen=True)
@@ -134,9 +168,32 @@ class MDSettings:
     pdamp_fs: float | None = setting(None, doc="barostat damping time of npt runs (none: 1000 × dt_fs)", unit="fs",
                                      gt=0)
     friction_per_fs: float = setting(0.01, doc="Langevin friction", unit="1/fs", gt=0)
+    npt_equilibration: str = setting("auto", doc="NPT at T and pressure_gpa before NVT production at the mean "
+                                     "equilibrated cell: on, off, or auto (on above NPT_AUTO_T_K or at P ≠ 0)",
+                                     choices=NPT_MODES)
+    npt_steps: int = setting(2500, doc="steps of that NPT equilibration (its cell is averaged over the last "
+                             "NPT_AVERAGE_FRACTION)", ge=10)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def npt_first(self) -> bool:
+        """Whether this run equilibrates in NPT first, then runs NVT at the mean cell.
+
+        >>> MDSettings(temperature_k=900).npt_first, MDSettings(temperature_k=300).npt_first
+        (True, False)
+        >>> MDSettings(temperature_k=300, pressure_gpa=1.0).npt_first
+        True
+        """
+        if self.ensemble == "npt" or self.npt_equilibration == "off":
+            return False
+        return self.npt_equilibration == "on" or self.temperature_k > NPT_AUTO_T_K or self.pressure_gpa != 0.0
+
+    @property
+    def controls_pressure(self) -> bool:
+        """The run (or its equilibration) holds ``pressure_gpa``: what the results record as P."""
+        return self.ensemble == "npt" or self.npt_first
 
     @property
     def alpha_dt_fs(self) -> float:
@@ -1240,8 +1297,108 @@ def parity_plot(res: ForceCheckResult, path: str | os.PathLike[str], *, title: s
     return save_figure(fig, path)
 
 
+# ============================================================================================
+# NPT equilibration, then NVT production at the mean cell
+# ============================================================================================
+#: ``run(atoms, settings, workdir, carry_velocities)`` -> MDResult: one engine's MD (ASE or LAMMPS).
+MDRunner = Callable[[Atoms, "MDSettings", Path, bool], "MDResult"]
+
+
+def npt_stage_settings(s: MDSettings) -> MDSettings:
+    """The NPT equilibration of ``s``: ``npt_steps`` of NPT at its T and ``pressure_gpa`` (from
+    the structure; about 100 stored frames, which only the cell average reads).
+
+    >>> e = npt_stage_settings(MDSettings(temperature_k=900, npt_steps=500, equil_steps=50))
+    >>> e.ensemble, e.steps, e.equil_steps, e.write_every
+    ('npt', 500, 0, 5)
+    """
+    every = max(1, s.npt_steps // 100)
+    return dataclasses.replace(s, ensemble="npt", steps=s.npt_steps, equil_steps=0, write_every=every, alpha_stride=1,
+                               npt_equilibration="off", checkpoint_every=max(every, s.checkpoint_every))
+
+
+def npt_handover(npt_traj: str | os.PathLike[str], average_fraction: float = NPT_AVERAGE_FRACTION
+                 ) -> tuple[Atoms, dict[str, Any]]:
+    """The start of NVT production after an NPT equilibration, and its record.
+
+    The cell is the mean cell of the last ``average_fraction`` of the stored NPT frames; the
+    atoms are the last NPT frame's, at the same fractional coordinates in that cell, with its
+    velocities. The record holds the mean cell, its spread, the volume and the density.
+    """
+    from ase.io.trajectory import Trajectory as AseTrajectory
+
+    with AseTrajectory(str(npt_traj)) as tr:
+        n = len(tr)
+        if n < 2:
+            raise InputError(f"the NPT equilibration stored {n} frames, too few to average", file=npt_traj,
+                             fix="raise npt_steps")
+        first = tr[0]
+        tail = [tr[k] for k in range(min(n - 1, int(n * (1.0 - average_fraction))), n)]
+    cells = np.array([f.cell.array for f in tail])
+    mean = cells.mean(axis=0)
+    last = tail[-1]
+    frac = np.linalg.solve(last.cell.array.T, last.positions.T).T
+    start = Atoms(numbers=last.numbers, positions=frac @ mean, cell=mean, pbc=True, masses=last.get_masses(),
+                  momenta=last.get_momenta())
+    start.wrap()
+    vol = float(abs(np.linalg.det(mean)))
+    mass_g = float(last.get_masses().sum()) / units.mol
+    lengths = np.linalg.norm(cells, axis=2)
+    record = {
+        "npt_traj": str(npt_traj), "n_frames_averaged": len(tail), "average_fraction": float(average_fraction),
+        "first_averaged_md_step": int(tail[0].info.get("md_step", -1)),
+        "last_npt_md_step": int(last.info.get("md_step", -1)),
+        "mean_cell_A": mean.tolist(), "cell_lengths_A": np.linalg.norm(mean, axis=1).tolist(),
+        "cell_lengths_std_A": lengths.std(axis=0).tolist(), "volume_A3": vol,
+        "initial_volume_A3": float(abs(np.linalg.det(first.cell.array))),
+        "density_g_cm3": mass_g / (vol * 1e-24),
+    }
+    return start, record
+
+
+def density_g_cm3(atoms: Atoms) -> float:
+    """Mass density of a cell (g/cm³).
+
+    >>> from ase.build import bulk
+    >>> round(density_g_cm3(bulk("Cu", "fcc", a=3.615)), 2)
+    8.93
+    """
+    return float(atoms.get_masses().sum() / units.mol / (abs(atoms.get_volume()) * 1e-24))
+
+
+def run_npt_then_nvt(atoms: Atoms, settings: MDSettings, workdir: str | os.PathLike[str], run: MDRunner
+                     ) -> tuple[MDResult, dict[str, Any]]:
+    """Production MD of ``settings`` in ``workdir`` with ``run`` (an engine), preceded, when
+    ``settings.npt_first``, by the NPT equilibration in ``workdir/npt`` and the hand-over of
+    :func:`npt_handover` (written to ``workdir/npt_handover.json``). Each run resumes as the
+    engine does, so a killed call resumes where it stopped.
+
+    Returns the production result and the record of the production cell: ``npt`` (whether it
+    was equilibrated), ``pressure_gpa`` (None: not controlled), the cell, volume, density and,
+    after NPT, the hand-over record.
+    """
+    workdir = Path(workdir)
+    if not settings.npt_first:
+        res = run(atoms, settings, workdir, False)
+        record: dict[str, Any] = {"npt": False, "pressure_gpa": settings.pressure_gpa if settings.ensemble == "npt"
+                                  else None}
+    else:
+        npt = run(atoms, npt_stage_settings(settings), workdir / "npt", False)
+        start, hand = npt_handover(npt.traj_path)
+        res = run(start, settings, workdir, True)
+        hand["pressure_mean_gpa"] = npt.metadata.get("pressure_mean_gpa")
+        _write_json(workdir / "npt_handover.json", hand)
+        record = {"npt": True, "pressure_gpa": settings.pressure_gpa, "handover": hand}
+    from ase.io.trajectory import Trajectory as AseTrajectory
+
+    with AseTrajectory(str(res.traj_path)) as tr:
+        first = tr[0]
+    record.update({"cell_A": first.cell.array.tolist(), "cell_lengths_A": first.cell.lengths().tolist(),
+                   "volume_A3": float(abs(first.get_volume())), "density_g_cm3": density_g_cm3(first)})
+    return res, record
+
 __all__ = [
     "CALCULATORS", "ENSEMBLES", "ForceCheckResult", "MDResult", "MDSettings", "RichProgress", "check_elements",
     "check_overlaps", "check_time_step", "force_check", "get_calculator", "import_md", "parity_plot",
-    "read_reference_forces", "run_md", "set_num_threads",
+    "read_reference_forces", "run_md", "run_npt_then_nvt", "npt_handover", "npt_stage_settings", "set_num_threads",
 ]

@@ -1,7 +1,7 @@
 """Campaign results as hive-partitioned Parquet tables, written atomically and schema-versioned.
 
 One *run* is one material simulated once in one campaign; it is keyed by
-``(campaign, material, run_id)``. :func:`write_run` writes all seven tables of a run:
+``(campaign, material, run_id)``. :func:`write_run` writes all eight tables of a run:
 
 ========== ====================================================== ======================
 table      rows                                                   required columns
@@ -17,6 +17,8 @@ ml_metrics one per run                                            r2_diag, r2_of
                                                                   rmse_offdiag_A3
 msd        one per (species, time)                                species, time_ps, msd_A2
 vdos       one per (species, frequency)                           species, freq_cm1, vdos
+mlff_validation one per mobile species (distilled potentials only) species, method,
+                                                                  force_rmse_eV_A, flagged
 ========== ====================================================== ======================
 
 Every row also carries ``campaign``, ``material``, ``run_id``, ``write_id`` and
@@ -104,8 +106,10 @@ KEY_COLUMNS = ("campaign", "material", "run_id")
 BOOKKEEPING_COLUMNS = (*KEY_COLUMNS, "write_id", "schema_version")
 
 #: Data tables (written first) in write order; ``materials`` is written last, as the commit.
-DATA_TABLES = ("spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos")
+DATA_TABLES = ("spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos", "mlff_validation")
 TABLES = ("materials", *DATA_TABLES)
+#: Tables added after runs were first written: a results root written before them lacks them.
+OPTIONAL_TABLES = ("mlff_validation",)
 COMMIT_FILE = "run.parquet"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
@@ -129,7 +133,16 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "md_equil_ps": (_F, False, "equilibration length, ps"),
         "md_production_ps": (_F, False, "production length, ps"),
         "alpha_stride": (_I, False, "alpha predicted every n-th MD frame"),
-        "pressure_gpa": (_F, False, "pressure for NPT runs, GPa (null: NVT)"),
+        "pressure_gpa": (_F, False, "pressure P the run held (NPT production or NPT equilibration), GPa "
+                         "(null: fixed cell, P not controlled)"),
+        "phase": (_S, False, "the material's label as the campaign names it (the phase, e.g. γ-Na3PS4)"),
+        "npt_equilibrated": (pa.bool_(), False, "production ran NVT at the mean cell of an NPT equilibration at T, P"),
+        "density_g_cm3": (_F, False, "mass density of the production cell, g/cm^3 (after NPT: the equilibrated one)"),
+        "volume_A3": (_F, False, "volume of the production cell, A^3"),
+        "cell_a_A": (_F, False, "production cell length a, A"),
+        "cell_b_A": (_F, False, "production cell length b, A"),
+        "cell_c_A": (_F, False, "production cell length c, A"),
+        "md_engine": (_S, False, "what integrated the MD: ase (the calculator itself) or lammps (distilled SNAP)"),
         "structure": (_S, False, "builder name or structure file the run started from"),
         "code_version": (_S, False, "git describe of the code (filled in when omitted)"),
         "omega_min_cm1": (_F, False, "low-frequency (central-peak) window start the run used, cm^-1"),
@@ -184,6 +197,35 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "species": (_S, True, "element symbol"),
         "freq_cm1": (_F, True, "frequency, cm^-1"),
         "vdos": (_F, True, "atom-resolved vibrational density of states (arb. units)"),
+    },
+    # a distilled potential against its teacher (ramanscreen.tasks.mlff.validate); no rows when
+    # the MD ran on the calculator itself
+    "mlff_validation": {
+        "species": (_S, True, "mobile species the D and VDOS columns compare"),
+        "method": (_S, True, "how the potential was made (distilled from the teacher, not DFT)"),
+        "teacher": (_S, False, "teacher model"),
+        "temperature_k": (_F, False, "campaign temperature of the held-out frames and runs, K"),
+        "n_atoms": (_I, False, "atoms in the cell"),
+        "n_train_frames": (_I, False, "labelled frames fitted"),
+        "n_holdout_frames": (_I, False, "held-out teacher frames"),
+        "twojmax": (_I, False, "SNAP band limit"),
+        "quadratic": (pa.bool_(), False, "quadratic SNAP"),
+        "force_rmse_eV_A": (_F, True, "force RMSE vs the teacher on held-out frames, eV/A"),
+        "force_mae_eV_A": (_F, False, "force MAE vs the teacher on held-out frames, eV/A"),
+        "energy_rmse_meV_atom": (_F, False, "energy RMSE per atom vs the teacher on held-out frames, meV/atom"),
+        "energy_mae_meV_atom": (_F, False, "energy MAE per atom vs the teacher on held-out frames, meV/atom"),
+        "stress_rmse_GPa": (_F, False, "stress RMSE vs the teacher on held-out frames, GPa"),
+        "force_rms_teacher_eV_A": (_F, False, "RMS of the teacher's held-out forces (scale of the RMSE), eV/A"),
+        "force_rmse_limit_eV_A": (_F, False, "the flagging threshold, eV/A"),
+        "flagged": (pa.bool_(), True, "force RMSE above the threshold"),
+        "comparison_ps": (_F, False, "length of each of the two comparison runs, ps"),
+        "D_teacher_cm2_s": (_F, False, "D of the species in the teacher run, cm^2/s"),
+        "D_distilled_cm2_s": (_F, False, "D of the species in the distilled run, cm^2/s"),
+        "D_ratio": (_F, False, "D distilled / D teacher"),
+        "vdos_overlap": (_F, False, "overlap of the species' unit-area VDOS (1 = identical)"),
+        "vdos_overlap_all": (_F, False, "atom-weighted VDOS overlap over all species"),
+        "refinement_rounds": (_I, False, "on-the-fly refinement rounds of the potential"),
+        "potential": (_S, False, "path of the potential's .snap.json"),
     },
 }
 #: Tables whose rows may carry extra numeric columns beyond :data:`COLUMNS`.
@@ -350,7 +392,7 @@ def _build_table(table: str, columns: Mapping[str, Any], n_rows: int | None = No
         if dtype == _S:
             vals = [value] if isinstance(value, str) else list(np.ravel(np.asarray(value, dtype=object)))
             for v in vals:
-                if not isinstance(v, str) or not v:
+                if v is not None and (not isinstance(v, str) or not v):  # None in a list: null
                     raise InputError(f"expected a non-empty string, got {v!r}", field=field)
             arrays[name] = pa.array(vals, type=_S)
         elif dtype == _F:
@@ -366,12 +408,12 @@ def _build_table(table: str, columns: Mapping[str, Any], n_rows: int | None = No
         elif dtype == _I:
             arr = np.atleast_1d(np.asarray(value, dtype=object))
             try:
-                ok = arr.ndim == 1 and all(not isinstance(v, str) and float(v) == int(v) for v in arr)
+                ok = arr.ndim == 1 and all(v is None or (not isinstance(v, str) and float(v) == int(v)) for v in arr)
             except (TypeError, ValueError):
                 ok = False
             if not ok:
                 raise InputError(f"expected integers, got {value!r}", field=field)
-            arrays[name] = pa.array([int(v) for v in arr], type=_I)
+            arrays[name] = pa.array([None if v is None else int(v) for v in arr], type=_I)
         else:  # timestamps are filled in by the writer
             arrays[name] = pa.array(list(np.atleast_1d(value)), type=dtype)
         lengths.add(len(arrays[name]))
@@ -469,9 +511,10 @@ def build_tables(
     ml_metrics: Mapping[str, Any] | None = None,
     msd: Any = None,
     vdos: Any = None,
+    mlff_validation: Sequence[Mapping[str, Any]] | None = None,
     write_id: str | None = None,
 ) -> dict[str, pa.Table]:
-    """Validate a run's results and build its seven Arrow tables, without touching disk.
+    """Validate a run's results and build its eight Arrow tables, without touching disk.
 
     Arguments are as for :func:`write_run`. Every table gets the bookkeeping columns and the
     schema version in its metadata.
@@ -554,6 +597,13 @@ def build_tables(
         else:
             tables[name] = _build_table(name, _long_columns(curve, name))
             _validate_long(tables[name], name, x)
+
+    if not mlff_validation:
+        tables["mlff_validation"] = _empty("mlff_validation")
+    else:
+        rows = [{k: v for k, v in _as_mapping(r, f"mlff_validation[{i}]").items() if k != "material"}
+                for i, r in enumerate(mlff_validation)]  # the material is the run's key
+        tables["mlff_validation"] = _build_table("mlff_validation", _long_columns(rows, "mlff_validation"))
 
     mobile = mat.column("mobile_species")[0].as_py()
     species = set(tables["transport"].column("species").to_pylist())
@@ -644,6 +694,7 @@ def write_run(
     ml_metrics: Mapping[str, Any] | None = None,
     msd: Any = None,
     vdos: Any = None,
+    mlff_validation: Sequence[Mapping[str, Any]] | None = None,
 ) -> RunRecord:
     """Write (or replace) every table of one run and commit it atomically.
 
@@ -670,12 +721,15 @@ def write_run(
     msd, vdos:
         Long-format curves ``species, time_ps, msd_A2`` and ``species, freq_cm1, vdos``, as
         columns or ``{species: {"time_ps": [...], "msd_A2": [...]}}``.
+    mlff_validation:
+        Rows of :func:`ramanscreen.tasks.mlff.validation_rows` (a distilled potential against its
+        teacher), or None (MD on the calculator itself: zero rows).
 
-    Omitted tables are written with zero rows, so every committed run has all seven files.
+    Omitted tables are written with zero rows, so every committed run has all eight files.
     """
     tables = build_tables(
         campaign, material, run_id, meta=meta, spectrum=spectrum, transport=transport,
-        descriptors=descriptors, ml_metrics=ml_metrics, msd=msd, vdos=vdos,
+        descriptors=descriptors, ml_metrics=ml_metrics, msd=msd, vdos=vdos, mlff_validation=mlff_validation,
     )
     root = _check_root(results_root)
     write_id = tables["materials"].column("write_id")[0].as_py()

@@ -92,7 +92,9 @@ def test_paper_campaign_holds_the_paper_settings() -> None:
     for k in ("Na3SbS4", "Na3SbS4-W", "Na3PS4"):
         assert m[k].md.dt_fs == 2.0 and m[k].md.steps * 2.0 / 1000 == 100.0
     assert c.reference.n_train == 300
-    assert all(x.md.alpha_stride == 10 for x in c.materials)
+    # α every 10th MD step (the Na runs store every 5th step and take α on every 2nd stored frame)
+    assert all(x.md.alpha_stride * x.md.write_every == 10 for x in c.materials)
+    assert c.mlff.distil and m["Na3PS4"].md.npt_first and not m["AgI"].md.npt_first
 
 
 def test_quick_profile_is_a_deep_merge(tmp_path: Path) -> None:
@@ -102,7 +104,10 @@ def test_quick_profile_is_a_deep_merge(tmp_path: Path) -> None:
     q = {m.name: m for m in quick.materials}
     f = {m.name: m for m in full.materials}
     assert q["AgI"].n_atoms == 32 and q["AgI"].md.dt_fs == 10.0 and q["AgI"].md.steps == 60
-    assert q["Na3PS4"].md.steps == 200 and f["Na3PS4"].md.steps == 2000
+    assert q["Na3PS4"].md.steps == 200 and f["Na3PS4"].md.steps == 20000
+    # production at >= 40 ps (Na) and >= 60 ps (AgI) on the distilled potentials
+    assert f["AgI"].md.steps * f["AgI"].md.dt_fs >= 60_000 and f["Na3SbS4"].md.steps * 2.0 >= 40_000
+    assert full.mlff.distil and quick.mlff.distil and quick.mlff.teacher_steps == 100
     assert quick.reference.backend == "dipole" and quick.reference.n_train == 8
     # the quick profile ranks by the same metric as the full campaign, on its own windows
     assert quick.ranking.metric == full.ranking.metric == "cp_fraction"

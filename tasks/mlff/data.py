@@ -132,13 +132,18 @@ def teacher_calculator(settings: TrainingSettings, *, stress: bool = True) -> Ca
                           **dict(settings.teacher_kwargs))
 
 
+def teacher_name(spec: str) -> str:
+    """The short teacher name a distilled potential is labelled with.
+
+    >>> teacher_name("chgnet"), teacher_name("ase:ase.calculators.emt:EMT")
+    ('chgnet', 'emt')
+    """
+    return spec.split(":")[-1].lower() if spec.startswith("ase:") else spec
+
+
 def teacher_info(calc: Calculator | None, settings: TrainingSettings, source: str | None = None) -> dict[str, Any]:
     info = dict(getattr(calc, "ramanscreen_info", {}) or {}) if calc is not None else {}
-    name = settings.teacher
-    if name.startswith("ase:"):
-        name = name.split(":")[-1].lower()
-    if settings.is_file:
-        name = "file"
+    name = FILE_TEACHER if settings.is_file else teacher_name(settings.teacher)
     return {"name": name, "spec": settings.teacher, "kwargs": dict(settings.teacher_kwargs),
             "model": info.get("model"), "model_version": info.get("model_version"), "source": source}
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator
@@ -48,6 +48,9 @@ from ramanscreen.tasks.mlff.snap import (
     error_stats,
     fit_snap,
 )
+
+if TYPE_CHECKING:
+    from ramanscreen.tasks.md import MDSettings, MLFFSettings
 
 #: A cheaper band limit is taken when its held-out force RMSE is at most this fraction of the limit.
 SELECT_MARGIN = 0.9
@@ -80,6 +83,38 @@ class DistilSettings:
     def to_dict(self) -> dict[str, Any]:
         return {"training": self.training.to_dict(), "snap": self.snap.to_dict(), "refine": self.refine.to_dict(),
                 "training_file": self.training_file, "try_twojmax": list(self.try_twojmax)}
+
+    @classmethod
+    def for_run(cls, mlff: MLFFSettings, md: MDSettings) -> DistilSettings:
+        """The distillation a campaign asks for: ``mlff.calculator`` as the teacher at the run's T,
+        time step, seed and (when the run holds it, :attr:`MDSettings.controls_pressure`) P; the
+        ``[mlff]`` keys left unset keep the defaults of :class:`TrainingSettings` and
+        :class:`RefineSettings`.
+
+        >>> from ramanscreen.tasks.md import MDSettings, MLFFSettings
+        >>> s = DistilSettings.for_run(MLFFSettings(distil=True, teacher_steps=300), MDSettings(temperature_k=900))
+        >>> s.training.md_steps, s.training.pressure_gpa, s.refine.max_rounds
+        (300, 0.0, 3)
+        """
+        given = {"md_steps": mlff.teacher_steps, "equil_steps": mlff.teacher_equil_steps}
+        training = TrainingSettings(teacher=mlff.calculator, teacher_kwargs=dict(mlff.options),
+                                    temperature_k=md.temperature_k, dt_fs=md.dt_fs, seed=md.seed,
+                                    pressure_gpa=md.pressure_gpa if md.controls_pressure else None,
+                                    num_threads=md.num_threads, **{k: v for k, v in given.items() if v is not None})
+        refine = RefineSettings(**({} if mlff.refine_rounds is None else {"max_rounds": mlff.refine_rounds}))
+        return cls(training=training, refine=refine)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistilSettings:
+        """The inverse of :meth:`to_dict` (plain data: a flow's task input).
+
+        >>> s = DistilSettings(try_twojmax=(4,))
+        >>> DistilSettings.from_dict(s.to_dict()) == s
+        True
+        """
+        return cls(training=TrainingSettings(**d["training"]), snap=SnapSettings(**d["snap"]),
+                   refine=RefineSettings(**d["refine"]), training_file=d.get("training_file"),
+                   try_twojmax=tuple(d.get("try_twojmax", ())))
 
     def fingerprint(self) -> str:
         d = self.to_dict()

@@ -95,6 +95,9 @@ class LammpsMDSettings:
     pdamp_fs: float | None = None
     #: Length of the Nosé–Hoover chains.
     tchain: int = 3
+    #: Start from the velocities of ``atoms`` (e.g. an NPT equilibration's last frame, total
+    #: momentum removed) instead of drawing them at T.
+    keep_velocities: bool = False
 
     @property
     def alpha_dt_fs(self) -> float:
@@ -405,7 +408,14 @@ def run_lammps_md(
     lines = [*pair, "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check yes",
              f"timestep {num(settings.dt_fs * FS_TO_PS)}", "compute pea all pe/atom",
              "variable vol equal vol", "thermo_style custom step temp pe press vol", "thermo 0"]
-    if ckpt is None:
+    if ckpt is None and settings.keep_velocities:
+        v_ase = atoms.get_velocities()
+        if not np.isfinite(v_ase).all() or not np.any(v_ase):
+            raise InputError("keep_velocities needs atoms with velocities", field="structure",
+                             fix="give atoms with momenta, or draw them (keep_velocities = false)")
+        system.scatter("v", frame.to_lammps(v_ase) * units.fs / FS_TO_PS)
+        lines.append("velocity all zero linear")
+    elif ckpt is None:
         lines.append(f"velocity all create {num(settings.temperature_k)} {settings.seed % 900_000_000 + 1} "
                      "dist gaussian mom yes rot no")
     lines.append(_fix_command(settings))

@@ -29,36 +29,12 @@ from ase import Atoms
 from ramanscreen.tasks.common import InputError, write_table
 from ramanscreen.tasks.mlff.lammps_md import LammpsMDSettings, run_lammps_md
 from ramanscreen.tasks.mlff.snap import FORCE_RMSE_LIMIT_EV_A, SnapPotential, error_stats
+from ramanscreen.tasks.results import COLUMNS as RESULT_COLUMNS
 
-#: Column -> description (units in the names).
-VALIDATION_COLUMNS: dict[str, str] = {
-    "material": "material name",
-    "method": "how the potential was made (distilled from the teacher, not DFT)",
-    "teacher": "teacher model",
-    "temperature_k": "campaign temperature of the held-out frames and runs",
-    "n_atoms": "atoms in the cell",
-    "n_train_frames": "labelled frames fitted",
-    "n_holdout_frames": "held-out teacher frames",
-    "twojmax": "SNAP band limit",
-    "quadratic": "quadratic SNAP",
-    "force_rmse_eV_A": "force RMSE vs the teacher on held-out frames",
-    "force_mae_eV_A": "force MAE vs the teacher on held-out frames",
-    "energy_rmse_meV_atom": "energy RMSE per atom vs the teacher on held-out frames",
-    "energy_mae_meV_atom": "energy MAE per atom vs the teacher on held-out frames",
-    "stress_rmse_GPa": "stress RMSE vs the teacher on held-out frames",
-    "force_rms_teacher_eV_A": "RMS of the teacher's held-out forces (scale of the RMSE)",
-    "force_rmse_limit_eV_A": "the flagging threshold",
-    "flagged": "force RMSE above the threshold",
-    "species": "mobile species compared",
-    "comparison_ps": "length of each of the two comparison runs",
-    "D_teacher_cm2_s": "D of the species in the teacher run",
-    "D_distilled_cm2_s": "D of the species in the distilled run",
-    "D_ratio": "D distilled / D teacher",
-    "vdos_overlap": "overlap of the species' unit-area VDOS (1 = identical)",
-    "vdos_overlap_all": "atom-weighted VDOS overlap over all species",
-    "refinement_rounds": "on-the-fly refinement rounds of the potential",
-    "potential": "path of the potential's .snap.json",
-}
+#: Column -> description (units in the names): the ``mlff_validation`` table of the results
+#: (:data:`ramanscreen.tasks.results.COLUMNS`, defined there once), plus the material name.
+VALIDATION_COLUMNS: dict[str, str] = {"material": "material name",
+                                      **{k: v[2] for k, v in RESULT_COLUMNS["mlff_validation"].items()}}
 
 
 def vdos_overlap(freq_cm1: np.ndarray, g1: np.ndarray, g2: np.ndarray) -> float:
