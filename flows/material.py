@@ -227,14 +227,18 @@ def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str,
     logger = get_run_logger()
     name, mlff = material.name, campaign.mlff
     report(name, "distil", f"teacher {mlff.calculator}")
-    with on_pool("md"), dask.annotate(priority=-5):
+    # distillations last in the md pool's queue: a freed worker first takes the production MD of
+    # a material already distilled, so its α and analysis start on the other pools sooner
+    with on_pool("md"), dask.annotate(priority=-10):
         distilled = stage_tasks["distil"].submit(name, structure, distil_settings(campaign, material),
                                                  str(wd / "mlff")).result()
     logger.info("%s: %s fitted (twojmax %d, held-out force RMSE %.3f eV/Å) in %.0f s", name, distilled["method"],
                 distilled["twojmax"], (distilled["holdout_errors"] or {}).get("force_rmse_eV_A", float("nan")),
                 distilled["wall_s"])
     report(name, "validate", distilled["method"])
-    with on_pool("md"):
+    # short (held-out errors and a run as long as the teacher MD): on the ml pool, so it never
+    # waits behind another material's distillation
+    with on_pool("ml"):
         validation = stage_tasks["validate"].submit(name, distilled, list(material.mobile), mlff.compare_dynamics,
                                                     str(wd / "mlff" / "validation")).result()
     logger.info("%s: validation: force RMSE %.3f eV/Å%s (%.0f s)", name, validation["force_rmse_eV_A"],
@@ -243,7 +247,7 @@ def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str,
         message, fix = refuse_message(material, validation)
         raise InputError(message, file=campaign.source, field="mlff.refuse_flagged", fix=fix)
     refine = mlff.refine_rounds is None or mlff.refine_rounds > 0
-    with on_pool("md"), dask.annotate(priority=-10):
+    with on_pool("md"), dask.annotate(priority=-5):
         md_future = stage_tasks["lammps_md"].submit(name, structure, distilled, md_settings(campaign, material),
                                                     refine, str(wd / "md"),
                                                     artifact_key("md-progress", campaign.name, name))
