@@ -426,7 +426,14 @@ def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
             wanted = [c for c in ("campaign", "material", "run_id", FORMULA_COLUMN, TEMPERATURE_COLUMN, PRESSURE_COLUMN,
                                   "mobile_species", "D_cm2_s", "sigma_S_cm", "cp_fraction", "mlff") if c in cols]
             cur = con.execute(f"SELECT {', '.join(wanted)} FROM screening ORDER BY campaign, material, run_id")
-            parts.append(("computed", wanted, cur.fetchall()))
+            got_c = cur.fetchall()
+            if PRESSURE_COLUMN in wanted:  # NVT runs record no pressure: taken at 0 GPa, and said so
+                ip = wanted.index(PRESSURE_COLUMN)
+                n_nvt = sum(r[ip] is None for r in got_c)
+                got_c = [r[:ip] + (0.0 if r[ip] is None else r[ip],) + r[ip + 1:] for r in got_c]
+                if n_nvt:
+                    notes.append(f"{n_nvt} computed rows without {PRESSURE_COLUMN} (NVT runs) taken at 0 GPa")
+            parts.append(("computed", wanted, got_c))
             if PRESSURE_COLUMN not in wanted:
                 notes.append(f"no '{PRESSURE_COLUMN}' in the screening view: computed rows taken at 0 GPa")
             notes.append("computed rows from the screening view: D_cm2_s and sigma_S_cm are MLFF-MD values, not DFT")
