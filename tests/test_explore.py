@@ -70,31 +70,29 @@ def test_loop_runs_to_budget_and_batches_are_diverse(tmp_path):
     assert all(r["cv_rmse"] >= 0 and r["max_pool_std"] > 0 for r in rounds)
 
 
-def test_uncertainty_sampling_picks_the_most_uncertain_point(tmp_path):
+def _first_pick(tmp_path, **kw):
+    """The initial design evaluated, then the first single pick: (pick, model, pool scored)."""
     st = xp.ExploreSettings(initial_points=6, batch_size=1, budget=7, surrogate=FAST, diversity="none", pool_size=128,
-                            acquisition="std")
+                            **kw)
     loop = xp.ExploreLoop(SPACE, st, tmp_path)
     for p in loop.next_round():
         loop.record(p.proposal_id, oracle(p))
     (pick,) = loop.next_round()
-    model = loop.last_model
-    pool = SPACE.pool(st.pool_size, seed=st.seed + 1000 + 1)
+    return pick, loop.last_model, SPACE.pool(st.pool_size, seed=st.seed + 1000 + 1)
+
+
+def test_uncertainty_sampling_picks_the_most_uncertain_point(tmp_path):
+    pick, model, pool = _first_pick(tmp_path, acquisition="std")
     _, std = model.predict([SPACE.formula(x) for x in pool[:, 0]], pool[:, 1], pool[:, 2])
     assert pick.predicted_std == pytest.approx(float(std.max()), rel=1e-6)
 
 
 def test_imse_picks_the_largest_integrated_variance_reduction(tmp_path):
     """The pick maximises Σ_p Cov(p, c)² / Var(c) over the pool, computed here from sklearn's GP directly."""
-    st = xp.ExploreSettings(initial_points=6, batch_size=1, budget=7, surrogate=FAST, diversity="none", pool_size=128)
-    assert st.acquisition == "imse"
-    loop = xp.ExploreLoop(SPACE, st, tmp_path)
-    for p in loop.next_round():
-        loop.record(p.proposal_id, oracle(p))
-    (pick,) = loop.next_round()
     from ramanscreen.tasks.surrogate import feature_matrix
 
-    model = loop.last_model
-    pool = SPACE.pool(st.pool_size, seed=st.seed + 1000 + 1)
+    assert xp.ExploreSettings().acquisition == "imse"
+    pick, model, pool = _first_pick(tmp_path)
     X = model.pipeline.named_steps["scale"].transform(
         feature_matrix([SPACE.formula(x) for x in pool[:, 0]], pool[:, 1], pool[:, 2], model.elements))
     _, cov = model.pipeline.named_steps["gp"].predict(X, return_cov=True)
