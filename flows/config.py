@@ -71,7 +71,8 @@ SECTIONS: dict[str, type] = {
 }
 #: Keys of ``[md]`` and of a material's MD overrides: the MDSettings fields a campaign sets.
 MD_KEYS: tuple[str, ...] = tuple(field_names(MDSettings, toml_only=True))
-MATERIAL_KEYS: tuple[str, ...] = ("name", "structure", "n_atoms", "temperature_k", "temperatures_k", "mobile", "label")
+MATERIAL_KEYS: tuple[str, ...] = ("name", "structure", "n_atoms", "temperature_k", "temperatures_k", "mobile", "label",
+                                  "allow_charged")
 TABLES = ("mlff", "md", "reference", "model", "prediction", "spectrum", "transport", "ranking", "cluster")
 TOP_KEYS = ("name", "description", "results_root", "materials", "quick", *TABLES)
 #: MDSettings fields that come from [mlff], not [md].
@@ -346,6 +347,22 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
                 raise ck.fail(f"{f}.structure", f"{structure!r} is neither a builder nor a structure file",
                               f"use one of {', '.join(BUILDERS)} or a path relative to the campaign file")
             structure = str(path)
+            # a file that lost atom rows is refused here, before anything runs (the builders are balanced)
+            allow_charged = m.get("allow_charged", False)
+            if not isinstance(allow_charged, bool):
+                raise ck.fail(f"{f}.allow_charged", f"expected true or false, got {allow_charged!r}")
+            from ramanscreen.tasks.structures import check_charge_balance, load_structure
+
+            try:
+                atoms = load_structure(path)
+            except InputError as exc:
+                raise ck.fail(f"{f}.structure", f"{path}: {exc.message}", exc.fix) from None
+            try:
+                check_charge_balance(atoms, file=path, allow_charged=allow_charged)
+            except InputError as exc:
+                raise ck.fail(f"{f}.structure", f"{path.name}: {exc.message}",
+                              "check the file for missing atoms or wrong occupancies, or set allow_charged = true "
+                              "in this material") from None
         n_atoms = m.get("n_atoms")
         if n_atoms is not None:
             n_atoms = ck.typed(n_atoms, int, f"{f}.n_atoms")

@@ -244,6 +244,28 @@ def test_campaign_mlff_is_a_trusted_calculator(capsys, tmp_path, calculator, opt
     assert str(toml) in line
 
 
+def test_campaign_refuses_a_structure_file_that_lost_atoms(capsys, tmp_path) -> None:
+    """The same CIF in a campaign: `validate` (and so `screen`) refuses it naming the material's
+    structure key; `allow_charged = true` in that material lets it through."""
+    import ase.io
+    from ase import Atoms
+
+    lost = Atoms("Na6P2S4", cell=[8, 8, 8], pbc=True, scaled_positions=np.random.default_rng(0).random((12, 3)))
+    ase.io.write(tmp_path / "Na3PS4.cif", lost)
+    body = (f'name = "c"\nresults_root = "{tmp_path / "results"}"\n'
+            '[spectrum]\nomega_min_cm1 = 40.0\nomega_c_cm1 = 100.0\nhost_window_cm1 = [100.0, 1000.0]\n'
+            '[[materials]]\nname = "nps"\nstructure = "Na3PS4.cif"\nmobile = ["Na"]\ntemperature_k = 600\n')
+    toml = tmp_path / "c.toml"
+    toml.write_text(body)
+    line = assert_refused(capsys, tmp_path / "results", ["validate", toml],
+                          "materials[0].structure: Na3PS4.cif: Na6P2S4 is not charge balanced (formal charge +8",
+                          "set allow_charged = true in this material")
+    assert str(toml) in line
+    toml.write_text(body + "allow_charged = true\n")
+    assert main(["validate", str(toml)]) in (None, 0)  # typer returns None on success
+    assert "ok:" in capsys.readouterr().out
+
+
 def test_deployment_parameters_cannot_name_new_code(tmp_path) -> None:
     """A deployment's campaign_file (editable in the UI) must be one of the repository's reviewed files."""
     from ramanscreen.flows.campaign import deployed_campaign_file, scheduled_campaign
