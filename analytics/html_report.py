@@ -53,12 +53,19 @@ NOT_RECORDED = (
     ("Fig. 2A / S4 learning curves", "test error against N_T (the results hold only the final model's metrics)"),
     ("Fig. 2B/2C parity plots", "per-frame reference and predicted α (not stored in the results)"),
     ("Fig. 2D ML vs reference spectrum", "a reference α(t) series over the trajectory (only N_T snapshots have one)"),
-    ("Fig. S1 force parity", "MLFF forces against DFT on held-out frames"),
+    ("Fig. S1 force parity against DFT", "MLFF forces against DFT on held-out frames (a distilled potential's "
+     "errors against its teacher are in the mlff_validation rows above, where the run has them)"),
     ("Figs. S5–S12 spectra against N_T and trajectory length", "spectra of sub-trajectories and training subsets"),
 )
-_PROVENANCE = (("mlff", "MLFF (MD forces)"), ("reference_method", "α reference"), ("n_train", "N_T"),
-               ("md_production_ps", "production (ps)"), ("md_dt_fs", "dt (fs)"), ("n_atoms", "atoms"),
-               ("structure", "structure"), ("pressure_gpa", "P (GPa)"), ("code_version", "code version"))
+_PROVENANCE = (("mlff", "MLFF (MD forces)"), ("md_engine", "MD engine"), ("reference_method", "α reference"),
+               ("n_train", "N_T"), ("md_production_ps", "production (ps)"), ("md_dt_fs", "dt (fs)"),
+               ("n_atoms", "atoms"), ("phase", "phase"), ("structure", "structure"),
+               ("npt_equilibrated", "NPT first"), ("density_g_cm3", "density (g/cm³)"), ("pressure_gpa", "P (GPa)"),
+               ("code_version", "code version"))
+_VALIDATION = (("species", "species"), ("method", "potential"), ("teacher", "teacher"),
+               ("force_rmse_eV_A", "force RMSE (eV/Å)"), ("energy_rmse_meV_atom", "energy RMSE (meV/atom)"),
+               ("flagged", "flagged"), ("D_teacher_cm2_s", "D teacher (cm²/s)"),
+               ("D_distilled_cm2_s", "D distilled (cm²/s)"), ("vdos_overlap", "VDOS overlap"))
 
 
 def _png(fig: Any) -> str:
@@ -190,11 +197,23 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                  "<h2>Provenance</h2>",
                  _table([{**metas.get((r["campaign"], r["material"], r["run_id"]), {}), "material": r["material"]}
                          for r in rows], [("material", "material"), *_PROVENANCE])]
+        cur = con.execute(f"SELECT * FROM mlff_validation {where} ORDER BY material",
+                          [campaign] if campaign is not None else [])
+        vnames = [c[0] for c in cur.description]
+        vrows = [dict(zip(vnames, row, strict=True)) for row in cur.fetchall()]
+        if vrows:
+            parts += ["<h2>Distilled potentials against their teacher (not DFT)</h2>",
+                      _table(vrows, [("material", "material"), *_VALIDATION])]
         limits: list[str] = []
         figures: list[str] = []
         for r in rows:
             meta = metas.get((r["campaign"], r["material"], r["run_id"]), {})
             limits += [f"{r['material']}: {x}" for x in known_limits(meta)]
+            if r.get("mlff_flagged"):
+                from ramanscreen.tasks.mlff.snap import FORCE_RMSE_LIMIT_EV_A
+
+                limits.append(f"{r['material']}: the distilled potential is flagged (held-out force RMSE above "
+                              f"{FORCE_RMSE_LIMIT_EV_A:g} eV/Å against its teacher): its MD numbers are less reliable")
             key = (r["campaign"], r["material"], r["run_id"])
             imgs = [(_spectrum_png(con, r), f"{r['material']}: Raman spectrum (Fig. 3 equivalent)"),
                     (_per_species_png(con, r, "vdos", "freq_cm1", "vdos", loglog=False, title="VDOS (Fig. S2)",

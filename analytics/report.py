@@ -12,7 +12,7 @@
 >>> sorted(paths)
 ['ranking_csv', 'ranking_md', 'report_html', 'scatter_png', 'spectra_png', 'summary_json']
 >>> print(paths["ranking_md"].read_text().splitlines()[2])
-| 1 | A | 300 | Na | 3.00e-05 | — | 0.3 | liquid-like | yes | yes | — | — |
+| 1 | A | 300 | Na | 3.00e-05 | — | 0.3 | liquid-like | yes | yes | — | — | f | — |
 """
 
 from __future__ import annotations
