@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,6 +146,16 @@ class Staging:
         tmp = self.folder / f"{len(self.outputs)}-{final.name}"
         self.outputs.append((tmp, final))
         return tmp
+
+    def group(self, finals: Sequence[str | os.PathLike[str]]) -> Path:
+        """A folder in which to write files that must keep their final names (one writer that
+        makes several files referring to each other by name, e.g. a model and its sidecar);
+        each ``final`` is published from ``<folder>/<its name>``."""
+        sub = self.folder / f"group-{len(self.outputs)}"
+        sub.mkdir()
+        for final in map(Path, finals):
+            self.outputs.append((sub / final.name, final))
+        return sub
 
 
 def _refuse_blocked(final: Path, field: str | None) -> None:

@@ -365,6 +365,34 @@ def test_alpha_fit_refuses_too_few_frames(capsys, tiny_dataset, extra, needles) 
                    *needles)
 
 
+def test_alpha_fit_publishes_model_sidecar_and_parity_together(capsys, tmp_path) -> None:
+    """The model, its JSON sidecar and the parity PNG, or none: a directory where the PNG goes
+    leaves no model behind; without it all three appear, the sidecar naming the weights file."""
+    import json
+
+    import ase.io
+
+    from ramanscreen.tasks.structures import build_structure
+
+    frames = []
+    for k in range(8):
+        a = build_structure("AgI", n_atoms=16, seed=k)
+        a.info["polarizability"] = (np.eye(3) * (10.0 + 0.1 * k)).ravel().tolist()
+        a.info["alpha_method"] = "embedded-dipole (test)"
+        frames.append(a)
+    data = tmp_path / "ref.extxyz"
+    ase.io.write(data, frames, format="extxyz")
+    out = tmp_path / "out"
+    (out / "m.parity.png").mkdir(parents=True)
+    args = ["alpha", "fit", data, "--committee", "0", "--n-train", "4", "--out", out / "m.mts"]
+    assert_refused(capsys, out, args, "m.parity.png is a directory, so the output cannot be written there")
+    (out / "m.parity.png").rmdir()
+    code, err = run(capsys, *args)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["m.json", "m.mts", "m.parity.png"]
+    assert json.loads((out / "m.json").read_text())["weights_file"] == "m.mts"
+
+
 def test_alpha_fit_split_minimum_is_one_setting() -> None:
     from ramanscreen.tasks.common import InputError
     from ramanscreen.tasks.polarizability import ModelSettings

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ramanscreen.flows.cli import app
-from ramanscreen.tasks.common import InputError, write_table
+from ramanscreen.tasks.common import InputError, staged, write_table
 
 alpha_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 app.add_typer(
@@ -116,12 +116,17 @@ def fit(
         if committee.shape[0]:
             model.meta["test_metrics"]["committee_std_A3"] = float(committee.std(axis=0).mean())
     model.meta["dataset"] = str(dataset)
-    mts, side = model.save(out_path)
+    from ramanscreen.tasks.polarizability import _model_paths
+
+    mts, side = _model_paths(out_path)
     written = [mts, side]
-    if metrics is not None:
-        parity = parity or mts.with_name(mts.name.removesuffix(".mts") + ".parity.png")
-        plot_parity(alpha[test], pred, parity, title=f"{dataset.name}: {len(test)} test frames ({method})")
-        written.append(parity)
+    with staged(mts.parent, field="out") as st:  # the model, its sidecar and the parity plot, or none
+        model.save(st.group([mts, side]) / mts.name)
+        if metrics is not None:
+            parity = parity or mts.with_name(mts.name.removesuffix(".mts") + ".parity.png")
+            plot_parity(alpha[test], pred, st.path(parity),
+                        title=f"{dataset.name}: {len(test)} test frames ({method})")
+            written.append(parity)
 
     table = Table(title=f"λ-SOAP α model of {dataset.name} ({method})")
     table.add_column("quantity")
