@@ -88,7 +88,9 @@ def rank(
     if campaign is None and len({r["campaign"] for r in rows}) > 1:
         columns.insert(1, ("campaign", "campaign"))
     for key, header in columns:
-        table.add_column(header, justify="right" if key not in ("material", "campaign", "conduction", "mobile_species") else "left")
+        # numbers never truncated ("4.42e-…"): on a narrow terminal the long labels (the MD label) wrap instead
+        table.add_column(header, justify="right" if key not in ("material", "campaign", "conduction", "mobile_species") else "left",
+                         no_wrap=key not in ("mlff", "material", "campaign"))
     for r in rows:
         cells = [escape(fmt(k, r.get(k))) for k, _ in columns]
         idx = [k for k, _ in columns].index("conduction")
