@@ -247,7 +247,7 @@ def _check_sources(sql: str) -> None:
     >>> _check_sources("SELECT * FROM glob('results/_prefect/*')")
     Traceback (most recent call last):
     ...
-    ramanscreen.tasks.common.InputError: query: table function glob() is not available here: queries read the views only (fix: select from the views: materials, spectra, transport, descriptors, ml_metrics, msd, vdos, central_peak, mobile_transport, screening)
+    ramanscreen.tasks.common.InputError: query: table function glob() is not available here: queries read the views only (fix: select from the views: materials, spectra, ...)
     """
     con = duckdb.connect(":memory:")
     try:
