@@ -426,7 +426,8 @@ def run_lammps_md(
                          field="potential", fix="check the potential files and the structure") from None
     if ckpt is None:
         acc["potentials"].append({"from_step": 0, "path": str(pot.path), "fingerprint": pot.fingerprint()})
-        write_json(paths.state, {"status": "running", "step": 0, "total": settings.total_steps, "updated_utc": _now()})
+        write_json(paths.state, {"status": "running", "step": 0, "total": settings.total_steps, "dt_fs": settings.dt_fs,
+                                 "updated_utc": _now()})
 
     from ase.io.trajectory import Trajectory as AseTrajectory
 
@@ -521,9 +522,12 @@ def run_lammps_md(
                 if old != rpath:
                     with contextlib.suppress(FileNotFoundError):
                         old.unlink()
+            done = step - steps_at_start
+            rate = done * settings.dt_fs * 1e-3 / (elapsed / 86400.0) if elapsed > 0 and done else 0.0
+            # the state file is what the terminal's live view reads (as for run_md): ps done, rate, ETA
+            write_json(paths.state, {"status": "running", "step": step, "total": total, "dt_fs": settings.dt_fs,
+                                     "ps_per_day": rate, "updated_utc": _now()})
             if progress is not None:
-                done = step - steps_at_start
-                rate = done * settings.dt_fs * 1e-3 / (elapsed / 86400.0) if elapsed > 0 and done else 0.0
                 progress(step, total, rate)
     finally:
         writer.close()
@@ -573,7 +577,8 @@ def run_lammps_md(
     }
     write_json(paths.meta, meta)
     os.replace(paths.part, paths.traj)
-    write_json(paths.state, {"status": "complete", "step": total, "total": total, "updated_utc": _now()})
+    write_json(paths.state, {"status": "complete", "step": total, "total": total, "dt_fs": settings.dt_fs,
+                             "updated_utc": _now()})
     for p in (paths.ckpt, *workdir.glob(f"{name}.ckpt.*.restart")):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
