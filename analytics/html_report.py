@@ -43,7 +43,7 @@ import numpy as np
 
 from ramanscreen.analytics.db import connect
 from ramanscreen.analytics.report import REPORT_COLUMNS, fmt
-from ramanscreen.tasks.common import atomic_write, new_figure
+from ramanscreen.tasks.common import CM1_PER_INV_FS, atomic_write, new_figure
 
 #: The paper's production settings, against which a run's limits are stated.
 PAPER_PRODUCTION_PS = 100.0
@@ -68,6 +68,19 @@ _VALIDATION = (("species", "species"), ("method", "potential"), ("teacher", "tea
                ("D_distilled_cm2_s", "D distilled (cm²/s)"), ("vdos_overlap", "VDOS overlap"))
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["campaign"], row["material"], row["run_id"]
+
+
+def _records(con: Any, view: str, campaign: str | None, *, order: str | None = None) -> list[dict[str, Any]]:
+    """Every row of ``view`` (of ``campaign``, if given) as a dict."""
+    where = "WHERE campaign = $1" if campaign is not None else ""
+    cur = con.execute(f"SELECT * FROM {view} {where} {f'ORDER BY {order}' if order else ''}",
+                      [campaign] if campaign is not None else [])
+    names = [c[0] for c in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -84,7 +97,7 @@ def _fetch(con: Any, sql: str, key: tuple[str, str, str]) -> dict[str, np.ndarra
 
 def _spectrum_png(con: Any, r: dict[str, Any]) -> str | None:
     d = _fetch(con, "SELECT freq_cm1, intensity, band_low, band_high FROM spectra WHERE campaign = $1 AND "
-                    "material = $2 AND run_id = $3 ORDER BY freq_cm1", (r["campaign"], r["material"], r["run_id"]))
+                    "material = $2 AND run_id = $3 ORDER BY freq_cm1", _key(r))
     f = d["freq_cm1"].astype(float)
     if f.size == 0:
         return None
@@ -112,7 +125,7 @@ def _spectrum_png(con: Any, r: dict[str, Any]) -> str | None:
 def _per_species_png(con: Any, r: dict[str, Any], table: str, x: str, y: str, *, loglog: bool, title: str,
                      xlabel: str, ylabel: str) -> str | None:
     d = _fetch(con, f"SELECT species, {x}, {y} FROM {table} WHERE campaign = $1 AND material = $2 AND run_id = $3 "
-                    f"ORDER BY species, {x}", (r["campaign"], r["material"], r["run_id"]))
+                    f"ORDER BY species, {x}", _key(r))
     if d["species"].size == 0:
         return None
     fig = new_figure(figsize=(4.6, 3.0), layout="constrained")
@@ -150,7 +163,7 @@ def known_limits(meta: dict[str, Any]) -> list[str]:
         out.append(f"MD forces: {mlff} — {kind}")
     ps = meta.get("md_production_ps")
     if ps is not None and math.isfinite(float(ps)) and float(ps) < PAPER_PRODUCTION_PS:
-        bin_cm1 = 1.0 / (float(ps) * 1e-12 * 2.99792458e10)
+        bin_cm1 = CM1_PER_INV_FS / (float(ps) * 1000.0)  # 1 / T of the production run
         out.append(f"production {float(ps):g} ps, shorter than the paper's {PAPER_PRODUCTION_PS:g} ps: "
                    f"spectral bins of {bin_cm1:.1f} cm⁻¹, and D of slow hopping is not converged")
     n = meta.get("n_train")
@@ -185,36 +198,29 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
         rows = ranking(con, campaign)
         summary = summarize(rows)
         used = common_thresholds(rows)
-        where = "WHERE campaign = $1" if campaign is not None else ""
-        cur = con.execute(f"SELECT * FROM materials {where}", [campaign] if campaign is not None else [])
-        names = [c[0] for c in cur.description]
-        meta_rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        metas = {(m["campaign"], m["material"], m["run_id"]): m for m in meta_rows}
+        metas = {_key(m): m for m in _records(con, "materials", campaign)}
+        run_metas = [metas.get(_key(r), {}) for r in rows]
         parts = [f"<h1>ramanscreen report: {html.escape(campaign or 'all campaigns')}</h1>",
                  f"<p>{len(rows)} runs ranked by {html.escape(used.metric)} against D; "
                  f"{html.escape(summary.line(used.metric))}</p>",
                  f"<p>{html.escape(used.describe())}</p>", "<h2>Ranking</h2>", _table(rows, REPORT_COLUMNS),
                  "<h2>Provenance</h2>",
-                 _table([{**metas.get((r["campaign"], r["material"], r["run_id"]), {}), "material": r["material"]}
-                         for r in rows], [("material", "material"), *_PROVENANCE])]
-        cur = con.execute(f"SELECT * FROM mlff_validation {where} ORDER BY material",
-                          [campaign] if campaign is not None else [])
-        vnames = [c[0] for c in cur.description]
-        vrows = [dict(zip(vnames, row, strict=True)) for row in cur.fetchall()]
+                 _table([{**meta, "material": r["material"]} for r, meta in zip(rows, run_metas, strict=True)],
+                        [("material", "material"), *_PROVENANCE])]
+        vrows = _records(con, "mlff_validation", campaign, order="material")
         if vrows:
             parts += ["<h2>Distilled potentials against their teacher (not DFT)</h2>",
                       _table(vrows, [("material", "material"), *_VALIDATION])]
         limits: list[str] = []
         figures: list[str] = []
-        for r in rows:
-            meta = metas.get((r["campaign"], r["material"], r["run_id"]), {})
+        for r, meta in zip(rows, run_metas, strict=True):
             limits += [f"{r['material']}: {x}" for x in known_limits(meta)]
             if r.get("mlff_flagged"):
                 from ramanscreen.tasks.mlff.snap import FORCE_RMSE_LIMIT_EV_A
 
                 limits.append(f"{r['material']}: the distilled potential is flagged (held-out force RMSE above "
                               f"{FORCE_RMSE_LIMIT_EV_A:g} eV/Å against its teacher): its MD numbers are less reliable")
-            key = (r["campaign"], r["material"], r["run_id"])
+            key = _key(r)
             imgs = [(_spectrum_png(con, r), f"{r['material']}: Raman spectrum (Fig. 3 equivalent)"),
                     (_per_species_png(con, r, "vdos", "freq_cm1", "vdos", loglog=False, title="VDOS (Fig. S2)",
                                       xlabel="frequency (cm⁻¹)", ylabel="VDOS (arb.)"),

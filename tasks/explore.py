@@ -451,8 +451,9 @@ def select_batch(model: SurrogateModel | None, space: DesignSpace, settings: Exp
     formulas = [space.formula(x) for x in pool[:, 0]]
     X_pool = feature_matrix(formulas, pool[:, 1], pool[:, 2], model.elements) if model is not None else None
     cond = None
-    if model is not None and X_train is not None and y_train is not None and (
-            settings.diversity == "kriging_believer" or settings.acquisition == "imse"):
+    # condition on each pick's own mean: the kriging-believer rule, and imse's batch rule
+    believe = settings.diversity == "kriging_believer" or settings.acquisition == "imse"
+    if model is not None and X_train is not None and y_train is not None and believe:
         cond = _Conditioner(model, X_train, y_train)
     best = float(np.max(y_train)) if y_train is not None and len(y_train) else float("nan")
     out: list[tuple[np.ndarray, float, float]] = []
@@ -481,8 +482,8 @@ def select_batch(model: SurrogateModel | None, space: DesignSpace, settings: Exp
             score = np.where(available, score, -np.inf)
             k = int(np.argmax(score))
             mean, std = float(m[k]), float(s[k])
-            if cond is not None and (settings.diversity == "kriging_believer" or settings.acquisition == "imse"):
-                cond.add(X_pool[k], mean)  # imse: the next pick sees the variance this one removes
+            if cond is not None:  # the next pick sees the variance this one removes
+                cond.add(X_pool[k], mean)
         out.append((pool[k].copy(), mean, std))
         exclude_near(u_pool[k:k + 1], radius)
         available[k] = False

@@ -180,6 +180,12 @@ class SpectrumSettings:
         return {"omega_min_cm1": self.omega_min_cm1, "omega_c_cm1": self.omega_c_cm1,
                 "host_window_cm1": self.host_window_cm1}
 
+    def top_cm1(self, dt_fs: float) -> float:
+        """Highest frequency of a spectrum of α samples ``dt_fs`` apart: Nyquist, or
+        ``max_freq_cm1`` if lower (cm⁻¹)."""
+        top = CM1_PER_INV_FS / (2.0 * dt_fs)
+        return top if self.max_freq_cm1 is None else min(top, self.max_freq_cm1)
+
     def check_range(self, dt_fs: float) -> None:
         """Raise :class:`InputError` if a window edge is not inside (0, top), where top is the
         Nyquist frequency of α samples ``dt_fs`` apart (or ``max_freq_cm1`` if lower): the field
@@ -190,9 +196,7 @@ class SpectrumSettings:
         ...
         ramanscreen.tasks.common.InputError: omega_c_cm1: 900 cm⁻¹ is not below the top frequency 834 cm⁻¹ of α every 20 fs (fix: a window below 834 cm⁻¹, or α sampled more often)
         """
-        top = CM1_PER_INV_FS / (2.0 * dt_fs)
-        if self.max_freq_cm1 is not None:
-            top = min(top, self.max_freq_cm1)
+        top = self.top_cm1(dt_fs)
         for field, value in (("omega_min_cm1", self.omega_min_cm1), ("omega_c_cm1", self.omega_c_cm1),
                              ("host_window_cm1", self.host_window_cm1[0])):
             if not value < top:
@@ -207,9 +211,7 @@ class SpectrumSettings:
         The check uses the frequency grid :func:`raman_spectrum` will produce, so what passes
         here passes :func:`central_peak_descriptors` later.
         """
-        top = CM1_PER_INV_FS / (2.0 * dt_fs)
-        if self.max_freq_cm1 is not None:
-            top = min(top, self.max_freq_cm1)
+        top = self.top_cm1(dt_fs)
         h_lo = self.host_window_cm1[0]
         if h_lo >= top:
             raise InputError(f"α every {dt_fs:g} fs reaches only {top:.0f} cm⁻¹, not the host window starting at "

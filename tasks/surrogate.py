@@ -412,6 +412,12 @@ def _property_table_from_columns(columns: dict[str, list[Any]], source: str, *, 
     return PropertyTable(formulas, temps, press, rest, source, line_offset, notes)
 
 
+def _missing_as_zero(rows: list[tuple[Any, ...]], i: int) -> tuple[list[tuple[Any, ...]], int]:
+    """``rows`` with a missing (None) value at column ``i`` replaced by 0.0, and how many were."""
+    n = sum(r[i] is None for r in rows)
+    return [r[:i] + (0.0 if r[i] is None else r[i],) + r[i + 1:] for r in rows], n
+
+
 def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
     from ramanscreen.analytics.db import connect
 
@@ -428,9 +434,7 @@ def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
             cur = con.execute(f"SELECT {', '.join(wanted)} FROM screening ORDER BY campaign, material, run_id")
             got_c = cur.fetchall()
             if PRESSURE_COLUMN in wanted:  # NVT runs record no pressure: taken at 0 GPa, and said so
-                ip = wanted.index(PRESSURE_COLUMN)
-                n_nvt = sum(r[ip] is None for r in got_c)
-                got_c = [r[:ip] + (0.0 if r[ip] is None else r[ip],) + r[ip + 1:] for r in got_c]
+                got_c, n_nvt = _missing_as_zero(got_c, wanted.index(PRESSURE_COLUMN))
                 if n_nvt:
                     notes.append(f"{n_nvt} computed rows without {PRESSURE_COLUMN} (NVT runs) taken at 0 GPa")
             parts.append(("computed", wanted, got_c))
@@ -445,7 +449,7 @@ def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
             no_t = [r for r in got if r[4] is None]
             if no_t:
                 notes.append(f"{len(no_t)} experimental spectra with σ but no temperature left out")
-            got = [r[:5] + (0.0 if r[5] is None else r[5],) + r[6:] for r in got if r[4] is not None]
+            got, _ = _missing_as_zero([r for r in got if r[4] is not None], exp.index(PRESSURE_COLUMN))
             parts.append(("experimental", exp, got))
             notes.append(f"{len(got)} experimental rows from the experimental_conductivity view (measured σ)")
     finally:

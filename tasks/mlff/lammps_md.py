@@ -300,6 +300,17 @@ def current_atoms(system: LammpsSystem, template: Atoms) -> Atoms:
     return a
 
 
+def _write_state(paths: _Paths, status: str, step: int, total: int, settings: LammpsMDSettings, *,
+                 ps_per_day: float | None = None) -> None:
+    """``md.state.json``, as :func:`ramanscreen.tasks.md.run_md` writes it: what the live view
+    reads (steps, dt_fs, ps/day); never needed to resume."""
+    doc: dict[str, Any] = {"status": status, "step": step, "total": total, "dt_fs": settings.dt_fs,
+                           "updated_utc": _now()}
+    if ps_per_day is not None:
+        doc["ps_per_day"] = ps_per_day
+    write_json(paths.state, doc)
+
+
 def run_lammps_md(
     atoms: Atoms,
     potential: SnapPotential | str | os.PathLike[str],
@@ -426,8 +437,7 @@ def run_lammps_md(
                          field="potential", fix="check the potential files and the structure") from None
     if ckpt is None:
         acc["potentials"].append({"from_step": 0, "path": str(pot.path), "fingerprint": pot.fingerprint()})
-        write_json(paths.state, {"status": "running", "step": 0, "total": settings.total_steps, "dt_fs": settings.dt_fs,
-                                 "updated_utc": _now()})
+        _write_state(paths, "running", 0, settings.total_steps, settings)
 
     from ase.io.trajectory import Trajectory as AseTrajectory
 
@@ -524,9 +534,7 @@ def run_lammps_md(
                         old.unlink()
             done = step - steps_at_start
             rate = done * settings.dt_fs * 1e-3 / (elapsed / 86400.0) if elapsed > 0 and done else 0.0
-            # the state file is what the terminal's live view reads (as for run_md): ps done, rate, ETA
-            write_json(paths.state, {"status": "running", "step": step, "total": total, "dt_fs": settings.dt_fs,
-                                     "ps_per_day": rate, "updated_utc": _now()})
+            _write_state(paths, "running", step, total, settings, ps_per_day=rate)
             if progress is not None:
                 progress(step, total, rate)
     finally:
@@ -577,8 +585,7 @@ def run_lammps_md(
     }
     write_json(paths.meta, meta)
     os.replace(paths.part, paths.traj)
-    write_json(paths.state, {"status": "complete", "step": total, "total": total, "dt_fs": settings.dt_fs,
-                             "updated_utc": _now()})
+    _write_state(paths, "complete", total, total, settings)
     for p in (paths.ckpt, *workdir.glob(f"{name}.ckpt.*.restart")):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
