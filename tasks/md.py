@@ -173,6 +173,9 @@ class MDSettings:
                                      choices=NPT_MODES)
     npt_steps: int = setting(2500, doc="steps of that NPT equilibration (its cell is averaged over the last "
                              "NPT_AVERAGE_FRACTION)", ge=10)
+    store_labels: bool = setting(False, doc="store the calculator's energy (eV), forces (eV/Å) and, when the "
+                                 "integrator computed it (NPT), stress with every stored frame, so a teacher "
+                                 "MD's frames are training labels without a second evaluation", toml=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -219,6 +222,8 @@ class MDSettings:
         d = dataclasses.asdict(self)
         for k in ("num_threads", "checkpoint_every"):
             d.pop(k)
+        if not d["store_labels"]:  # the runs written before the key existed keep their fingerprint
+            d.pop("store_labels")
         d["calculator_kwargs"] = dict(self.calculator_kwargs)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -683,13 +688,23 @@ def _truncate_part(paths: _Paths, s: MDSettings, step: int) -> int:
     return n_keep
 
 
-def _snapshot(atoms: Atoms, md_step: int, dt_fs: float, epot: float | None) -> Atoms:
+def _snapshot(atoms: Atoms, md_step: int, dt_fs: float, epot: float | None,
+              labels_from: Calculator | None = None) -> Atoms:
+    """The stored frame. ``labels_from``: the run's calculator, whose energy, forces (and stress)
+    are attached when they belong to exactly these positions and cell (never a stale result)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
     snap = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc,
                  momenta=atoms.get_momenta(), masses=atoms.get_masses())
     snap.info = {"md_step": int(md_step), "time_fs": float(md_step * dt_fs),
                  "temperature_k": float(atoms.get_temperature())}
     if epot is not None:
         snap.info["epot_eV"] = float(epot)
+    if labels_from is not None and labels_from.atoms is not None and not labels_from.check_state(atoms):
+        res = labels_from.results
+        if "energy" in res and "forces" in res:
+            keep = {k: np.array(res[k], float) for k in ("forces", "stress") if k in res}
+            snap.calc = SinglePointCalculator(snap, energy=float(res["energy"]), **keep)
     return snap
 
 
@@ -835,10 +850,11 @@ def _integrate(atoms: Atoms, dyn: Any, settings: MDSettings, paths: _Paths, stat
         e = timer.calc.results.get("energy")
         return None if e is None else float(e)
 
+    labels_from = timer.calc if settings.store_labels else None
     writer = AseTrajectory(str(paths.part), "a")
     try:
         if state.step == equil and state.n_frames == 0:  # no equilibration: frame 0 is the initial state
-            writer.write(_snapshot(atoms, 0, dt_fs, energy()))
+            writer.write(_snapshot(atoms, 0, dt_fs, energy(), labels_from))
             state.n_frames = 1
         while state.step < total:
             dyn.step()
@@ -851,7 +867,7 @@ def _integrate(atoms: Atoms, dyn: Any, settings: MDSettings, paths: _Paths, stat
                 state.t_sq += temp * temp
                 state.t_n += 1
                 if p % settings.write_every == 0:
-                    writer.write(_snapshot(atoms, p, dt_fs, energy()))
+                    writer.write(_snapshot(atoms, p, dt_fs, energy(), labels_from))
                     state.n_frames += 1
             else:
                 equil_t.append(temp)

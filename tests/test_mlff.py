@@ -62,6 +62,41 @@ def emt_fit(tmp_path_factory):
     return res
 
 
+class CountingEMT(EMT):
+    """EMT that counts its evaluations."""
+
+    calls = 0
+
+    def calculate(self, *args, **kwargs):
+        type(self).calls += 1
+        super().calculate(*args, **kwargs)
+
+
+def test_teacher_md_frames_are_labelled_once_with_the_runs_own_results(tmp_path):
+    """The MD frames' labels are the forces the integrator used (equal to a fresh evaluation to
+    1e-9), and making the set costs one teacher call per MD step plus one per extra frame only."""
+    from ramanscreen.tasks.mlff.data import generate_training_data
+
+    ts = TrainingSettings(teacher=EMT_SPEC, temperature_k=800, dt_fs=2.0, md_steps=40, equil_steps=10,
+                          sample_every=4, n_rattled=3, n_strained=2)
+    CountingEMT.calls = 0
+    data = generate_training_data(cuau(), ts, tmp_path, calculator=CountingEMT())
+    md_frames = [a for a in data.train + data.holdout if a.info["source"].startswith("md")]
+    assert len(md_frames) == ts.n_md_frames
+    # velocity Verlet / NHC: one force call per step, plus the initial one; extra frames one each
+    assert CountingEMT.calls <= ts.equil_steps + ts.md_steps + 2 + ts.n_rattled + ts.n_strained
+    for a in md_frames:
+        b = a.copy()
+        b.calc = EMT()
+        assert abs(b.get_potential_energy() - a.get_potential_energy()) < 1e-9
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-9)
+    traj = read(data.teacher_traj, ":")
+    assert all(f.calc is not None and "forces" in f.calc.results for f in traj)
+    # an ordinary production run stores no labels (its file stays small)
+    res = run_md(cuau(), MDSettings(temperature_k=300, steps=4, calculator=EMT_SPEC), tmp_path / "plain")
+    assert all(f.calc is None for f in read(res.traj_path, ":"))
+
+
 def test_rows_times_coefficients_reproduce_lammps_pair_snap(tmp_path):
     """Energies, forces and stresses predicted from the compute snap rows equal what a stock
     LAMMPS pair_style snap (+ ZBL) gives, for linear and quadratic SNAP, on a rotated triclinic cell."""
@@ -167,6 +202,16 @@ def _mlff_cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "ramanscreen.flows", "mlff", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_failed_lammps_run_says_failed_with_its_reason(emt_fit, tmp_path):
+    """A run that blows up leaves md.state.json at "failed" with the reason, not "running"."""
+    s = LammpsMDSettings(temperature_k=20000, dt_fs=40.0, steps=2000, write_every=10, checkpoint_every=200)
+    with pytest.raises(InputError) as err:
+        run_lammps_md(cuau(), emt_fit.potential, s, tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "md.state.json").read_text())
+    assert state["status"] == "failed" and state["reason"] and state["reason"] in str(err.value)
+    assert not (tmp_path / "run" / "md.traj").exists()
 
 
 def test_sigkilled_lammps_run_resumes_without_gap_or_duplicate(emt_fit, tmp_path):

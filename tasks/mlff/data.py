@@ -169,6 +169,36 @@ def label_frames(frames: Sequence[Atoms], calc: Calculator, *, stress: bool = Tr
     return out
 
 
+def md_labelled(frames: Sequence[Atoms], calc: Calculator, *, tag: str) -> list[Atoms]:
+    """MD frames as labelled frames: the labels the run stored with each frame (energy and forces,
+    stress when its integrator computed it), else labelled by ``calc`` (frames of a trajectory
+    written without labels).
+
+    >>> from ase.build import bulk
+    >>> from ase.calculators.emt import EMT
+    >>> from ase.calculators.singlepoint import SinglePointCalculator
+    >>> a = bulk("Cu", cubic=True)
+    >>> a.calc = SinglePointCalculator(a, energy=-1.0, forces=np.zeros((4, 3)))
+    >>> b = bulk("Cu", cubic=True)
+    >>> [round(x.get_potential_energy(), 3) for x in md_labelled([a, b], EMT(), tag="md")]
+    [-1.0, -0.057]
+    """
+    out = []
+    for a in frames:
+        res = getattr(a.calc, "results", {}) if a.calc is not None else {}
+        if "energy" in res and "forces" in res:
+            if not (np.isfinite(res["energy"]) and np.isfinite(res["forces"]).all()):
+                raise InputError("the teacher MD stored non-finite energy or forces", field="teacher",
+                                 fix="check the structure and the teacher model")
+            b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell.array, pbc=a.pbc)
+            b.info = {k: v for k, v in a.info.items() if isinstance(v, (int, float, str))} | {"source": tag}
+            b.calc = SinglePointCalculator(b, **{k: res[k] for k in ("energy", "forces", "stress") if k in res})
+            out.append(b)
+        else:
+            out.extend(label_frames([a], calc, tag=tag))
+    return out
+
+
 def rattled(frames: Sequence[Atoms], n: int, sigma_A: float, rng: np.random.Generator) -> list[Atoms]:
     """``n`` copies of randomly chosen frames with Gaussian displacements (σ = ``sigma_A`` per component)."""
     out = []
@@ -276,16 +306,19 @@ def generate_training_data(
                     equil_steps=settings.equil_steps, ensemble="npt" if npt else "nvt-nhc",
                     pressure_gpa=settings.pressure_gpa or 0.0, write_every=settings.sample_every,
                     checkpoint_every=max(settings.sample_every, 50), seed=settings.seed, calculator=settings.teacher,
-                    calculator_kwargs=dict(settings.teacher_kwargs), num_threads=settings.num_threads)
+                    calculator_kwargs=dict(settings.teacher_kwargs), num_threads=settings.num_threads,
+                    store_labels=True)
     res = run_md(atoms, md, workdir / "teacher_md", calculator=calc, progress=progress)
     md_frames = list(read(res.traj_path, ":"))
     pool, held = split_holdout(md_frames, settings.holdout_fraction)
     rng = np.random.default_rng(settings.seed + 1)
     extra = rattled(pool, settings.n_rattled, settings.rattle_A, rng)
     extra_s = strained(pool, settings.n_strained, settings.strain_max, settings.rattle_A, rng)
-    train = (label_frames(pool, calc, tag="md") + label_frames(extra, calc, tag="rattled")
+    # the MD frames carry the teacher's energy and forces from the run itself (and its stress
+    # under NPT): labelling them again would repeat ~1/5 of the teacher's calls
+    train = (md_labelled(pool, calc, tag="md") + label_frames(extra, calc, tag="rattled")
              + label_frames(extra_s, calc, tag="strained"))
-    holdout = label_frames(held, calc, tag="md-holdout")
+    holdout = md_labelled(held, calc, tag="md-holdout")
     info = teacher_info(calc, settings)
     sources = {"md": len(pool), "rattled": len(extra), "strained": len(extra_s), "holdout": len(holdout)}
     write_labelled(train, train_path)
@@ -304,6 +337,6 @@ def training_from_file(path: str | os.PathLike[str], settings: TrainingSettings)
                         sources={"file": len(train), "holdout": len(holdout)})
 
 
-__all__ = ["FILE_TEACHER", "TrainingData", "TrainingSettings", "generate_training_data", "label_frames",
+__all__ = ["FILE_TEACHER", "TrainingData", "TrainingSettings", "generate_training_data", "label_frames", "md_labelled",
            "rattled", "read_labelled", "split_holdout", "strained", "teacher_calculator", "teacher_info",
            "training_from_file", "write_labelled"]

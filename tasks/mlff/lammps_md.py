@@ -301,13 +301,16 @@ def current_atoms(system: LammpsSystem, template: Atoms) -> Atoms:
 
 
 def _write_state(paths: _Paths, status: str, step: int, total: int, settings: LammpsMDSettings, *,
-                 ps_per_day: float | None = None) -> None:
+                 ps_per_day: float | None = None, reason: str | None = None) -> None:
     """``md.state.json``, as :func:`ramanscreen.tasks.md.run_md` writes it: what the live view
-    reads (steps, dt_fs, ps/day); never needed to resume."""
+    reads (steps, dt_fs, ps/day; ``status`` running, complete, failed or interrupted, with the
+    ``reason``); never needed to resume."""
     doc: dict[str, Any] = {"status": status, "step": step, "total": total, "dt_fs": settings.dt_fs,
                            "updated_utc": _now()}
     if ps_per_day is not None:
         doc["ps_per_day"] = ps_per_day
+    if reason is not None:
+        doc["reason"] = reason
     write_json(paths.state, doc)
 
 
@@ -537,6 +540,12 @@ def run_lammps_md(
             _write_state(paths, "running", step, total, settings, ps_per_day=rate)
             if progress is not None:
                 progress(step, total, rate)
+    except BaseException as exc:  # the state file must not keep saying "running"
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        with contextlib.suppress(Exception):
+            _write_state(paths, status, step, total, settings, reason=reason)
+        raise
     finally:
         writer.close()
         with contextlib.suppress(Exception):
