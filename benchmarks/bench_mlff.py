@@ -61,7 +61,8 @@ def main() -> int:
     ap.add_argument("--materials", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--twojmax", type=int, default=6)
     ap.add_argument("--quadratic", action="store_true")
-    ap.add_argument("--md-steps", type=int, default=600, help="teacher MD production steps for the training set")
+    ap.add_argument("--md-steps", type=int, default=TrainingSettings.md_steps,
+                    help="teacher MD production steps for the training set (default: the campaign's)")
     ap.add_argument("--chgnet-steps", type=int, default=20)
     ap.add_argument("--snap-steps", type=int, default=2000)
     ap.add_argument("--workdir", type=Path, default=None,
@@ -77,8 +78,8 @@ def main() -> int:
         temperature_k, dt_fs, n_bench, n_paper, paper_ps, demo_ps = CASES[name]
         atoms = build_structure(name, n_atoms=n_bench)
         work = root / name
-        ts = TrainingSettings(temperature_k=temperature_k, dt_fs=dt_fs, md_steps=args.md_steps, equil_steps=100,
-                              sample_every=5, num_threads=1)
+        # the campaign's training set (TrainingSettings defaults), teacher on one thread
+        ts = TrainingSettings(temperature_k=temperature_k, dt_fs=dt_fs, md_steps=args.md_steps, num_threads=1)
         t0 = time.perf_counter()
         res = distil(atoms, DistilSettings(training=ts, snap=snap), work)
         t_distil = time.perf_counter() - t0

@@ -12,6 +12,7 @@ from rich.table import Table
 from ramanscreen.flows.cli import app
 from ramanscreen.flows.commands.md import _parse_kwargs
 from ramanscreen.tasks.common import InputError
+from ramanscreen.tasks.mlff.data import TrainingSettings as _TS
 from ramanscreen.tasks.mlff.snap import SnapSettings
 
 mlff_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
@@ -42,18 +43,18 @@ def fit(
     structure: str | None = typer.Argument(None, help="Builder name (AgI, Na3SbS4, ...) or a structure file; "
                                                       "not needed with --training."),
     temperature_k: float = typer.Option(..., "--temperature-k", help="Temperature of the teacher MD (K)."),
-    dt_fs: float = typer.Option(2.0, "--dt-fs", help="Teacher MD time step (fs)."),
+    dt_fs: float = typer.Option(_TS.dt_fs, "--dt-fs", help="Teacher MD time step (fs)."),
     out_dir: Path = typer.Option(..., "--out-dir", help="Distillation directory (rerun to resume)."),
     pressure_gpa: float | None = typer.Option(None, "--pressure-gpa", help="Teacher MD in NPT at this pressure (GPa)."),
-    teacher: str = typer.Option("chgnet", "--teacher", help="chgnet | sevenn | ase:module:Class."),
+    teacher: str = typer.Option(_TS.teacher, "--teacher", help="chgnet | sevenn | ase:module:Class."),
     teacher_kw: list[str] | None = typer.Option(None, "--teacher-kw", help="Teacher keyword KEY=VALUE (repeat)."),
     training: Path | None = typer.Option(None, "--training", help="Labelled extxyz (energy, forces, stress) "
                                                                   "to fit instead of running the teacher."),
-    md_steps: int = typer.Option(600, "--md-steps", help="Teacher MD production steps."),
-    equil_steps: int = typer.Option(100, "--equil-steps", help="Teacher MD equilibration steps."),
-    sample_every: int = typer.Option(5, "--sample-every", help="Label every k-th teacher MD step."),
-    n_rattled: int = typer.Option(12, "--n-rattled", help="Extra rattled frames."),
-    n_strained: int = typer.Option(12, "--n-strained", help="Extra strained frames."),
+    md_steps: int = typer.Option(_TS.md_steps, "--md-steps", help="Teacher MD production steps."),
+    equil_steps: int = typer.Option(_TS.equil_steps, "--equil-steps", help="Teacher MD equilibration steps."),
+    sample_every: int = typer.Option(_TS.sample_every, "--sample-every", help="Label every k-th teacher MD step."),
+    n_rattled: int = typer.Option(_TS.n_rattled, "--n-rattled", help="Extra rattled frames."),
+    n_strained: int = typer.Option(_TS.n_strained, "--n-strained", help="Extra strained frames."),
     twojmax: int = typer.Option(SnapSettings.twojmax, "--twojmax", help="SNAP band limit 2J (4, 6 or 8)."),
     quadratic: bool = typer.Option(False, "--quadratic/--linear", help="Quadratic or linear SNAP."),
     select: bool = typer.Option(True, "--select/--no-select",
