@@ -163,12 +163,18 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
         retry_jitter_factor=0.5 if ref.retries else None,
     )
     with on_pool("reference"):
-        refs = [reference.submit(name, md_res["traj_path"], f, ref.backend, dict(ref.options),
-                                 str(wd / "reference" / f"frame_{f:06d}")) for f in frames]
-    ref_results = []
-    for k, r in enumerate(refs, start=1):
-        ref_results.append(r.result())
-        report(name, "reference", f"{k}/{len(refs)}")
+        refs = [reference.submit(name, md_res["traj_path"], batch, ref.backend, dict(ref.options),
+                                 [str(wd / "reference" / f"frame_{f:06d}") for f in batch],
+                                 str(batch[0]) if len(batch) == 1 else f"{batch[0]}+{len(batch) - 1}")
+                for batch in ref.batches(frames)]
+    # transport needs only the MD: it runs on the ml pool while the references are computed
+    with on_pool("ml"):
+        transport = stage_tasks["transport"].submit(name, md_res["traj_path"], structure_res["symbols"],
+                                                    material.temperature_k, dataclasses.asdict(campaign.transport))
+    ref_results: list[dict[str, Any]] = []
+    for r in refs:
+        ref_results.extend(r.result())
+        report(name, "reference", f"{len(ref_results)}/{len(frames)}")
 
     model = campaign.model
     report(name, "fit", f"N_T = {ref.n_train}, committee {model.committee}")
@@ -185,9 +191,6 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
                  for a, b in chunks]
         spectrum = stage_tasks["spectrum"].submit(name, preds, md_res["alpha_dt_fs"],
                                                   dataclasses.asdict(campaign.spectrum), str(wd))
-    with on_pool("ml"):
-        transport = stage_tasks["transport"].submit(name, md_res["traj_path"], structure_res["symbols"],
-                                                    material.temperature_k, dataclasses.asdict(campaign.transport))
     for p in preds:
         p.result()
     report(name, "analysis", "spectrum, descriptors, transport")

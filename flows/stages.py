@@ -314,16 +314,20 @@ def select_task(material: str, md: dict[str, Any], n: int, method: str, seed: in
 # ----------------------------------------------------------------------------- reference
 
 
-@task(name="reference", task_run_name="reference[{material}:{frame}]")
-def reference_task(material: str, traj_path: str, frame: int, backend: str, options: dict[str, Any],
-                   workdir: str) -> dict[str, Any]:
-    """Reference α (3x3, Å³) of one stored MD frame."""
+@task(name="reference", task_run_name="reference[{material}:{label}]")
+def reference_task(material: str, traj_path: str, frames: list[int], backend: str, options: dict[str, Any],
+                   workdirs: list[str], label: str) -> list[dict[str, Any]]:
+    """Reference α (3x3, Å³) of stored MD frames (one, or a batch of ``[reference]
+    frames_per_task`` for a cheap backend), one workdir each. ``label``: the run's name."""
     from ramanscreen.tasks.reference import get_backend
 
-    atoms = _read_frames(traj_path, [frame])[0]
-    res = get_backend(backend, **options).compute(atoms, workdir=workdir)
-    return {"frame": int(frame), "alpha_A3": np.asarray(res.alpha_A3, dtype=float).tolist(), "method": res.method,
-            "md_step": int(atoms.info.get("md_step", -1))}
+    calc = get_backend(backend, **options)
+    out = []
+    for frame, atoms, workdir in zip(frames, _read_frames(traj_path, frames), workdirs, strict=True):
+        res = calc.compute(atoms, workdir=workdir)
+        out.append({"frame": int(frame), "alpha_A3": np.asarray(res.alpha_A3, dtype=float).tolist(),
+                    "method": res.method, "md_step": int(atoms.info.get("md_step", -1))})
+    return out
 
 
 def reference_with_retries(retries: int, delay_s: float):

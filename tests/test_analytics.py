@@ -523,3 +523,26 @@ def test_cli_query_formats_for_scripts(paper_root, tmp_path) -> None:
     assert bad.returncode == 2 and "--out" in bad.stderr and bad.stderr.count("\n") == 1
     bad = cli("query", sql, "-r", str(paper_root), "--format", "xml")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --format: unknown format"), bad.stderr
+
+
+def test_rank_on_a_narrow_terminal_shows_every_number_whole(paper_root, tmp_path) -> None:
+    """An 80-column terminal gets one column per material instead of cut numbers ("3.90…")."""
+    from rich.console import Console
+
+    from ramanscreen.flows.commands import analytics as cmd
+
+    wide = cmd.out
+    try:
+        cmd.out = Console(width=80, record=True, highlight=False, soft_wrap=False)
+        cmd.rank(results_root=paper_root, campaign="quick", out_dir=tmp_path, metric=None, d_liquid_cm2_s=None,
+                 d_hopping_cm2_s=None, cp_threshold=None)
+        text = cmd.out.export_text()
+    finally:
+        cmd.out = wide
+    assert "…" not in "".join(ln for ln in text.splitlines() if "D (cm²/s)" in ln or "±D" in ln)
+    con = connect(paper_root)
+    d = [r[0] for r in con.execute("SELECT D_cm2_s FROM mobile_transport WHERE campaign = 'quick'").fetchall()]
+    con.close()
+    shown = re.findall(r"\d\.\d\de-\d\d", text)
+    assert d and all(f"{x:.2e}" in shown for x in d), (d, shown)
+    assert max(len(ln) for ln in text.splitlines()) <= 80

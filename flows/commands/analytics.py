@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ramanscreen.flows.cli import app
 
@@ -91,12 +92,18 @@ def rank(
         # numbers never truncated ("4.42e-…"): on a narrow terminal the long labels (the MD label) wrap instead
         table.add_column(header, justify="right" if key not in ("material", "campaign", "conduction", "mobile_species") else "left",
                          no_wrap=key not in ("mlff", "material", "campaign"))
+    cells_by_row = []
     for r in rows:
         cells = [escape(fmt(k, r.get(k))) for k, _ in columns]
         idx = [k for k, _ in columns].index("conduction")
         cells[idx] = f"[{_CLASS_STYLE.get(r['conduction'], 'default')}]{cells[idx]}[/]"
         table.add_row(*cells)
-    out.print(table)
+        cells_by_row.append(cells)
+    if _needed_width(columns, cells_by_row) <= out.width:
+        out.print(table)
+    else:  # too narrow for a row per material: one column per material, every value whole
+        for t in _transposed(title, columns, cells_by_row, out.width):
+            out.print(t)
     out.print(summary.line(used.metric))
     out.print(f"[dim]{used.describe()}[/]")
     windows = sorted({(r.get("cp_lo_cm1"), r.get("cp_hi_cm1"), r.get("cp_top_cm1")) for r in rows
@@ -108,6 +115,42 @@ def rank(
     out.print(f"spectra: {paths['spectra_png']}")
     out.print(f"table:   {paths['ranking_csv']}")
     out.print(f"report:  {paths['report_html']}")
+
+
+def _needed_width(columns: list[tuple[str, str]], cells_by_row: list[list[str]]) -> int:
+    """Terminal columns the row-per-material table needs to show every number whole (headers and
+    the MD label may wrap at spaces)."""
+    need = 1
+    for j, (key, header) in enumerate(columns):
+        cells = [Text.from_markup(r[j]).plain for r in cells_by_row]
+        words = [w for c in [header, *(cells if key == "mlff" else [])] for w in c.split()]
+        whole = [] if key == "mlff" else cells
+        need += max([len(w) for w in words] + [len(c) for c in whole] + [1]) + 3
+    return need
+
+
+def _transposed(title: str, columns: list[tuple[str, str]], cells_by_row: list[list[str]], width: int) -> list[Table]:
+    """The ranking as tables of one column per material (as many materials side by side as
+    ``width`` holds), for a terminal too narrow for a row per material."""
+    keys = [k for k, _ in columns]
+    header_w = max(len(h) for _, h in columns) + 3
+    # the numbers set the width (never cut); the long MD label wraps
+    value_w = max([len(Text.from_markup(c).plain) for cells in cells_by_row
+                   for k, c in zip(keys, cells, strict=True) if k != "mlff"] + [8]) + 3
+    per = max(1, (width - header_w) // value_w)
+    tables = []
+    for start in range(0, len(cells_by_row), per):
+        part = range(start, min(start + per, len(cells_by_row)))
+        t = Table(title=title if start == 0 else None, title_justify="left")
+        t.add_column("", justify="left", no_wrap=True)
+        for i in part:
+            t.add_column(f"#{i + 1}", justify="right")
+        for j, (key, header) in enumerate(columns):
+            if key == "rank":
+                continue
+            t.add_row(header, *(cells_by_row[i][j] for i in part))
+        tables.append(t)
+    return tables
 
 
 @app.command()

@@ -184,7 +184,7 @@ def md_labelled(frames: Sequence[Atoms], calc: Calculator, *, tag: str) -> list[
     >>> a.calc = SinglePointCalculator(a, energy=-1.0, forces=np.zeros((4, 3)))
     >>> b = bulk("Cu", cubic=True)
     >>> [round(x.get_potential_energy(), 3) for x in md_labelled([a, b], EMT(), tag="md")]
-    [-1.0, -0.057]
+    [-1.0, -0.023]
     """
     out = []
     for a in frames:

@@ -80,6 +80,10 @@ class ReferenceSettings:
     retry_delay_s: float = setting(2.0, doc="delay before the first retry, doubled for each further one", unit="s",
                                    ge=0)
     seed: int = setting(0, doc="seed of the random snapshot selection")
+    frames_per_task: int = setting(1, doc="reference frames per task: 1 for DFT codes (retries and parallelism per "
+                                   "calculation); more for a cheap backend such as the embedded dipole model "
+                                   "(~0.1 s a frame), whose per-task orchestration cost would otherwise dominate",
+                                   ge=1)
 
     def __post_init__(self) -> None:
         check(self)
@@ -89,6 +93,15 @@ class ReferenceSettings:
     def n_snapshots(self) -> int:
         """Snapshots to compute: ``n_train + n_test``."""
         return self.n_train + self.n_test
+
+    def batches(self, frames: Sequence[int]) -> list[list[int]]:
+        """``frames`` in consecutive groups of ``frames_per_task`` (one reference task each).
+
+        >>> ReferenceSettings(frames_per_task=3).batches([4, 9, 1, 7, 2])
+        [[4, 9, 1], [7, 2]]
+        """
+        k = self.frames_per_task
+        return [list(frames[i:i + k]) for i in range(0, len(frames), k)]
 
     def make_backend(self) -> ReferenceBackend:
         return get_backend(self.backend, **dict(self.options))
