@@ -8,8 +8,8 @@ For each of the paper's four materials, at the paper's temperature and time step
 2. times ``--chgnet-steps`` steps of CHGNet MD (:func:`ramanscreen.tasks.md.run_md`, NVT,
    energy + forces, one thread) on that cell: the baseline;
 3. times ``--snap-steps`` steps of LAMMPS MD with the distilled potential
-   (:func:`ramanscreen.tasks.mlff.lammps_md.run_lammps_md`, NVT, writing every frame as the
-   campaign does) on the same cell, and on the paper's cell size (128/127/256 atoms);
+   (:func:`ramanscreen.tasks.mlff.lammps_md.run_lammps_md`, NVT, storing frames at the default
+   campaign's stride, as ``make demo`` runs it) on the same cell, and on ``paper.toml``'s cell;
 4. reports the held-out force RMSE against CHGNet.
 
 Goal: distilled ≥ 30× faster per step than CHGNet at a force RMSE ≤ 0.1 eV/Å (the
@@ -34,6 +34,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ramanscreen.flows.config import Material, load_campaign
 from ramanscreen.tasks.md import MDSettings, run_md
 from ramanscreen.tasks.mlff.data import TrainingSettings
 from ramanscreen.tasks.mlff.distil import DistilSettings, distil
@@ -41,14 +42,18 @@ from ramanscreen.tasks.mlff.lammps_md import LammpsMDSettings, run_lammps_md
 from ramanscreen.tasks.mlff.snap import FORCE_RMSE_LIMIT_EV_A, SnapSettings
 from ramanscreen.tasks.structures import build_structure
 
-#: (builder, temperature K, time step fs, bench cell atoms, paper cell atoms, paper production ps,
-#: demo target ps)
-CASES = {
-    "AgI": (500.0, 10.0, 64, 128, 120.0, 60.0),
-    "Na3SbS4": (300.0, 2.0, 64, 128, 100.0, 40.0),
-    "Na3SbS4-W": (300.0, 2.0, 63, 127, 100.0, 40.0),
-    "Na3PS4": (900.0, 2.0, 64, 256, 100.0, 40.0),
-}
+CAMPAIGNS = Path(__file__).resolve().parents[1] / "deployments" / "campaigns"
+
+
+def cases() -> dict[str, tuple[Material, Material]]:
+    """Each material as the default campaign (``make demo``) and ``paper.toml`` run it: the
+    structure builder, T, time step, output stride, cell size and production length come from
+    there, not from numbers repeated here."""
+    demo = {m.name: m for m in load_campaign(CAMPAIGNS / "default.toml").materials}
+    paper = {m.name: m for m in load_campaign(CAMPAIGNS / "paper.toml").materials}
+    return {name: (m, paper[name]) for name, m in demo.items()}
+
+
 SPEEDUP_GOAL = 30.0
 
 
@@ -58,7 +63,8 @@ def _load() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--materials", nargs="+", default=list(CASES), choices=list(CASES))
+    known = cases()
+    ap.add_argument("--materials", nargs="+", default=list(known), choices=list(known))
     ap.add_argument("--twojmax", type=int, default=6)
     ap.add_argument("--quadratic", action="store_true")
     ap.add_argument("--md-steps", type=int, default=TrainingSettings.md_steps,
@@ -75,8 +81,12 @@ def main() -> int:
     snap = SnapSettings(twojmax=args.twojmax, quadratic=args.quadratic)
     rows = []
     for name in args.materials:
-        temperature_k, dt_fs, n_bench, n_paper, paper_ps, demo_ps = CASES[name]
-        atoms = build_structure(name, n_atoms=n_bench)
+        demo_m, paper_m = known[name]
+        temperature_k, dt_fs = demo_m.temperature_k, demo_m.md.dt_fs
+        demo_ps, paper_ps = demo_m.md.steps * dt_fs / 1e3, paper_m.md.steps * paper_m.md.dt_fs / 1e3
+        # both engines store frames at the campaign's stride (every step for AgI at 10 fs, every 5th at 2 fs)
+        every = demo_m.md.write_every
+        atoms = build_structure(demo_m.structure, n_atoms=demo_m.n_atoms)
         work = root / name
         # the campaign's training set (TrainingSettings defaults), teacher on one thread
         ts = TrainingSettings(temperature_k=temperature_k, dt_fs=dt_fs, md_steps=args.md_steps, num_threads=1)
@@ -87,23 +97,23 @@ def main() -> int:
         # process is measured too: on a loaded machine it is the load-independent cost.
         c0 = time.process_time()
         base = run_md(atoms, MDSettings(temperature_k=temperature_k, dt_fs=dt_fs, steps=args.chgnet_steps,
-                                        write_every=1, checkpoint_every=args.chgnet_steps, num_threads=1,
+                                        write_every=every, checkpoint_every=args.chgnet_steps, num_threads=1,
                                         calculator="chgnet"), work / "chgnet_timing", calculator=res.teacher,
                       restart=True)
         ms_chgnet = 1e3 * base.metadata["wall_time_s"] / args.chgnet_steps
         cpu_chgnet = 1e3 * (time.process_time() - c0) / args.chgnet_steps
-        lmp = LammpsMDSettings(temperature_k=temperature_k, dt_fs=dt_fs, steps=args.snap_steps, write_every=1,
+        lmp = LammpsMDSettings(temperature_k=temperature_k, dt_fs=dt_fs, steps=args.snap_steps, write_every=every,
                                checkpoint_every=1000)
         c0 = time.process_time()
         snap_meta = run_lammps_md(atoms, res.potential, lmp, work / "snap_timing", restart=True).metadata
         cpu_snap = 1e3 * (time.process_time() - c0) / args.snap_steps
         # the run's whole wall time per step (LAMMPS + dump parsing + trajectory writing + checkpoints)
         ms_snap, ms_snap_lammps = snap_meta["wall_ms_per_step"], snap_meta["ms_per_step"]
-        paper_atoms = build_structure(name, n_atoms=n_paper)
+        paper_atoms = build_structure(paper_m.structure, n_atoms=paper_m.n_atoms)
         c0 = time.process_time()
         paper_steps = max(args.snap_steps // 2, 100)
         ms_paper = run_lammps_md(paper_atoms, res.potential, LammpsMDSettings(
-            temperature_k=temperature_k, dt_fs=dt_fs, steps=paper_steps, write_every=1,
+            temperature_k=temperature_k, dt_fs=dt_fs, steps=paper_steps, write_every=paper_m.md.write_every,
             checkpoint_every=1000), work / "snap_timing_paper", restart=True).metadata["wall_ms_per_step"]
         cpu_paper = 1e3 * (time.process_time() - c0) / paper_steps
         ho = res.potential.info["holdout_errors"]

@@ -275,6 +275,22 @@ def split_holdout(frames: Sequence[Atoms], fraction: float) -> tuple[list[Atoms]
     return list(frames[: n - k]), list(frames[n - k:])
 
 
+def structure_key(atoms: Atoms) -> str:
+    """A hash of the starting structure (species, positions, cell to 1e-6 Å): a training set made
+    from another structure in the same directory is never reused for this one.
+
+    >>> from ase.build import bulk
+    >>> a = bulk("Cu", cubic=True)
+    >>> b = a.copy(); b.positions[0, 0] += 0.01
+    >>> structure_key(a) == structure_key(a.copy()), structure_key(a) == structure_key(b)
+    (True, False)
+    """
+    h = hashlib.sha256(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for arr in (atoms.positions, atoms.cell.array):
+        h.update(np.round(np.asarray(arr, float), 6).tobytes())
+    return h.hexdigest()[:16]
+
+
 def generate_training_data(
     atoms: Atoms,
     settings: TrainingSettings,
@@ -298,7 +314,7 @@ def generate_training_data(
     train_path, hold_path = workdir / "train.extxyz", workdir / "holdout.extxyz"
     if manifest.is_file() and train_path.is_file() and hold_path.is_file():
         doc = json.loads(manifest.read_text())
-        if doc.get("fingerprint") == settings.fingerprint() and doc.get("n_atoms") == len(atoms):
+        if doc.get("fingerprint") == settings.fingerprint() and doc.get("structure") == structure_key(atoms):
             return TrainingData(train=list(read(train_path, ":")), holdout=list(read(hold_path, ":")),
                                 teacher=doc["teacher"],
                                 teacher_traj=Path(doc["teacher_traj"]) if doc.get("teacher_traj") else None,
@@ -327,6 +343,7 @@ def generate_training_data(
     write_labelled(train, train_path)
     write_labelled(holdout, hold_path)
     write_json(manifest, {"fingerprint": settings.fingerprint(), "settings": settings.to_dict(), "n_atoms": len(atoms),
+                           "structure": structure_key(atoms),
                            "teacher": info, "teacher_traj": str(res.traj_path), "sources": sources})
     return TrainingData(train=train, holdout=holdout, teacher=info, teacher_traj=res.traj_path, sources=sources)
 
@@ -341,5 +358,5 @@ def training_from_file(path: str | os.PathLike[str], settings: TrainingSettings)
 
 
 __all__ = ["FILE_TEACHER", "TrainingData", "TrainingSettings", "generate_training_data", "label_frames", "md_labelled",
-           "rattled", "read_labelled", "split_holdout", "strained", "teacher_calculator", "teacher_info",
+           "rattled", "read_labelled", "split_holdout", "strained", "structure_key", "teacher_calculator", "teacher_info",
            "training_from_file", "write_labelled"]

@@ -35,6 +35,7 @@ from ramanscreen.tasks.mlff.data import (
     TrainingData,
     TrainingSettings,
     generate_training_data,
+    structure_key,
     teacher_calculator,
     training_from_file,
 )
@@ -168,7 +169,8 @@ def distil(
     done = sorted(pot_dir.glob("*.snap.json"))
     if len(done) == 1:
         pot = SnapPotential.load(done[0])
-        if pot.info.get("distil_fingerprint") == settings.fingerprint():
+        same_start = atoms is None or pot.info.get("structure_key") == structure_key(atoms)
+        if pot.info.get("distil_fingerprint") == settings.fingerprint() and same_start:
             data = (training_from_file(settings.training_file, ts) if settings.training_file else
                     generate_training_data(atoms, ts, workdir, calculator=calculator))
             return DistilResult(potential=pot, data=data, workdir=workdir, teacher=calculator,
@@ -190,6 +192,7 @@ def distil(
     info = {"teacher": data.teacher, "training": data.summary(), "training_settings": ts.to_dict(),
             "temperature_k": ts.temperature_k, "pressure_gpa": ts.pressure_gpa,
             "lammps_version": lammps_version(), "distil_fingerprint": settings.fingerprint(),
+            "structure_key": None if atoms is None else structure_key(atoms),
             "material": None if atoms is None else atoms.info.get("material"),
             "formula": None if atoms is None else atoms.get_chemical_formula(),
             "data_time_s": t_data}
