@@ -757,7 +757,7 @@ def ewald_site_matrix(positions_A: np.ndarray, cell: np.ndarray, *, cutoff_A: fl
     >>> nacl = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
     >>> q = np.where(nacl.numbers == 11, 1.0, -1.0)
     >>> e = q @ ewald_site_matrix(nacl.positions, nacl.cell.array) @ q
-    >>> round(e / 4 * (5.64 / 2) / COULOMB_EV_A, 4)   # per ion pair, in e²/(4πε₀ r_NN): the Madelung constant
+    >>> round(float(e) / 4 * (5.64 / 2) / COULOMB_EV_A, 4)   # per ion pair, in e²/(4πε₀ r_NN): the Madelung constant
     -1.7476
     """
     from scipy.special import erfc
