@@ -1,4 +1,4 @@
--- ramanscreen results views (schema version 2). The one place the views are defined:
+-- ramanscreen results views (schema version 3). The one place the views are defined:
 -- `ramanscreen.analytics.db.connect()` runs this file, and so can the duckdb shell:
 --
 --   duckdb -cmd "SET VARIABLE results_root = 'results'" -cmd ".read analytics/views.sql"
@@ -38,6 +38,11 @@ ALTER TABLE materials ADD COLUMN IF NOT EXISTS volume_A3 DOUBLE;
 ALTER TABLE materials ADD COLUMN IF NOT EXISTS cell_a_A DOUBLE;
 ALTER TABLE materials ADD COLUMN IF NOT EXISTS cell_b_A DOUBLE;
 ALTER TABLE materials ADD COLUMN IF NOT EXISTS cell_c_A DOUBLE;
+-- pressure_gpa (ramanscreen.tasks.results.PRESSURE_GPA_DOC): the pressure the MD cell was set to
+-- hold, 0 for a fixed cell at its built density. Runs written before schema version 3 left a
+-- fixed cell null (or had no column): they are that 0 GPa case.
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS pressure_gpa DOUBLE;
+UPDATE materials SET pressure_gpa = 0.0 WHERE pressure_gpa IS NULL;
 
 -- The committed data files of one table, as a list for read_parquet.
 CREATE OR REPLACE MACRO committed_files(tbl) AS (

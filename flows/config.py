@@ -368,6 +368,14 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
             n_atoms = ck.typed(n_atoms, int, f"{f}.n_atoms")
             if n_atoms < 1:
                 raise ck.fail(f"{f}.n_atoms", f"must be >= 1, got {n_atoms}")
+        if resolve_name(structure) is not None:  # a builder: its composition parameter and cell size
+            from ramanscreen.tasks.structures import check_structure_spec
+
+            try:
+                check_structure_spec(structure, n_atoms)
+            except InputError as exc:
+                raise ck.fail(f"{f}.n_atoms" if exc.field == "n_atoms" else f"{f}.structure", exc.message,
+                              exc.fix) from None
         if ("temperature_k" in m) == ("temperatures_k" in m):
             raise ck.fail(f"{f}.temperature_k", "give exactly one of temperature_k or temperatures_k")
         if "temperature_k" in m:

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from ramanscreen.tasks.common import InputError, write_table
+from ramanscreen.tasks.results import BUILT_DENSITY_PRESSURE_GPA
 
 #: Default strain amplitude δ (dimensionless) and ionic-relaxation force threshold (eV/Å).
 DEFAULT_STRAIN = 0.005
@@ -103,6 +104,8 @@ class ElasticResult:
         out["born_stable"] = bool(self.born_stable)
         out["cubic_form"] = bool(self.cubic_form)
         out["born_cubic_stable"] = None if self.born_cubic is None else bool(all(self.born_cubic.values()))
+        # the cell as given (PRESSURE_GPA_DOC): its nominal pressure; the model's stress is the residual
+        out["pressure_gpa"] = BUILT_DENSITY_PRESSURE_GPA
         out["max_residual_stress_gpa"] = float(np.max(np.abs(self.residual_stress_gpa)))
         out["asymmetry_gpa"] = float(self.asymmetry_gpa)
         out["strain"] = self.strain

@@ -94,7 +94,9 @@ from ramanscreen.tasks.common import InputError, atomic_write
 #: Version of the table layout below. Bump it when a column changes meaning or type.
 #: 2: the materials row records the spectral windows and the ranking thresholds of the run,
 #: and the views compute ``cp_fraction`` from the run's own windows.
-SCHEMA_VERSION = 2
+#: 3: ``pressure_gpa`` is 0 (not null) for a fixed-cell run (:data:`PRESSURE_GPA_DOC`), and every
+#: table with one row per run or per (run, species) carries it (:data:`PRESSURE_TABLES`).
+SCHEMA_VERSION = 3
 #: Parquet footer key holding :data:`SCHEMA_VERSION`.
 SCHEMA_VERSION_KEY = "ramanscreen.schema_version"
 
@@ -119,6 +121,34 @@ _F = pa.float64()
 _I = pa.int64()
 _S = pa.string()
 
+#: What ``pressure_gpa`` means in every results table (the one definition; the column docs,
+#: docs/results.md and the surrogate's rows use it).
+PRESSURE_GPA_DOC = ("pressure P of the MD cell, GPa: the barostat target of an NPT production, or of the NPT "
+                    "equilibration whose mean cell the NVT production ran at; 0 for a fixed cell at the density "
+                    "it was built at (the builders use lattice constants measured at ambient pressure, so 0 is "
+                    "nominal). Not the MLFF's virial pressure during the run")
+#: ``pressure_gpa`` of a run that held no pressure: NVT at the built (ambient-pressure) density.
+BUILT_DENSITY_PRESSURE_GPA = 0.0
+#: Tables whose rows are per run or per (run, species): each row carries the run's ``pressure_gpa``
+#: (the per-bin curves spectra, msd and vdos take it from ``materials`` by the run key).
+PRESSURE_TABLES = ("materials", "transport", "descriptors", "ml_metrics", "mlff_validation")
+
+
+def run_pressure_gpa(pressure_gpa: float | None) -> float:
+    """The results' ``pressure_gpa`` of a run from the pressure it held (None: a fixed cell at
+    its built density, :data:`BUILT_DENSITY_PRESSURE_GPA`). See :data:`PRESSURE_GPA_DOC`.
+
+    >>> run_pressure_gpa(None), run_pressure_gpa(0.5)
+    (0.0, 0.5)
+    """
+    if pressure_gpa is None:
+        return BUILT_DENSITY_PRESSURE_GPA
+    value = float(pressure_gpa)
+    if not math.isfinite(value):
+        raise InputError(f"must be a finite number, got {pressure_gpa!r}", field="materials.pressure_gpa",
+                         fix="give the pressure in GPa, or none for a fixed cell at its built density")
+    return value
+
 #: Fixed columns of each table: name -> (arrow type, required?, unit / meaning).
 COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
     "materials": {
@@ -133,8 +163,7 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "md_equil_ps": (_F, False, "equilibration length, ps"),
         "md_production_ps": (_F, False, "production length, ps"),
         "alpha_stride": (_I, False, "alpha predicted every n-th MD frame"),
-        "pressure_gpa": (_F, False, "pressure P the run held (NPT production or NPT equilibration), GPa "
-                         "(null: fixed cell, P not controlled)"),
+        "pressure_gpa": (_F, False, PRESSURE_GPA_DOC + " (filled in: a run that gives none is a fixed cell, 0)"),
         "phase": (_S, False, "the material's label as the campaign names it (the phase, e.g. γ-Na3PS4)"),
         "npt_equilibrated": (pa.bool_(), False, "production ran NVT at the mean cell of an NPT equilibration at T, P"),
         "density_g_cm3": (_F, False, "mass density of the production cell, g/cm^3 (after NPT: the equilibrated one)"),
@@ -177,14 +206,18 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "sigma_err_S_cm": (_F, False, "standard error of sigma, S/cm"),
         "msd_exponent": (_F, False, "slope of log MSD vs log t in the fit window (1: diffusive)"),
         "alpha2_peak_time_ps": (_F, False, "lag time of the alpha_2 peak, ps"),
+        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
     },
-    "descriptors": {},
+    "descriptors": {
+        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
+    },
     "ml_metrics": {
         "r2_diag": (_F, True, "R^2 of the diagonal alpha components on the test set"),
         "r2_offdiag": (_F, True, "R^2 of the off-diagonal components"),
         "rmse_diag_A3": (_F, True, "RMSE of the diagonal components, A^3"),
         "rmse_offdiag_A3": (_F, True, "RMSE of the off-diagonal components, A^3"),
         "n_train": (_I, False, "training structures (default: materials.n_train)"),
+        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
     },
     "msd": {
         "species": (_S, True, "element symbol"),
@@ -226,6 +259,7 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "vdos_overlap_all": (_F, False, "atom-weighted VDOS overlap over all species"),
         "refinement_rounds": (_I, False, "on-the-fly refinement rounds of the potential"),
         "potential": (_S, False, "path of the potential's .snap.json"),
+        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
     },
 }
 #: Tables whose rows may carry extra numeric columns beyond :data:`COLUMNS`.
@@ -537,6 +571,7 @@ def build_tables(
     if meta.get("code_version") is None:
         meta["code_version"] = code_version()
     _fill_windows(meta, descriptors)
+    meta["pressure_gpa"] = run_pressure_gpa(_scalar_float(meta.get("pressure_gpa"), "materials.pressure_gpa"))
     if "created_at" in meta:
         raise InputError("created_at is filled in by the writer", field="materials.created_at", fix="drop it")
     for k in ("temperature_k", "n_atoms", "n_train"):
@@ -604,6 +639,16 @@ def build_tables(
         rows = [{k: v for k, v in _as_mapping(r, f"mlff_validation[{i}]").items() if k != "material"}
                 for i, r in enumerate(mlff_validation)]  # the material is the run's key
         tables["mlff_validation"] = _build_table("mlff_validation", _long_columns(rows, "mlff_validation"))
+
+    pressure = meta["pressure_gpa"][0]
+    for name in PRESSURE_TABLES[1:]:  # every per-run row carries the run's pressure
+        t = tables[name]
+        given = [v for v in t.column("pressure_gpa").to_pylist() if v is not None]
+        if any(not math.isclose(v, pressure, abs_tol=1e-12) for v in given):
+            raise InputError(f"pressure_gpa {given[0]!r} differs from the run's {pressure!r}", field=f"{name}.pressure_gpa",
+                             fix="leave it out: the writer copies materials.pressure_gpa")
+        tables[name] = t.set_column(t.column_names.index("pressure_gpa"), "pressure_gpa",
+                                    pa.array([pressure] * t.num_rows, type=_F))
 
     mobile = mat.column("mobile_species")[0].as_py()
     species = set(tables["transport"].column("species").to_pylist())

@@ -15,16 +15,25 @@ phases). Users with a preferred CIF pass it to :func:`load_structure` instead.
 >>> build_structure("Na3SbS4-W").get_chemical_formula()
 'Na47S64Sb15W'
 >>> sorted(BUILDERS)
-['AgI', 'LLZO', 'Na3PS4', 'Na3SbS4', 'Na3SbS4-W', 'gamma-Na3PS4']
+['AgI', 'LLZO', 'LLZO-Al', 'LLZO-Ga', 'LLZO-Ta', 'Na3PS4', 'Na3SbS4', 'Na3SbS4-W', 'gamma-Na3PS4']
+
+The doped garnets take their dopant fraction in the name (``LLZO-Ta:x=0.25``) or as the
+formula unit (``Li6.75La3Zr1.75Ta0.25O12``), so campaigns and the explore framework name them
+like any other builder:
+
+>>> build_structure("Li6.25Ga0.25La3Zr2O12").info["x"]
+0.25
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -38,6 +47,7 @@ from ramanscreen.tasks.common import InputError
 #: Formal oxidation states used for the charge-neutrality checks.
 OXIDATION_STATES: dict[str, int] = {
     "Ag": 1, "I": -1, "Na": 1, "Li": 1, "Sb": 5, "P": 5, "W": 6, "S": -2, "La": 3, "Zr": 4, "O": -2,
+    "Ta": 5, "Al": 3, "Ga": 3,
 }
 
 
@@ -661,6 +671,25 @@ LLZO_LI_MIN_DIST_A = 2.0
 LLZO_TET_MIN_DIST_A = 4.5
 
 
+def _llzo_frame_and_li_sites(n_cells: int, a_A: float) -> tuple[Atoms, Atoms, np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """The La/Zr/O framework of ``n_cells`` conventional Ia-3d cells at lattice constant ``a_A``,
+    all of its Li sites (24d first, then 96h), the indices of the 24d and of the 96h sites, and
+    the diagonal repeats (Wyckoff data of :func:`build_llzo`)."""
+    cellpar = [a_A] * 3 + [90] * 3
+    frame = crystal(["La", "Zr", "O"], [(0.125, 0, 0.25), (0, 0, 0), (0.10057, 0.19539, 0.28245)],
+                    spacegroup=230, cellpar=cellpar)
+    li_sites = crystal(["Li", "Li"], [(0.375, 0, 0.25), (0.0948, 0.6843, 0.5812)],
+                       spacegroup=230, cellpar=cellpar, onduplicates="keep")
+    reps = diagonal_repeats(frame.cell.lengths(), n_cells)
+    host = make_supercell(frame, np.diag(reps), order="atom-major")
+    sites = make_supercell(li_sites, np.diag(reps), order="atom-major")
+    n_tet = 24 * n_cells  # crystal() lists the 24d sites first; atom-major keeps them first
+    is_tet = np.arange(len(sites)) < n_tet
+    tet, octa = np.flatnonzero(is_tet), np.flatnonzero(~is_tet)
+    assert len(tet) == n_tet
+    return host, sites, tet, octa, reps
+
+
 def build_llzo(n_atoms: int | None = 192, seed: int = 0) -> Atoms:
     """Cubic garnet Li₇La₃Zr₂O₁₂ (LLZO) with the Li sublattice filled from its partial sites.
 
@@ -682,18 +711,7 @@ def build_llzo(n_atoms: int | None = 192, seed: int = 0) -> Atoms:
     ('La24Li56O96Zr16', 0)
     """
     n_cells = _n_cells(n_atoms, 192, 192, "LLZO")
-    cellpar = [LLZO_A] * 3 + [90] * 3
-    frame = crystal(["La", "Zr", "O"], [(0.125, 0, 0.25), (0, 0, 0), (0.10057, 0.19539, 0.28245)],
-                    spacegroup=230, cellpar=cellpar)
-    li_sites = crystal(["Li", "Li"], [(0.375, 0, 0.25), (0.0948, 0.6843, 0.5812)],
-                       spacegroup=230, cellpar=cellpar, onduplicates="keep")
-    reps = diagonal_repeats(frame.cell.lengths(), n_cells)
-    host = make_supercell(frame, np.diag(reps), order="atom-major")
-    sites = make_supercell(li_sites, np.diag(reps), order="atom-major")
-    n_tet = 24 * n_cells  # crystal() lists the 24d sites first; atom-major keeps them first
-    is_tet = np.arange(len(sites)) < n_tet
-    tet, octa = np.flatnonzero(is_tet), np.flatnonzero(~is_tet)
-    assert len(tet) == n_tet
+    host, sites, tet, octa, reps = _llzo_frame_and_li_sites(n_cells, LLZO_A)
     rng = np.random.default_rng(seed)
     n_li = 56 * n_cells
     for _ in range(200):
@@ -716,6 +734,348 @@ def build_llzo(n_atoms: int | None = 192, seed: int = 0) -> Atoms:
     )
     atoms.info.update(material="LLZO", source="Ia-3d, Awaka et al. 2011", seed=seed, supercell=list(reps))
     return atoms
+
+
+# --------------------------------------------------------------------------------------------
+# doped cubic LLZO: Ta on Zr (16a), Al or Ga on Li (24d)
+# --------------------------------------------------------------------------------------------
+#: e²/(4πε₀) in eV·Å (the Coulomb energy of two unit charges 1 Å apart).
+COULOMB_EV_A = 14.399645478425668
+
+
+def ewald_site_matrix(positions_A: np.ndarray, cell: np.ndarray, *, cutoff_A: float = 8.0,
+                      tol: float = 1e-8) -> np.ndarray:
+    """Ewald interaction matrix Φ (eV per e², N×N) of point charges on fixed sites under periodic
+    boundary conditions: the electrostatic energy of charges ``q`` (in e) on those sites is
+    ``q @ Φ @ q`` for any *neutral* ``q`` (empty sites carry 0).
+
+    Real space: erfc(αr)/r over the periodic images within ``cutoff_A`` (α = √(−ln tol)/cutoff);
+    reciprocal space: the k-vectors with exp(−k²/4α²) > tol; the self term −α/√π on the
+    diagonal. Vectorised over site pairs (one pass per image and per block of k-vectors).
+
+    >>> from ase.build import bulk
+    >>> nacl = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    >>> q = np.where(nacl.numbers == 11, 1.0, -1.0)
+    >>> e = q @ ewald_site_matrix(nacl.positions, nacl.cell.array) @ q
+    >>> round(float(e) / 4 * (5.64 / 2) / COULOMB_EV_A, 4)   # per ion pair, in e²/(4πε₀ r_NN): the Madelung constant
+    -1.7476
+    """
+    from scipy.special import erfc
+
+    pos = np.asarray(positions_A, float)
+    cell = np.asarray(cell, float)
+    n = len(pos)
+    volume = abs(float(np.linalg.det(cell)))
+    alpha = math.sqrt(-math.log(tol)) / cutoff_A
+    # real space: every image translation whose shell can hold a pair closer than the cutoff
+    widths = volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    reach = np.ceil(cutoff_A / widths).astype(int)
+    diff = pos[:, None, :] - pos[None, :, :]
+    real = np.zeros((n, n))
+    for shift in np.stack(np.meshgrid(*(np.arange(-m, m + 1) for m in reach), indexing="ij"), -1).reshape(-1, 3):
+        r = np.linalg.norm(diff + shift @ cell, axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where((r > 1e-8) & (r < cutoff_A), erfc(alpha * r) / r, 0.0)
+        real += term
+    # reciprocal space: half of the k-vectors (k and -k contribute alike)
+    recip = 2 * np.pi * np.linalg.inv(cell).T
+    k_max = 2 * alpha * math.sqrt(-math.log(tol))
+    m_max = np.ceil(k_max * np.linalg.norm(cell, axis=1) / (2 * np.pi)).astype(int)
+    grid = np.stack(np.meshgrid(*(np.arange(-m, m + 1) for m in m_max), indexing="ij"), -1).reshape(-1, 3)
+    first = np.argmax(grid != 0, axis=1)
+    half = grid[(grid != 0).any(axis=1) & (grid[np.arange(len(grid)), first] > 0)]
+    kvec = half @ recip
+    k2 = (kvec ** 2).sum(axis=1)
+    keep = k2 <= k_max ** 2
+    kvec, k2 = kvec[keep], k2[keep]
+    weight = 2.0 * (2 * np.pi / volume) * np.exp(-k2 / (4 * alpha ** 2)) / k2
+    phase = pos @ kvec.T
+    recip_part = (np.cos(phase) * weight) @ np.cos(phase).T + (np.sin(phase) * weight) @ np.sin(phase).T
+    phi = 0.5 * real + recip_part - np.eye(n) * alpha / math.sqrt(math.pi)
+    return COULOMB_EV_A * phi
+
+
+@dataclass(frozen=True)
+class GarnetDopant:
+    """A substituent of cubic LLZO, how it is charge balanced, and the published data for it."""
+
+    name: str  #: builder name
+    element: str
+    #: the host site it takes: ``"16a"`` (Zr) or ``"24d"`` (tetrahedral Li)
+    site: str
+    #: Li removed per dopant atom (Ta⁵⁺ on Zr⁴⁺: 1; M³⁺ on Li⁺: the Li it replaces + 2 vacancies)
+    li_removed: int
+    #: formula template in the explore framework's syntax (:class:`ramanscreen.tasks.explore.DesignSpace`)
+    formula_template: str
+    default_x: float  #: dopant per formula unit when none is given
+    max_x: float  #: largest x the builder accepts
+    #: a published lattice constant (x, a in Å) of the doped garnet; ``a(x)`` is linear between
+    #: the parent (x = 0, :data:`LLZO_A`) and this point (Vegard's law)
+    anchor: tuple[float, float]
+    source: str
+
+
+#: Registered dopants of cubic LLZO. x is the dopant per formula unit (the x of
+#: Li7-xLa3Zr2-xTaxO12, the y of Li7-3yAlyLa3Zr2O12).
+GARNET_DOPANTS: dict[str, GarnetDopant] = {
+    "LLZO-Ta": GarnetDopant(
+        "LLZO-Ta", "Ta", "16a", 1, "Li{7-x}La3Zr{2-x}Ta{x}O12", 0.5, 1.0, (0.5, 12.95),
+        "Ta on Zr (16a): Logeat et al., Solid State Ionics 206, 33 (2012) (a falls linearly with x, Ia-3d for "
+        "x >= 0.25-0.4); Thompson et al., J. Mater. Chem. A 2, 13431 (2014) (cubic from x = 0.4, a ~ 12.95 A at "
+        "x = 0.5); Li et al., J. Mater. Chem. 22, 15357 (2012)"),
+    "LLZO-Al": GarnetDopant(
+        "LLZO-Al", "Al", "24d", 3, "Li{7-3*x}Al{x}La3Zr2O12", 0.25, 0.39, (0.24, 12.968),
+        "Al on Li 24d: Geiger et al., Inorg. Chem. 50, 1089 (2011); Buschmann et al., Phys. Chem. Chem. Phys. 13, "
+        "19378 (2011); Rangasamy et al., Solid State Ionics 206, 28 (2012) (Li6.24Al0.24La3Zr2O11.98, "
+        "a ~ 12.97 A); solubility <= 0.39 pfu: Rettenwander et al., Eur. J. Mineral. 28, 619 (2016)"),
+    "LLZO-Ga": GarnetDopant(
+        "LLZO-Ga", "Ga", "24d", 3, "Li{7-3*x}Ga{x}La3Zr2O12", 0.25, 0.72, (0.25, 12.975),
+        "Ga on Li 24d: Bernuy-Lopez et al., Chem. Mater. 26, 3610 (2014); Wagner et al., Chem. Mater. 28, 1861 "
+        "(2016) (a ~ 12.97-12.98 A; single crystals with x > 0.07 refine in I-43d, a subgroup of Ia-3d: this "
+        "builder keeps the Ia-3d parent); solubility <= 0.72 pfu: Rettenwander et al., Eur. J. Mineral. 28, "
+        "619 (2016)"),
+}
+#: Minimum distance (Å) from an Al/Ga on 24d to a Li on 96h: as for a 24d Li, no Li on the four
+#: 96h sites sharing a face with the dopant's tetrahedron (1.60 Å); the 96h on the far side of
+#: those cages (2.40 Å) stay allowed — excluding them too leaves fewer sites than the charge
+#: balance needs (50 Li per cell at x = 0.25) — and the Ewald ranking keeps Li away where it can.
+GARNET_DOPANT_LI_MIN_DIST_A = 2.0
+#: Seeded candidate configurations (dopant + Li sites) ranked by electrostatic energy per build.
+GARNET_SITE_CANDIDATES = 24
+#: How the dopant and vacancy sites are chosen (recorded in the built structure's info).
+GARNET_SITE_METHOD = ("lowest Ewald energy of formal point charges (Li+1 La+3 Zr+4 Ta+5 Al/Ga+3 O-2) among "
+                      "seeded random candidates of dopant sites and Li sublattice")
+
+
+def garnet_lattice_A(name: str, x: float) -> float:
+    """Cubic lattice constant (Å) of the doped garnet at dopant fraction ``x``: linear between
+    the parent (Awaka et al. 2011) and the dopant's published point (:attr:`GarnetDopant.anchor`).
+
+    >>> round(garnet_lattice_A("LLZO-Ta", 0.5), 3), round(garnet_lattice_A("LLZO-Al", 0.0), 4)
+    (12.95, 12.9827)
+    """
+    x_ref, a_ref = GARNET_DOPANTS[name].anchor
+    return LLZO_A + (a_ref - LLZO_A) * float(x) / x_ref
+
+
+def garnet_amounts(name: str, x: float) -> dict[str, float]:
+    """Atoms per formula unit of the doped garnet (charge balanced: Li = 7 − ``li_removed``·x).
+
+    >>> garnet_amounts("LLZO-Al", 0.25)
+    {'Li': 6.25, 'Al': 0.25, 'La': 3.0, 'Zr': 2.0, 'O': 12.0}
+    """
+    d = GARNET_DOPANTS[name]
+    x = float(x)
+    amounts = {"Li": 7.0 - d.li_removed * x}
+    if d.site == "24d":
+        amounts[d.element] = x
+    amounts.update(La=3.0, Zr=2.0 - (x if d.site == "16a" else 0.0))
+    if d.site == "16a":
+        amounts[d.element] = x
+    amounts["O"] = 12.0
+    return amounts
+
+
+def garnet_formula(name: str, x: float) -> str:
+    """The formula unit as the explore framework writes it (amounts to 4 decimals, 0 dropped).
+
+    >>> garnet_formula("LLZO-Ta", 0.25), garnet_formula("LLZO-Ga", 0.25)
+    ('Li6.75La3Zr1.75Ta0.25O12', 'Li6.25Ga0.25La3Zr2O12')
+    """
+    parts = []
+    for el, v in garnet_amounts(name, x).items():
+        text = f"{round(v, 4):.4f}".rstrip("0").rstrip(".")
+        if text != "0":
+            parts.append(el + ("" if text == "1" else text))
+    return "".join(parts)
+
+
+def snap_garnet_fraction(name: str, x: float, n_cells: int = 1) -> float:
+    """The dopant fraction nearest ``x`` that ``n_cells`` conventional cells hold exactly (a
+    multiple of 1/(8·n_cells)), within [0, max_x] — for a design space with a continuous x.
+
+    >>> snap_garnet_fraction("LLZO-Ta", 0.273), snap_garnet_fraction("LLZO-Al", 0.9)
+    (0.25, 0.375)
+    """
+    d = GARNET_DOPANTS[name]
+    step = 1.0 / (8 * n_cells)
+    top = math.floor(d.max_x / step + 1e-9) * step
+    return float(min(max(round(float(x) / step) * step, 0.0), top))
+
+
+def _garnet_cells(name: str, x: float, n_atoms: int | None) -> int:
+    """Number of conventional cells: ``n_atoms`` is the doped cell's own atom count, or a
+    multiple of 192 (the parent cells it is cut from); None: one cell."""
+    d = GARNET_DOPANTS[name]
+    lost_per_cell = 8 * x * (d.li_removed - (1 if d.site == "24d" else 0))
+    if n_atoms is None:
+        return 1
+    for n in range(1, 65):
+        if abs(n * (192 - lost_per_cell) - n_atoms) < 1e-6:
+            return n
+    if n_atoms > 0 and n_atoms % 192 == 0:
+        return n_atoms // 192
+    sizes = [192 * n - n * lost_per_cell for n in (1, 2, 4, 8)]
+    shown = ", ".join(f"{s:g}" for s in sizes if abs(s - round(s)) < 1e-6)
+    raise InputError(f"{name} at x = {x:g} cannot have {n_atoms} atoms", field="n_atoms",
+                     fix=f"use a multiple of 192 (parent cells) or the doped cell's own size{': ' + shown if shown else ''}")
+
+
+def garnet_cell_counts(name: str, x: float, n_atoms: int | None = None) -> dict[str, int]:
+    """Atoms of each element in the doped supercell, checked: ``x`` within [0, max_x] and a whole
+    number of dopants in the cell. Raises :class:`InputError` naming ``x`` or ``n_atoms``.
+
+    >>> garnet_cell_counts("LLZO-Ta", 0.5)
+    {'Li': 52, 'La': 24, 'Zr': 12, 'Ta': 4, 'O': 96}
+    >>> garnet_cell_counts("LLZO-Ta", 0.3)
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: x: LLZO-Ta at x = 0.3 puts 2.4 Ta in 1 cell(s) (fix: use a multiple of 0.125 (nearest: 0.25), or more cells)
+    """
+    d = GARNET_DOPANTS[name]
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise InputError(f"dopant fraction {x!r} is not a number", field="x", fix="give e.g. x=0.25") from None
+    if not (0.0 <= x <= d.max_x):
+        raise InputError(f"{name} needs 0 <= x <= {d.max_x:g}, got {x:g}", field="x",
+                         fix=f"use x in [0, {d.max_x:g}] ({d.formula_template})")
+    n_cells = _garnet_cells(name, x, n_atoms)
+    n_dop = 8 * n_cells * x
+    if abs(n_dop - round(n_dop)) > 1e-6:
+        raise InputError(f"{name} at x = {x:g} puts {n_dop:g} {d.element} in {n_cells} cell(s)", field="x",
+                         fix=f"use a multiple of {1 / (8 * n_cells):g} (nearest: "
+                             f"{snap_garnet_fraction(name, x, n_cells):g}), or more cells")
+    return {el: int(round(8 * n_cells * v)) for el, v in garnet_amounts(name, x).items() if round(8 * n_cells * v)}
+
+
+def build_doped_llzo(name: str, n_atoms: int | None = None, seed: int = 0, *, x: float | None = None,
+                     lattice_A: float | None = None, candidates: int = GARNET_SITE_CANDIDATES) -> Atoms:
+    """Doped cubic garnet LLZO: Li₇₋ₓLa₃Zr₂₋ₓTaₓO₁₂ (``LLZO-Ta``, Ta⁵⁺ on Zr 16a, one Li vacancy
+    per Ta) or Li₇₋₃ₓMₓLa₃Zr₂O₁₂ with M = Al, Ga (``LLZO-Al``, ``LLZO-Ga``: M³⁺ on a Li 24d site,
+    two more Li vacancies per M), with ``x`` the dopant per formula unit (default
+    :attr:`GarnetDopant.default_x`: Li₆.₅La₃Zr₁.₅Ta₀.₅O₁₂, Li₆.₂₅M₀.₂₅La₃Zr₂O₁₂).
+
+    The framework and Li sites are those of :func:`build_llzo` (Awaka et al. 2011), at the
+    lattice constant :func:`garnet_lattice_A` (``lattice_A`` overrides it). The Li content is set
+    by charge balance. Dopant and vacancy sites are chosen by energy: ``candidates`` seeded
+    configurations are drawn — dopants on random 16a (Ta) or 24d sites (Al/Ga, no two sharing an
+    octahedral cage), then the Li as in :func:`build_llzo` (24d first, then 96h ≥ 2.0 Å from every
+    Li, no Li within :data:`GARNET_DOPANT_LI_MIN_DIST_A` of an Al/Ga nor on a 24d sharing its
+    cages) — and the one of lowest Ewald energy of formal point charges
+    (:func:`ewald_site_matrix`) is built. ``atoms.info`` records x, the formula, the lattice, the
+    method, every candidate's energy and the chosen one. ``n_atoms``: the doped cell's atom count
+    or a multiple of 192 (parent cells); default one cell.
+
+    >>> a = build_doped_llzo("LLZO-Al", x=0.25, seed=0)
+    >>> a.get_chemical_formula(), formal_charge(a), a.info["formula"]
+    ('Al2La24Li50O96Zr16', 0, 'Li6.25Al0.25La3Zr2O12')
+    >>> a.info["ewald_energy_eV"] == min(a.info["candidate_energies_eV"])
+    True
+    """
+    if name not in GARNET_DOPANTS:
+        raise InputError(f"no doped garnet {name!r}", field="structure", fix=f"use one of {', '.join(GARNET_DOPANTS)}")
+    d = GARNET_DOPANTS[name]
+    x = d.default_x if x is None else x
+    counts = garnet_cell_counts(name, x, n_atoms)
+    x = float(x)
+    n_cells = _garnet_cells(name, x, n_atoms)
+    if int(candidates) < 1:
+        raise InputError(f"candidates must be >= 1, got {candidates}", field="candidates", fix="use e.g. 24")
+    a_A = garnet_lattice_A(name, x) if lattice_A is None else float(lattice_A)
+    if not 12.5 < a_A < 13.5:
+        raise InputError(f"lattice constant {a_A} A is not a garnet's", field="lattice_A", fix="use about 12.9-13.0")
+    host, sites, tet, octa, reps = _llzo_frame_and_li_sites(n_cells, a_A)
+    cell = host.cell.array
+    host_symbols = np.array(host.get_chemical_symbols(), dtype=object)
+    zr = np.flatnonzero(host_symbols == "Zr")
+    n_dop, n_li = counts.get(d.element, 0), counts["Li"]
+    # charges on every site: the Li sites (24d, 96h) first, then the framework
+    positions = np.vstack([sites.positions, host.positions])
+    phi = ewald_site_matrix(positions, cell)
+    q_host = np.array([OXIDATION_STATES[s] for s in host_symbols], float)
+    q_dop = float(OXIDATION_STATES[d.element])
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[float, np.ndarray, np.ndarray]] = []
+    for _ in range(int(candidates)):
+        if d.site == "16a":
+            dop = np.sort(rng.choice(zr, n_dop, replace=False)) if n_dop else np.empty(0, int)
+            blocked = np.empty((0, 3))
+        else:
+            dop = tet[place_on_sites(sites.positions[tet], cell, n_dop, LLZO_TET_MIN_DIST_A, rng)] if n_dop \
+                else np.empty(0, int)
+            blocked = sites.positions[dop]
+        li = _place_garnet_li(sites, tet, octa, cell, n_li, rng, blocked)
+        q = np.zeros(len(positions))
+        q[li] = 1.0
+        q[len(sites):] = q_host
+        if d.site == "16a":
+            q[len(sites) + dop] = q_dop
+        else:
+            q[dop] = q_dop
+        assert abs(q.sum()) < 1e-9
+        drawn.append((float(q @ phi @ q), dop, li))
+    energies = [e for e, _, _ in drawn]
+    best = int(np.argmin(energies))
+    _, dop, li = drawn[best]
+    symbols = host_symbols.copy()
+    if d.site == "16a":
+        symbols[dop] = d.element
+        extra_symbols: list[str] = []
+        extra_pos = np.empty((0, 3))
+    else:
+        extra_symbols = [d.element] * len(dop)
+        extra_pos = sites.positions[dop]
+    atoms = Atoms(
+        symbols=["Li"] * len(li) + extra_symbols + symbols.tolist(),
+        positions=np.vstack([sites.positions[li], extra_pos, host.positions]),
+        cell=host.cell, pbc=True,
+    )
+    atoms.info.update(
+        material=name, x=x, dopant=d.element, dopant_site=d.site, formula=garnet_formula(name, x),
+        lattice_A=a_A, supercell=list(reps), seed=seed,
+        phase=f"cubic garnet (Ia-3d parent), {d.element} on {d.site}, Li set by charge balance",
+        source=f"Ia-3d framework and Li sites of Awaka et al. 2011; {d.source}",
+        site_choice=GARNET_SITE_METHOD, chosen_candidate=best,
+        candidate_energies_eV=[round(e, 4) for e in energies], ewald_energy_eV=round(energies[best], 4),
+    )
+    return atoms
+
+
+def _place_garnet_li(sites: Atoms, tet: np.ndarray, octa: np.ndarray, cell: np.ndarray, n_li: int,
+                     rng: np.random.Generator, blocked_A: np.ndarray) -> np.ndarray:
+    """``n_li`` Li site indices, as :func:`build_llzo` places them, kept clear of the Al/Ga at
+    ``blocked_A`` (24d: the cage rule; 96h: :data:`GARNET_DOPANT_LI_MIN_DIST_A`)."""
+    octa_ok = octa
+    if len(blocked_A):
+        _, d_block = get_distances(sites.positions[octa], blocked_A, cell=cell, pbc=True)
+        octa_ok = octa[(d_block >= GARNET_DOPANT_LI_MIN_DIST_A).all(axis=1)]
+    for _ in range(200):
+        t_idx = tet[place_on_sites(sites.positions[tet], cell, None, LLZO_TET_MIN_DIST_A, rng,
+                                   avoid_A=blocked_A if len(blocked_A) else None)]
+        if len(t_idx) >= n_li:
+            return np.sort(rng.choice(t_idx, n_li, replace=False))
+        o_idx = octa_ok[place_on_sites(sites.positions[octa_ok], cell, None, LLZO_LI_MIN_DIST_A, rng,
+                                       avoid_A=sites.positions[t_idx])]
+        if len(t_idx) + len(o_idx) >= n_li:
+            return np.concatenate([t_idx, np.sort(rng.choice(o_idx, n_li - len(t_idx), replace=False))])
+    raise InputError(f"could not place {n_li} Li around the dopants", field="x",  # pragma: no cover
+                     fix="lower the dopant fraction or try another seed")
+
+
+def build_llzo_ta(n_atoms: int | None = None, seed: int = 0, **options: Any) -> Atoms:
+    """Ta-doped cubic LLZO, Li₇₋ₓLa₃Zr₂₋ₓTaₓO₁₂ (:func:`build_doped_llzo`; option ``x``, default 0.5)."""
+    return build_doped_llzo("LLZO-Ta", n_atoms, seed, **options)
+
+
+def build_llzo_al(n_atoms: int | None = None, seed: int = 0, **options: Any) -> Atoms:
+    """Al-doped cubic LLZO, Li₇₋₃ₓAlₓLa₃Zr₂O₁₂ (:func:`build_doped_llzo`; option ``x``, default 0.25)."""
+    return build_doped_llzo("LLZO-Al", n_atoms, seed, **options)
+
+
+def build_llzo_ga(n_atoms: int | None = None, seed: int = 0, **options: Any) -> Atoms:
+    """Ga-doped cubic LLZO, Li₇₋₃ₓGaₓLa₃Zr₂O₁₂ (:func:`build_doped_llzo`; option ``x``, default 0.25)."""
+    return build_doped_llzo("LLZO-Ga", n_atoms, seed, **options)
 
 
 @dataclass(frozen=True)
@@ -744,6 +1104,14 @@ BUILDERS: dict[str, Builder] = {
     "gamma-Na3PS4": Builder("gamma-Na3PS4", build_gamma_na3ps4, 256, False, 229,
                             "gamma-Na3PS4 starting cell: gamma density, PS4 randomly oriented (equilibrate in NPT)"),
     "LLZO": Builder("LLZO", build_llzo, 192, False, 230, "cubic garnet Li7La3Zr2O12, Li disordered"),
+    # doped garnets: n_atoms 192 = one parent cell; the dopant fraction is the option x
+    # ("LLZO-Ta:x=0.25" or the formula "Li6.75La3Zr1.75Ta0.25O12" as a structure name)
+    "LLZO-Ta": Builder("LLZO-Ta", build_llzo_ta, 192, False, 230,
+                       "Li7-xLa3Zr2-xTaxO12: Ta on Zr 16a + x Li vacancies (sites by Ewald energy)"),
+    "LLZO-Al": Builder("LLZO-Al", build_llzo_al, 192, False, 230,
+                       "Li7-3xAlxLa3Zr2O12: Al on Li 24d + 2x Li vacancies (sites by Ewald energy)"),
+    "LLZO-Ga": Builder("LLZO-Ga", build_llzo_ga, 192, False, 230,
+                       "Li7-3xGaxLa3Zr2O12: Ga on Li 24d + 2x Li vacancies (sites by Ewald energy)"),
 }
 
 #: Accepted aliases (case-insensitive) for the canonical builder names.
@@ -755,6 +1123,9 @@ ALIASES: dict[str, str] = {
     "na3ps4": "Na3PS4", "beta-na3ps4": "Na3PS4", "β-na3ps4": "Na3PS4", "c-na3ps4": "Na3PS4",
     "gamma-na3ps4": "gamma-Na3PS4", "γ-na3ps4": "gamma-Na3PS4",
     "llzo": "LLZO", "li7la3zr2o12": "LLZO", "c-llzo": "LLZO",
+    "llzo-ta": "LLZO-Ta", "ta-llzo": "LLZO-Ta", "llzto": "LLZO-Ta",
+    "llzo-al": "LLZO-Al", "al-llzo": "LLZO-Al",
+    "llzo-ga": "LLZO-Ga", "ga-llzo": "LLZO-Ga",
 }
 
 
@@ -816,6 +1187,26 @@ PUBLISHED: dict[str, Published] = {
         {("Zr", "O"): (2.08, 2.14), ("La", "O"): (2.48, 2.60), ("Li", "O"): (1.75, 2.00)},
         "Awaka et al., Chem. Lett. 40, 60 (2011): Ia-3d, a = 12.9827 A, Zr-O 2.11 A, La-O 2.53/2.59 A; "
         "Li-O 1.9 A (24d), 1.78 A and up (96h, split site)", framework=("La", "Zr", "O"), max_relax_meV_atom=60.0),
+    # doped garnets: the parent's framework space group (Ta counted as Zr; Al/Ga sit on Li sites,
+    # outside the La/Zr/O framework), the lattice against the reported spread for the usual
+    # stabilising compositions (Ta x ~ 0.25-0.6, Al and Ga y ~ 0.2-0.3: other x fall outside and
+    # show OUT), and the shortest dopant-O bond against its coordination (the unrelaxed dopant
+    # sits on the host site: 2.10 A on 16a, 1.91 A on 24d)
+    "LLZO-Ta": Published(
+        230, (12.95,) * 3, ((12.94, 12.97),) * 3,
+        {("Zr", "O"): (2.08, 2.14), ("Ta", "O"): (1.95, 2.14), ("La", "O"): (2.48, 2.60), ("Li", "O"): (1.75, 2.00)},
+        GARNET_DOPANTS["LLZO-Ta"].source + "; (Zr,Ta)-O 2.09-2.10 A in the mixed 16a site, Ta-O 1.99 A in "
+        "Li5La3Ta2O12 (Cussen, Chem. Commun. 2006, 412)", framework=("La", "Zr", "O"), max_relax_meV_atom=60.0),
+    "LLZO-Al": Published(
+        230, (12.968,) * 3, ((12.96, 12.97),) * 3,
+        {("Zr", "O"): (2.08, 2.14), ("Al", "O"): (1.70, 2.00), ("La", "O"): (2.48, 2.60), ("Li", "O"): (1.75, 2.00)},
+        GARNET_DOPANTS["LLZO-Al"].source + "; Al-O 1.75-1.80 A in AlO4, 1.91 A on the unrelaxed 24d site",
+        framework=("La", "Zr", "O"), max_relax_meV_atom=60.0),
+    "LLZO-Ga": Published(
+        230, (12.975,) * 3, ((12.97, 12.98),) * 3,
+        {("Zr", "O"): (2.08, 2.14), ("Ga", "O"): (1.75, 2.00), ("La", "O"): (2.48, 2.60), ("Li", "O"): (1.75, 2.00)},
+        GARNET_DOPANTS["LLZO-Ga"].source + "; Ga-O 1.83-1.86 A in GaO4, 1.91 A on the unrelaxed 24d site",
+        framework=("La", "Zr", "O"), max_relax_meV_atom=60.0),
 }
 
 
@@ -845,9 +1236,14 @@ def nn_distances_A(atoms: Atoms, pairs: Iterable[tuple[str, str]], cutoff_A: flo
     return {(a, b): float(d[(sym[i] == a) & (sym[j] == b)].min(initial=np.inf)) for a, b in pairs}
 
 
+#: Substituents counted as the host atom whose site they take, for the space-group check:
+#: W (74) on Sb (51) in Na3SbS4, Ta (73) on Zr (40) in LLZO.
+_SAME_SITE_Z = {74: 51, 73: 40}
+
+
 def spacegroup_of(atoms: Atoms, framework: tuple[str, ...] | None = None, symprec: float = 1e-3) -> tuple[str, int]:
     """spglib's international symbol and number for ``atoms`` (or its ``framework`` species;
-    W counts as Sb, so a doped cell shows its host's group).
+    W counts as Sb and Ta as Zr, so a doped cell shows its host's group).
 
     >>> spacegroup_of(build_structure("Na3SbS4", n_atoms=16))
     ('P-42_1c', 114)
@@ -855,9 +1251,10 @@ def spacegroup_of(atoms: Atoms, framework: tuple[str, ...] | None = None, sympre
     import spglib
 
     numbers = atoms.numbers.copy()
-    numbers[numbers == 74] = 51
+    for dopant, host_z in _SAME_SITE_Z.items():
+        numbers[numbers == dopant] = host_z
     keep = np.ones(len(atoms), bool) if framework is None else np.isin(
-        np.array(atoms.get_chemical_symbols()), framework) | (atoms.numbers == 74)
+        np.array(atoms.get_chemical_symbols()), framework) | np.isin(atoms.numbers, list(_SAME_SITE_Z))
     data = spglib.get_symmetry_dataset((atoms.cell.array, atoms.get_scaled_positions()[keep], numbers[keep]),
                                        symprec=symprec)
     if data is None:
@@ -948,15 +1345,105 @@ def relax_check(atoms: Atoms, calculator: str | Calculator = "chgnet", *, steps:
     return RelaxCheck(p0, p1, 1000.0 * (e1 - e0) / len(work), fmax, int(opt.nsteps), model)
 
 
+_FORMULA_RE = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?|\.\d+)?")
+
+
+def _formula_amounts(text: str) -> dict[str, float] | None:
+    """``{element: amount}`` of a plain formula such as ``Li6.5La3Zr1.5Ta0.5O12``, else None."""
+    text = text.strip()
+    if not text or _FORMULA_RE.sub("", text):
+        return None
+    out: dict[str, float] = {}
+    for el, amount in _FORMULA_RE.findall(text):
+        out[el] = out.get(el, 0.0) + (float(amount) if amount else 1.0)
+    return out
+
+
+def _garnet_of_formula(text: str) -> tuple[str, float] | None:
+    """(doped-garnet builder, x) whose formula unit ``text`` is, else None (tolerance 1e-4)."""
+    amounts = _formula_amounts(text)
+    if amounts is None:
+        return None
+    for name, d in GARNET_DOPANTS.items():
+        x = amounts.get(d.element)
+        if x is None or set(amounts) != {"Li", "La", "Zr", "O", d.element}:
+            continue
+        want = garnet_amounts(name, x)
+        if all(abs(amounts[el] - v) < 1e-4 for el, v in want.items() if v):
+            return name, x
+    return None
+
+
+def parse_structure_spec(spec: str) -> tuple[str, dict[str, float]]:
+    """Builder and options of a structure name: ``NAME``, ``NAME:x=VALUE`` (``y=`` is read as x
+    for the Al/Ga garnets, after Li7-3yAlyLa3Zr2O12) or a doped-garnet formula unit.
+
+    >>> parse_structure_spec("LLZO-Ta:x=0.25"), parse_structure_spec("Li6.25Al0.25La3Zr2O12")
+    (('LLZO-Ta', {'x': 0.25}), ('LLZO-Al', {'x': 0.25}))
+    >>> parse_structure_spec("llzo-ga:y=0.125"), parse_structure_spec("AgI")
+    (('LLZO-Ga', {'x': 0.125}), ('AgI', {}))
+    """
+    base, sep, params = spec.partition(":")
+    canonical = base if base in BUILDERS else ALIASES.get(base.strip().lower())
+    if canonical is None:
+        hit = _garnet_of_formula(spec)
+        if hit is None:
+            raise InputError(f"unknown structure {spec!r}", field="structure",
+                             fix=f"use one of {', '.join(BUILDERS)} or a structure file (CIF, POSCAR, extxyz)")
+        return hit[0], {"x": hit[1]}
+    if not sep:
+        return canonical, {}
+    if canonical not in GARNET_DOPANTS:
+        raise InputError(f"{canonical} takes no composition parameter ({spec!r})", field="structure",
+                         fix=f"write just {canonical!r}; parameters apply to {', '.join(GARNET_DOPANTS)}")
+    options: dict[str, float] = {}
+    for item in params.split(","):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or key not in ("x", "y"):
+            raise InputError(f"cannot read {item!r} in {spec!r}", field="structure",
+                             fix=f"write e.g. {canonical}:x={GARNET_DOPANTS[canonical].default_x:g}")
+        try:
+            options["x"] = float(value)
+        except ValueError:
+            raise InputError(f"{key} = {value!r} in {spec!r} is not a number", field="structure",
+                             fix=f"write e.g. {canonical}:x={GARNET_DOPANTS[canonical].default_x:g}") from None
+    return canonical, options
+
+
 def resolve_name(name: str) -> str | None:
-    """Canonical builder name for ``name`` or an alias, else ``None``.
+    """Canonical builder name for ``name``, an alias, a ``NAME:x=...`` spec or a doped-garnet
+    formula (:func:`parse_structure_spec`), else ``None``.
 
     >>> resolve_name("γ-Na3PS4"), resolve_name("c-Na3PS4"), resolve_name("nonsense")
     ('gamma-Na3PS4', 'Na3PS4', None)
+    >>> resolve_name("LLZO-Ta:x=0.25"), resolve_name("Li6.75La3Zr1.75Ta0.25O12")
+    ('LLZO-Ta', 'LLZO-Ta')
     """
     if name in BUILDERS:
         return name
-    return ALIASES.get(name.strip().lower())
+    base = name.partition(":")[0]
+    if base in BUILDERS:
+        return base
+    hit = ALIASES.get(base.strip().lower())
+    if hit is not None:
+        return hit
+    garnet = _garnet_of_formula(name)
+    return garnet[0] if garnet else None
+
+
+def check_structure_spec(spec: str, n_atoms: int | None = None) -> None:
+    """Check a builder spec and its cell size without building it (campaign validation): the
+    name, its composition parameter and, for the doped garnets, a whole number of dopants.
+
+    >>> check_structure_spec("LLZO-Ga:x=0.25", 188)
+    >>> check_structure_spec("LLZO-Ga:x=0.25", 190)
+    Traceback (most recent call last):
+    ...
+    ramanscreen.tasks.common.InputError: n_atoms: LLZO-Ga at x = 0.25 cannot have 190 atoms (fix: use a multiple of 192 (parent cells) or the doped cell's own size: 188, 376, 752, 1504)
+    """
+    canonical, options = parse_structure_spec(spec)
+    if canonical in GARNET_DOPANTS:
+        garnet_cell_counts(canonical, options.get("x", GARNET_DOPANTS[canonical].default_x), n_atoms)
 
 
 def build_structure(name: str, *, n_atoms: int | None = None, seed: int = 0, **options: object) -> Atoms:
@@ -965,15 +1452,11 @@ def build_structure(name: str, *, n_atoms: int | None = None, seed: int = 0, **o
 
     >>> build_structure("LLZO").get_chemical_formula()
     'La24Li56O96Zr16'
+    >>> build_structure("LLZO-Ta:x=0.25").get_chemical_formula()
+    'La24Li54O96Ta2Zr14'
     """
-    canonical = resolve_name(name)
-    if canonical is None:
-        raise InputError(
-            f"unknown structure {name!r}",
-            field="structure",
-            fix=f"use one of {', '.join(BUILDERS)} or a structure file (CIF, POSCAR, extxyz)",
-        )
-    atoms = BUILDERS[canonical](n_atoms=n_atoms, seed=seed, **options)
+    canonical, spec_options = parse_structure_spec(name)
+    atoms = BUILDERS[canonical](n_atoms=n_atoms, seed=seed, **{**spec_options, **options})
     atoms.wrap()
     return atoms
 
@@ -1063,4 +1546,7 @@ __all__ = [
     "build_structure", "check_charge_balance", "check_structure", "conventional_lattice_A", "diagonal_repeats", "formal_charge",
     "load_structure", "min_distance_A", "nn_distances_A", "place_on_sites", "rank_w_vacancies", "relax_check",
     "resolve_name", "spacegroup_of", "supercell_to", "w_vacancy_candidates", "write_structure",
+    "COULOMB_EV_A", "GARNET_DOPANTS", "GARNET_SITE_CANDIDATES", "GarnetDopant", "build_doped_llzo",
+    "check_structure_spec", "ewald_site_matrix", "garnet_amounts", "garnet_cell_counts", "garnet_formula",
+    "garnet_lattice_A", "parse_structure_spec", "snap_garnet_fraction",
 ]

@@ -9,7 +9,8 @@ The second framework (``docs/second-framework.md``) predicts log10 of the ionic 
   fraction-weighted mean and standard deviation and the minimum and maximum over the elements
   present (the range is max − min, so it is not a separate column);
 * the **temperature** as ``inv_temperature_1000_k`` = 1000 / T (an Arrhenius law is linear in it);
-* the **pressure** ``pressure_gpa`` (0 GPa where a table has none; the reader says so).
+* the **pressure** ``pressure_gpa`` (0 GPa where a table has none; the reader says so; in a
+  results root, P as :data:`ramanscreen.tasks.results.PRESSURE_GPA_DOC` defines it).
 
 The model is scikit-learn's :class:`~sklearn.gaussian_process.GaussianProcessRegressor` on
 standardised features, kernel ``C · K + WhiteKernel`` with K one of RBF, Matérn (ν = ½, 3⁄2, 5⁄2)
@@ -55,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from ramanscreen.tasks.common import InputError, atomic_path, atomic_write, save_figure, write_table
+from ramanscreen.tasks.results import BUILT_DENSITY_PRESSURE_GPA
 
 #: Bump when the saved-model layout or the feature definitions change; a model saved with
 #: another format version is refused on load.
@@ -433,10 +435,14 @@ def _read_results_root(root: Path, rows: str = "all") -> PropertyTable:
                                   "mobile_species", "D_cm2_s", "sigma_S_cm", "cp_fraction", "mlff") if c in cols]
             cur = con.execute(f"SELECT {', '.join(wanted)} FROM screening ORDER BY campaign, material, run_id")
             got_c = cur.fetchall()
-            if PRESSURE_COLUMN in wanted:  # NVT runs record no pressure: taken at 0 GPa, and said so
-                got_c, n_nvt = _missing_as_zero(got_c, wanted.index(PRESSURE_COLUMN))
-                if n_nvt:
-                    notes.append(f"{n_nvt} computed rows without {PRESSURE_COLUMN} (NVT runs) taken at 0 GPa")
+            if PRESSURE_COLUMN in wanted:  # fixed-cell runs are at 0 GPa (results.PRESSURE_GPA_DOC), and said so
+                got_c, n_missing = _missing_as_zero(got_c, wanted.index(PRESSURE_COLUMN))
+                n_fixed = sum(r[wanted.index(PRESSURE_COLUMN)] == BUILT_DENSITY_PRESSURE_GPA for r in got_c)
+                if n_missing:
+                    notes.append(f"{n_missing} computed rows without {PRESSURE_COLUMN} (NVT runs) taken at 0 GPa")
+                if n_fixed:
+                    notes.append(f"{n_fixed} computed rows at {PRESSURE_COLUMN} = 0 GPa: fixed-cell NVT at the built "
+                                 "density (nominal, not the MLFF's virial pressure)")
             parts.append(("computed", wanted, got_c))
             if PRESSURE_COLUMN not in wanted:
                 notes.append(f"no '{PRESSURE_COLUMN}' in the screening view: computed rows taken at 0 GPa")

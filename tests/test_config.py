@@ -186,6 +186,11 @@ BAD = [
     ("n_atoms = 16", "n_atoms = 0", "materials[0].n_atoms"),
     ("n_atoms = 16", "n_atoms = 16\nwrite_every = 0", "materials[0].write_every"),
     ('structure = "Na3PS4"', 'structure = "unobtainium.cif"', "materials[0].structure"),
+    # a doped garnet's fraction and cell size are checked when the file is read, before any MD
+    ('structure = "Na3PS4"\nn_atoms = 16', 'structure = "LLZO-Ta:x=0.3"\nn_atoms = 192', "materials[0].structure"),
+    ('structure = "Na3PS4"', 'structure = "LLZO-Al:x=0.9"', "materials[0].structure"),
+    ('structure = "Na3PS4"', 'structure = "LLZO-Ga:y=zero"', "materials[0].structure"),
+    ('structure = "Na3PS4"', 'structure = "LLZO-Ga:x=0.25"', "materials[0].n_atoms"),
     ("[[materials]]", '[cluster]\nkind = "cloud"\n[[materials]]', "cluster.kind"),
     ("[[materials]]", "[model]\nhypers = { cutof_A = 4.0 }\n[[materials]]", "model.hypers.cutof_A"),
     ("[[materials]]", "[model]\nhypers = { cutoff_A = -4.0 }\n[[materials]]", "model.hypers.cutoff_A"),
@@ -231,6 +236,26 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_campaign(write(tmp_path, "name = \n"))
     with pytest.raises(InputError, match="no such campaign file"):
         load_campaign(tmp_path / "nope.toml")
+
+
+def test_llzo_campaign_screens_pristine_and_doped_garnets_at_t_and_p() -> None:
+    """deployments/campaigns/llzo.toml (issue 14): pristine, Ta-, Al- and Ga-doped LLZO on one
+    garnet cell each, at 573 K and 0.5 GPa (the pristine cell also at 10 MPa), NPT first so the
+    results record the pressure; the [quick] profile keeps the materials and shortens the MD."""
+    from ramanscreen.tasks.structures import load_structure
+
+    full, quick = (load_campaign(CAMPAIGNS / "llzo.toml", quick=q) for q in (False, True))
+    want = {"LLZO": ("LLZO", 192, 0.5), "LLZO-10MPa": ("LLZO", 192, 0.01), "LLZO-Ta": ("LLZO-Ta:x=0.5", 188, 0.5),
+            "LLZO-Al": ("LLZO-Al:x=0.25", 188, 0.5), "LLZO-Ga": ("LLZO-Ga:x=0.25", 188, 0.5)}
+    for c in (full, quick):
+        assert {m.name: (m.structure, m.n_atoms, m.md.pressure_gpa) for m in c.materials} == want
+        assert all(m.temperature_k == 573.0 and m.mobile == ("Li",) and m.md.controls_pressure for m in c.materials)
+    assert quick.name == "llzo-quick" and all(m.md.steps < f.md.steps for m, f in zip(quick.materials, full.materials, strict=True))
+    # what the structure stage builds from each entry: the named composition, charge balanced
+    formulas = {m.name: load_structure(m.structure, n_atoms=m.n_atoms).info.get("formula") for m in full.materials
+                if m.name != "LLZO-10MPa"}
+    assert formulas == {"LLZO": None, "LLZO-Ta": "Li6.5La3Zr1.5Ta0.5O12", "LLZO-Al": "Li6.25Al0.25La3Zr2O12",
+                        "LLZO-Ga": "Li6.25Ga0.25La3Zr2O12"}
 
 
 def _validate(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -93,6 +93,7 @@ def test_table_and_cli(tmp_path):
     t = pq.read_table(path)
     row = t.to_pylist()[0]
     assert row["c11_gpa"] > row["c12_gpa"] > 0 and row["born_stable"] and "not DFT" in row["provenance"]
+    assert row["pressure_gpa"] == 0.0  # the cell as given (results.PRESSURE_GPA_DOC)
     assert b"not DFT" in t.schema.metadata[b"provenance"]
     cif = tmp_path / "cu.cif"
     bulk("Cu", "fcc", a=3.59, cubic=True).write(cif)

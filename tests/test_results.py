@@ -367,3 +367,63 @@ def test_real_stage_outputs_are_written_as_they_come(tmp_path, rng) -> None:
     # The central_peak view and central_peak_descriptors use the same windows (5-50 of 5-1000 cm^-1).
     (cp,) = sql(tmp_path, "SELECT cp_fraction FROM central_peak")[0]
     assert cp == pytest.approx(desc["fraction_below_omega_c"], rel=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# pressure_gpa in every per-run table
+# ---------------------------------------------------------------------------------------------
+def _pressure_run(root, material, pressure, **extra):
+    meta = dict(formula="Li7La3Zr2O12", temperature_k=573.0, n_atoms=192, mlff="chgnet", reference_method="embedded",
+                n_train=8, mobile_species="Li")
+    if pressure is not None:
+        meta["pressure_gpa"] = pressure
+    return write_run(root, "p", material, "r1", meta=meta,
+                     spectrum={"freq_cm1": [0.0, 10.0, 20.0], "intensity": [0.0, 2.0, 1.0]},
+                     transport=extra.get("transport", [{"species": "Li", "D_cm2_s": 1e-6}, {"species": "La", "D_cm2_s": 1e-9}]),
+                     descriptors={"frac_below_wc": 0.3},
+                     ml_metrics={"r2_diag": 0.9, "r2_offdiag": 0.8, "rmse_diag_A3": 0.1, "rmse_offdiag_A3": 0.1},
+                     mlff_validation=[{"species": "Li", "method": "snap-distilled-from-chgnet (not DFT)",
+                                       "force_rmse_eV_A": 0.05, "flagged": False}])
+
+
+def test_every_per_run_table_carries_the_runs_pressure(tmp_path) -> None:
+    """NPT at 0.5 GPa is recorded as 0.5 on every per-run row; a fixed cell (no pressure given)
+    as 0 GPa (PRESSURE_GPA_DOC), never null; the files carry it, not only the views."""
+    from ramanscreen.tasks.results import BUILT_DENSITY_PRESSURE_GPA, PRESSURE_GPA_DOC, PRESSURE_TABLES
+
+    assert BUILT_DENSITY_PRESSURE_GPA == 0.0 and "fixed cell" in PRESSURE_GPA_DOC
+    npt = _pressure_run(tmp_path, "npt", 0.5)
+    nvt = _pressure_run(tmp_path, "nvt", None)
+    for rec, want in ((npt, 0.5), (nvt, 0.0)):
+        for table in PRESSURE_TABLES:
+            values = pq.read_table(rec.paths[table]).column("pressure_gpa").to_pylist()
+            assert values and values == [want] * len(values), (table, values)
+    for table in PRESSURE_TABLES:
+        got = sql(tmp_path, f"SELECT material, min(pressure_gpa), max(pressure_gpa), count(*) FILTER "
+                            f"(WHERE pressure_gpa IS NULL) FROM {table} GROUP BY 1 ORDER BY 1")
+        assert got == [("npt", 0.5, 0.5, 0), ("nvt", 0.0, 0.0, 0)], table
+    assert sql(tmp_path, "SELECT material, pressure_gpa FROM screening ORDER BY 1") == [("npt", 0.5), ("nvt", 0.0)]
+
+
+def test_pressure_given_twice_must_agree_and_be_finite(tmp_path) -> None:
+    with pytest.raises(InputError, match="differs from the run's") as info:
+        _pressure_run(tmp_path, "x", 0.5, transport=[{"species": "Li", "D_cm2_s": 1e-6, "pressure_gpa": 0.1}])
+    assert info.value.field == "transport.pressure_gpa"
+    _pressure_run(tmp_path, "y", 0.5, transport=[{"species": "Li", "D_cm2_s": 1e-6, "pressure_gpa": 0.5}])
+    with pytest.raises(InputError, match="infinite"):
+        _pressure_run(tmp_path, "z", float("inf"))
+    assert committed_runs(tmp_path) == [("p", "y", "r1")]  # the refused writes left nothing
+
+
+def test_views_read_a_pre_version_3_fixed_cell_run_as_0_gpa(tmp_path) -> None:
+    """Runs written before schema version 3 left a fixed cell's pressure null: the views show 0 GPa."""
+    rec = _pressure_run(tmp_path, "old", None)
+    commit = rec.paths["materials"]
+    t = pq.read_table(commit)
+    import pyarrow as pa
+
+    t = t.set_column(t.column_names.index("pressure_gpa"), "pressure_gpa", pa.nulls(1, pa.float64()))
+    pq.write_table(t.replace_schema_metadata(pq.read_schema(commit).metadata), commit)
+    assert pq.read_table(commit).column("pressure_gpa").to_pylist() == [None]
+    assert sql(tmp_path, "SELECT pressure_gpa FROM materials") == [(0.0,)]
+    assert sql(tmp_path, "SELECT pressure_gpa FROM screening") == [(0.0,)]

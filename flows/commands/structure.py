@@ -19,11 +19,12 @@ console = Console(highlight=False, soft_wrap=True)
 @app.command()
 def structure(
     name: str = typer.Argument(..., help="Builder name or alias (AgI, Na3SbS4, Na3SbS4-W, Na3PS4, gamma-Na3PS4, "
-                               "LLZO) or a structure file."),
+                               "LLZO, LLZO-Ta, LLZO-Al, LLZO-Ga; a doped garnet with its dopant fraction as "
+                               "LLZO-Ta:x=0.25 or as its formula, Li6.75La3Zr1.75Ta0.25O12) or a structure file."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output file in any format ASE writes, chosen by "
                                          "the suffix (.cif, .xyz = extxyz, .traj, POSCAR, .pdb, ...)."),
     n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size (default: the paper's)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for disordered sublattices (AgI, LLZO, W vacancy, γ PS4)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for disordered sublattices (AgI, LLZO and its doped cells, W vacancy, γ PS4)."),
     density_g_cm3: float | None = typer.Option(None, "--density-g-cm3", help="gamma-Na3PS4 only: starting density "
                                                "(default: the builder's γ estimate)."),
     check: bool = typer.Option(False, "--check", help="Print space group, lattice constants and nearest-neighbour "
