@@ -948,9 +948,11 @@ class AlphaModel:
     Build it with :meth:`fit` or :meth:`load`. ``weights[λ]`` has shape (1 + m, p_λ): row
     0 is the model fitted on all training frames, rows 1..m the committee members, in
     units of Å³ per unit of summed λ-SOAP feature. ``intercept_A3`` (1 + m, S) holds the
-    unpenalised per-species intercepts of λ=0 (Å³ per atom of each element, columns in
-    ``elements`` order): the λ=0 prediction adds Σ_s b_s N_s, so the model stays extensive
-    and a composition change moves α by its species' terms.
+    unpenalised per-species intercepts b_s of the λ=0 component (featomic's convention,
+    α₀ = −tr α/√3; Å³ per atom of each element, columns in ``elements`` order): the λ=0
+    prediction adds Σ_s b_s N_s, so the model stays extensive and a composition change moves
+    α by its species' terms. ``meta["intercept_per_species_A3"]`` states them as isotropic α
+    per atom, −b_s/√3.
     """
 
     hypers: SOAPHypers
@@ -1061,8 +1063,9 @@ class AlphaModel:
             "ridge": ridge.to_dict(),
             "reg_relative": {str(lam): fits[lam].reg for lam in fits},
             "cv_rmse_per_atom_A3": {str(lam): fits[lam].cv_rmse_per_atom for lam in fits},
-            # the λ=0 intercepts (Å³ per atom of each element) of the full model
-            "intercept_per_species_A3": {str(z): float(b) for z, b in zip(elements, fits[0].intercept[0], strict=True)},
+            # the full model's λ=0 intercepts as isotropic α (tr α / 3) per atom of each element, Å³
+            "intercept_per_species_A3": {str(z): float(-b / math.sqrt(3.0))
+                                         for z, b in zip(elements, fits[0].intercept[0], strict=True)},
             "featomic_version": featomic.__version__,
         }
         model = cls(

@@ -270,7 +270,8 @@ def test_per_species_intercepts_of_an_additive_target_are_recovered() -> None:
         frames.append(atoms)
     alpha = np.array([sum(b[int(z)] for z in f.numbers) * np.eye(3) for f in frames])
     model = AlphaModel.fit(frames[:16], alpha[:16], hypers=SOAPHypers(max_radial=3, max_angular=2), n_committee=3)
-    np.testing.assert_allclose(model.intercept_A3[0], [b[11], b[17]], rtol=1e-8)
+    # stored in the λ=0 component (α₀ = −tr α/√3), stated in the sidecar as isotropic α per atom
+    np.testing.assert_allclose(model.intercept_A3[0], -np.sqrt(3.0) * np.array([b[11], b[17]]), rtol=1e-8)
     assert model.meta["intercept_per_species_A3"] == pytest.approx({"11": b[11], "17": b[17]}, rel=1e-8)
     np.testing.assert_allclose(model.predict(frames[16:]), alpha[16:], rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(model.predict_plain(frames[16:]), alpha[16:], rtol=1e-8, atol=1e-8)
@@ -441,3 +442,5 @@ def test_cli_fit_predict_and_errors(dataset_file, dataset, tmp_path) -> None:
     assert "polarizability" in res.stderr and not (tmp_path / "bad.mts").exists()
     res = _cli("predict", str(model_path), str(traj), "--out", str(tmp_path / "alpha.csv"))
     assert res.returncode == 2 and not (tmp_path / "alpha.csv").exists()
+    res = _cli("fit", str(dataset_file), "--search-budget-s", "-5", "--out", str(tmp_path / "neg.mts"))
+    assert res.returncode == 2 and "--search-budget-s" in res.stderr and not (tmp_path / "neg.mts").exists()
