@@ -677,7 +677,7 @@ class _LambdaProblem:
         if evaluate is not None:
             ev = self.rows(evaluate)
             pred = self.K[np.ix_(ev, tr)] @ coef
-            if b is not None:
+            if b is not None and self.C is not None:
                 pred = pred + self.C[evaluate] @ b.T
         return coef, b, pred
 
@@ -777,7 +777,7 @@ def _fit_lambda(
             out_of_bag = np.setdiff1d(np.arange(n), sample)
             if out_of_bag.size:
                 pred = prob.Xs[prob.rows(out_of_bag)] @ w_scaled
-                if b is not None:
+                if b is not None and composition is not None:
                     pred = pred + composition[out_of_bag] @ b[0]
                 oob[k - 1, out_of_bag] = pred.reshape(-1, n_mu)
     fit = _LambdaFit(np.array(weights), np.array(intercepts), float(settings.reg_grid[best]), cv_rmse, sq_err)
