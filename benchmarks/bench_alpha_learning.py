@@ -10,7 +10,9 @@ Models (each fitted on the same training draws and scored on the same held-out f
   leave-one-out over a log grid of regularisations): λ=0 with an intercept, λ=2 with the rows
   (structure, μ) stacked so one weight vector serves all five μ, no intercept.
 * **ours**: ``AlphaModel.fit`` as ``ramanscreen alpha fit`` runs it, at the default SOAPHypers
-  (fixed hypers, ``search_budget_s = 0``, the campaign's path).
+  (fixed hypers, ``search_budget_s = 0``, the campaign's path; the defaults share cutoff,
+  max_radial, max_angular and width with the minimal model, so this row measures the
+  regression: normalisation, intercepts, the choice of regularisation).
 * **ours + search**: the same with the CV hyper search (``--search-budget-s``, at the sizes
   in ``--search-sizes``).
 * **before** (``--before``): ours as it was before format 2 (one RMS per feature column,
@@ -38,6 +40,9 @@ from rich.console import Console
 from rich.table import Table
 
 GATE_N_T = 50
+#: Relative round-off allowed in the gate: two fits of the same ridge on the same features agree to
+#: ~1e-12; anything above this is "worse".
+ROUND_OFF = 1e-6
 
 
 def _embedded_dataset(n: int, n_atoms: int, seed: int):
@@ -203,7 +208,7 @@ def main() -> int:
             got = np.mean(rmse[m][size], axis=0)
             ratio = got / base
             row += [f"{got[0]:.3g} / {got[1]:.3g}", f"{ratio[0]:.3f} / {ratio[1]:.3f}"]
-            if size == GATE_N_T and m in ("ours", "ours + search") and np.any(ratio > 1.0):
+            if size == GATE_N_T and m in ("ours", "ours + search") and np.any(ratio > 1.0 + ROUND_OFF):
                 failed.append(f"{m} at N_T = {size}: ratio diag {ratio[0]:.3f}, off-diag {ratio[1]:.3f}")
         table.add_row(*row)
     console.print(table)

@@ -73,7 +73,7 @@ class SOAPHypers:
 
     >>> h = SOAPHypers()
     >>> h.cutoff_A, h.max_radial, h.max_angular, h.width_A
-    (5.0, 6, 4, 0.4)
+    (5.0, 6, 4, 0.3)
     >>> h.to_featomic()["basis"]["radial"]
     {'type': 'Gto', 'max_radial': 6}
     """
@@ -81,7 +81,7 @@ class SOAPHypers:
     cutoff_A: float = setting(5.0, doc="SOAP cutoff radius", unit="Å", gt=0)
     max_radial: int = setting(6, doc="largest radial index (max_radial + 1 GTO radial functions)", ge=0)
     max_angular: int = setting(4, doc="largest l of the density expansion (≥ 1 for λ=2 features)", ge=1)
-    width_A: float = setting(0.4, doc="Gaussian width of the atomic density", unit="Å", gt=0)
+    width_A: float = setting(0.3, doc="Gaussian width of the atomic density", unit="Å", gt=0)
     smoothing_width_A: float = setting(0.5, doc="width of the cutoff's shifted-cosine smoothing", unit="Å", gt=0)
 
     def __post_init__(self) -> None:
@@ -682,21 +682,26 @@ class _LambdaProblem:
         return coef, b, pred
 
     def cv_sq_err(self, folds: Sequence[np.ndarray], *, closed_form: bool = True) -> np.ndarray:
-        """Summed squared CV error per reg (len(regs),) over the folds (structure indices).
+        """Summed squared CV error per reg (len(regs),) over the folds (structure indices)."""
+        return self.cv_errors(folds, closed_form=closed_form).sum(axis=1)
+
+    def cv_errors(self, folds: Sequence[np.ndarray], *, closed_form: bool = True) -> np.ndarray:
+        """Squared CV error of every structure (summed over μ) per reg: (len(regs), n).
 
         Leave-one-structure-out (every fold one structure) is computed in closed form from one
-        eigendecomposition (:meth:`loo_sq_err`) unless ``closed_form`` is False."""
+        eigendecomposition (:meth:`loo_errors`) unless ``closed_form`` is False."""
         if closed_form and len(folds) == self.n and all(len(f) == 1 for f in folds):
-            return self.loo_sq_err()
-        err = np.zeros(len(self.regs))
+            return self.loo_errors()
+        err = np.zeros((len(self.regs), self.n))
         for k, val in enumerate(folds):
             train = np.concatenate([f for j, f in enumerate(folds) if j != k])
             _, _, pred = self.solve(train, self.regs, val)
-            err += np.sum((pred - self.y[self.rows(val)][:, None]) ** 2, axis=0)
+            sq = (pred - self.y[self.rows(val)][:, None]) ** 2  # (rows of val, regs)
+            err[:, val] = sq.reshape(len(val), self.n_mu, -1).sum(axis=1).T
         return err
 
-    def loo_sq_err(self) -> np.ndarray:
-        """Exact leave-one-structure-out squared error per reg (len(regs),).
+    def loo_errors(self) -> np.ndarray:
+        """Exact leave-one-structure-out squared error per reg and structure (len(regs), n).
 
         The fit is a linear smoother, ŷ = H y with H = QQᵀ + V diag(d/(d+r)) Vᵀ (V, d the
         eigenpairs of PKP), so the residual of structure g left out is
@@ -721,7 +726,7 @@ class _LambdaProblem:
         H = base_blocks[None] + np.einsum("gak,rk,gbk->rgab", Vg, f, Vg)  # (regs, n, μ, μ)
         resid = (y[None, :] - fitted).reshape(len(self.regs), n, n_mu)
         loo = np.linalg.solve(np.eye(n_mu)[None, None] - H, resid[..., None])[..., 0]
-        return np.sum(loo**2, axis=(1, 2))
+        return np.sum(loo**2, axis=2)
 
 
 def _cv_folds(n: int, n_folds: int, seed: int) -> list[np.ndarray]:
@@ -833,14 +838,17 @@ def search_hypers(
     one changes nothing. Each candidate featurises the frames once and scores both λ with the
     same folds (``ridge.n_folds``, seeded by ``seed``), each λ at its own best regularisation;
     the score is the CV RMSE of the whole tensor per atom, √((SSE_λ0 + SSE_λ2)/n) (the λ
-    components are orthonormal, so this is the Frobenius error of α). ``start`` is always
-    scored; a new candidate is started only while the time spent plus the slowest candidate so
-    far fits the budget.
+    components are orthonormal, so this is the Frobenius error of α). A candidate replaces the
+    current choice only when its mean per-structure CV gain exceeds the standard error of that
+    gain (paired over the training structures), so noise in the CV score does not move the
+    hypers. ``start`` is always scored; a new candidate is started only while the time spent
+    plus the slowest candidate so far fits the budget.
 
     Returns the record stored as the model's ``meta["hyper_search"]``: ``budget_s``,
     ``elapsed_s``, ``complete`` (the descent converged inside the budget), ``start``,
     ``chosen`` (SOAPHypers fields), ``n_folds`` and one entry per candidate (``hypers``,
-    ``cv_rmse_per_atom_A3``, per-λ CV RMSE and regularisation, ``time_s``), plus the private
+    ``cv_rmse_per_atom_A3``, per-λ CV RMSE and regularisation, ``gain_over_se``, ``accepted``,
+    ``time_s``), plus the private
     ``_chosen_features`` that :meth:`AlphaModel.fit` reuses.
 
     >>> from ase.build import bulk
@@ -855,8 +863,7 @@ def search_hypers(
     ...                     budget_s=3600, search=grid)
     >>> rec["complete"], 3 <= len(rec["candidates"]) <= 4
     (True, True)
-    >>> best = min(rec["candidates"], key=lambda c: c["cv_rmse_per_atom_A3"])
-    >>> best["hypers"] == rec["chosen"]
+    >>> [c for c in rec["candidates"] if c["accepted"]][-1]["hypers"] == rec["chosen"]
     True
     """
     import time
@@ -888,22 +895,31 @@ def search_hypers(
         t = time.perf_counter()
         featurizer = _Featurizer(h, elements)
         X0, X2 = _features_chunked(featurizer, frames)
-        sse, per_lam, regs = 0.0, {}, {}
+        errors, per_lam, regs = np.zeros(n), {}, {}
         for lam, X, y in ((0, X0[:, None, :], a0), (2, X2, a2)):
             prob = _LambdaProblem(X / n_atoms[:, None, None], y / n_atoms[:, None], fraction if lam == 0 else None,
                                   ridge)
-            err = prob.cv_sq_err(folds)
-            best = int(np.argmin(err))
-            sse += float(err[best])
-            per_lam[str(lam)] = float(np.sqrt(err[best] / (n * (2 * lam + 1))))
+            err = prob.cv_errors(folds)
+            best = int(np.argmin(err.sum(axis=1)))
+            errors += err[best]
+            per_lam[str(lam)] = float(np.sqrt(err[best].sum() / (n * (2 * lam + 1))))
             regs[str(lam)] = float(ridge.reg_grid[best])
-        score = float(np.sqrt(sse / n))
+        score = float(np.sqrt(errors.sum() / n))
+        # Adopt a candidate only when its gain over the current choice is larger than the gain's
+        # standard error (paired over the training structures): a CV score a hair lower is noise.
+        gain_se = float("inf")
+        if kept:
+            d = kept["errors"] - errors
+            se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+            gain_se = float(d.mean() / se) if se > 0 else (float("inf") if d.mean() > 0 else 0.0)
+        accepted = gain_se > 1.0
         candidates.append({"hypers": dataclasses.asdict(h), "cv_rmse_per_atom_A3": score,
                            "cv_rmse_lambda_per_atom_A3": per_lam, "reg_relative": regs,
-                           "time_s": round(time.perf_counter() - t, 3)})
+                           "gain_over_se": None if not math.isfinite(gain_se) else round(gain_se, 3),
+                           "accepted": accepted, "time_s": round(time.perf_counter() - t, 3)})
         scores[h] = score
-        if not kept or score < kept["score"]:
-            kept.update(score=score, hypers=h, features=(featurizer, (X0, X2)))
+        if accepted:
+            kept.update(score=score, errors=errors, hypers=h, features=(featurizer, (X0, X2)))
         return score
 
     evaluate(start)

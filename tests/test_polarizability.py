@@ -299,14 +299,21 @@ def test_format_1_sidecar_still_loads(model, dataset, tmp_path) -> None:
 
 def test_hyper_search_chooses_by_cv_within_its_budget(dataset) -> None:
     frames, alpha, _ = dataset
-    start = SOAPHypers(cutoff_A=4.0, max_radial=2, max_angular=2)
-    grid = HyperSearch(cutoff_A=(3.0, 4.0), max_radial=(2, 4), max_angular=(2,), width_A=(0.4,))
+    # a deliberately bad start: a 2.5 Å cutoff sees hardly any Ag–I neighbour (2.8 Å)
+    start = SOAPHypers(cutoff_A=2.5, max_radial=1, max_angular=2)
+    grid = HyperSearch(cutoff_A=(2.5, 4.5), max_radial=(1, 3), max_angular=(2,), width_A=(0.4,))
     fit = AlphaModel.fit(frames[:24], alpha[:24], hypers=start, n_committee=0, search_budget_s=300, search=grid)
     rec = fit.meta["hyper_search"]
     assert rec["complete"] and rec["start"] == dataclasses.asdict(start) and "_chosen_features" not in rec
     scores = {json.dumps(c["hypers"], sort_keys=True): c["cv_rmse_per_atom_A3"] for c in rec["candidates"]}
     assert len(scores) == len(rec["candidates"]) >= 3  # no candidate scored twice
-    assert rec["chosen"] == json.loads(min(scores, key=scores.get))
+    accepted = [c for c in rec["candidates"] if c["accepted"]]
+    assert accepted[0]["hypers"] == rec["start"] and accepted[-1]["hypers"] == rec["chosen"]
+    # each adopted candidate improved the CV score by more than its standard error
+    assert all(b["cv_rmse_per_atom_A3"] < a["cv_rmse_per_atom_A3"] and b["gain_over_se"] > 1
+               for a, b in zip(accepted, accepted[1:], strict=False))
+    assert rec["cv_rmse_per_atom_A3"] == accepted[-1]["cv_rmse_per_atom_A3"]
+    assert rec["chosen"]["cutoff_A"] == 4.5, rec["candidates"]
     assert dataclasses.asdict(fit.hypers) == rec["chosen"]
     # the model is the fixed-hypers fit at the chosen hypers, bit for bit
     again = AlphaModel.fit(frames[:24], alpha[:24], hypers=fit.hypers, n_committee=0)
