@@ -703,29 +703,26 @@ class _LambdaProblem:
     def loo_errors(self) -> np.ndarray:
         """Exact leave-one-structure-out squared error per reg and structure (len(regs), n).
 
-        The fit is a linear smoother, ŷ = H y with H = QQᵀ + V diag(d/(d+r)) Vᵀ (V, d the
-        eigenpairs of PKP), so the residual of structure g left out is
-        e_g = (I − H_gg)⁻¹ (y_g − ŷ_g), H_gg its (2λ+1)² block: one eigendecomposition for every
-        structure and regularisation."""
+        The fit is a linear smoother ŷ = H y. With Z an orthonormal basis of the complement of
+        the unpenalised directions Q and (d, U) the eigenpairs of ZᵀKZ, V = ZU gives
+        I − H = V diag(r/(d+r)) Vᵀ, so the residual of structure g left out is
+        e_g = [(I − H)_gg]⁻¹ [(I − H) y]_g, with (I − H)_gg its (2λ+1)² block: one
+        eigendecomposition for every structure and regularisation, and no cancellation
+        (1 − H is formed from r/(d+r), not as one minus a number close to one)."""
         n, n_mu, y = self.n, self.n_mu, self.y
         if self.C is not None:
             Q = _unpenalised_basis(self.C)
-            Pm = np.eye(len(y)) - Q @ Q.T
-            d, V = np.linalg.eigh(Pm @ self.K @ Pm)
-            base, base_blocks = Q @ (Q.T @ y), np.einsum("gak,gbk->gab", Q.reshape(n, n_mu, -1),
-                                                           Q.reshape(n, n_mu, -1))
-            proj = V.T @ (Pm @ y)
+            Z = np.linalg.svd(Q, full_matrices=True)[0][:, Q.shape[1]:]
+            d, U = np.linalg.eigh(Z.T @ self.K @ Z)
+            V = Z @ U
         else:
             d, V = np.linalg.eigh(self.K)
-            base, base_blocks = np.zeros_like(y), np.zeros((n, n_mu, n_mu))
-            proj = V.T @ y
         d = np.clip(d, 0.0, None)
-        f = d[None, :] / (d[None, :] + self.regs[:, None])  # (regs, k)
-        fitted = base[None, :] + (f * proj[None, :]) @ V.T  # (regs, rows)
+        g = self.regs[:, None] / (d[None, :] + self.regs[:, None])  # (regs, k): 1 − d/(d+r)
+        resid = ((g * (V.T @ y)[None, :]) @ V.T).reshape(len(self.regs), n, n_mu)  # (I − H) y
         Vg = V.reshape(n, n_mu, -1)
-        H = base_blocks[None] + np.einsum("gak,rk,gbk->rgab", Vg, f, Vg)  # (regs, n, μ, μ)
-        resid = (y[None, :] - fitted).reshape(len(self.regs), n, n_mu)
-        loo = np.linalg.solve(np.eye(n_mu)[None, None] - H, resid[..., None])[..., 0]
+        M = np.einsum("gak,rk,gbk->rgab", Vg, g, Vg)  # (regs, n, μ, μ): blocks of I − H
+        loo = np.linalg.solve(M, resid[..., None])[..., 0]
         return np.sum(loo**2, axis=2)
 
 
