@@ -27,6 +27,7 @@ run the same comparison on them.
 
     nice -n 19 .venv/bin/python benchmarks/bench_alpha_learning.py [--n-frames 150] [--n-test 50]
         [--sizes 10,25,50,100] [--repeats 2] [--search-budget-s 60] [--dataset refs.extxyz] [--before]
+        [--material Na3PS4]
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ GATE_N_T = 50
 ROUND_OFF = 1e-6
 
 
-def _embedded_dataset(n: int, n_atoms: int, seed: int):
+def _embedded_dataset(n: int, n_atoms: int, seed: int, material: str = "AgI"):
     from ramanscreen.tasks.reference import get_backend
     from ramanscreen.tasks.structures import build_structure
 
     rng = np.random.default_rng(seed)
     frames = []
     for k in range(n):
-        atoms = build_structure("AgI", n_atoms=n_atoms, seed=seed * 10_000 + k)
+        atoms = build_structure(material, n_atoms=n_atoms, seed=seed * 10_000 + k)
         atoms.positions += rng.normal(0.0, 0.2, atoms.positions.shape)
         frames.append(atoms)
     backend = get_backend("dipole")
@@ -107,7 +108,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=None, help="extxyz α dataset (e.g. real DFPT); default: embedded")
     parser.add_argument("--n-frames", type=int, default=150, help="embedded snapshots generated")
-    parser.add_argument("--n-atoms", type=int, default=64, help="atoms per embedded α-AgI snapshot")
+    parser.add_argument("--material", default="AgI", help="builder of the embedded snapshots (AgI: Ag disordered "
+                        "by seed; others: their crystal, rattled)")
+    parser.add_argument("--n-atoms", type=int, default=64, help="atoms per embedded snapshot")
     parser.add_argument("--n-test", type=int, default=50, help="held-out frames (the same for every model)")
     parser.add_argument("--sizes", default="10,25,50,100", help="training sizes N_T")
     parser.add_argument("--repeats", type=int, default=2, help="random training draws per size")
@@ -135,8 +138,8 @@ def main() -> int:
             frames, alpha, method = read_training_set(args.dataset)
             source = args.dataset
         else:
-            frames, alpha, method = _embedded_dataset(args.n_frames, args.n_atoms, seed=1)
-            source = f"{len(frames)} MD-like {len(frames[0])}-atom α-AgI snapshots"
+            frames, alpha, method = _embedded_dataset(args.n_frames, args.n_atoms, seed=1, material=args.material)
+            source = f"{len(frames)} MD-like {len(frames[0])}-atom {args.material} snapshots"
     alpha = 0.5 * (alpha + alpha.transpose(0, 2, 1))
     n = len(frames)
     sizes = sorted({int(s) for s in args.sizes.split(",")})
