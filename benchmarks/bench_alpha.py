@@ -76,8 +76,7 @@ def main() -> None:
     def plain(frames):
         """EquivariantPowerSpectrum → sum over atoms → ridge (weights of the full model)."""
         X0, X2 = featurizer.features(frames)
-        n = np.array([len(f) for f in frames], dtype=float)
-        y0 = X0 @ model.weights[0][0] + model.intercept_per_atom_A3[0] * n
+        y0 = X0 @ model.weights[0][0] + model._intercepts(frames)[0]
         return spherical_to_alpha(y0[:, None], X2 @ model.weights[2][0])
 
     paths = [

@@ -181,7 +181,7 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     with on_pool("ml"):
         fit = stage_tasks["fit"].submit(name, md_res["traj_path"], ref_results, ref.n_train,
                                         dataclasses.asdict(model.hypers), model.committee, model.seed,
-                                        str(wd / "model" / "alpha_model"))
+                                        str(wd / "model" / "alpha_model"), model.search_budget_s)
         fit_res = fit.result()
         stride = int(md.alpha_stride)
         chunks = _chunks(md_res["n_frames"], stride, campaign.prediction.chunk_frames)

@@ -341,9 +341,11 @@ def reference_with_retries(retries: int, delay_s: float):
 
 @task(name="fit-alpha", task_run_name="fit[{material}]")
 def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_train: int,
-             hypers: dict[str, Any], committee: int, seed: int, model_path: str) -> dict[str, Any]:
+             hypers: dict[str, Any], committee: int, seed: int, model_path: str,
+             search_budget_s: float = 0.0) -> dict[str, Any]:
     """Fit the λ-SOAP committee on ``n_train`` references; test on the rest (R², RMSE). The split
-    is :func:`ramanscreen.tasks.polarizability.train_test_split`, the one ``alpha fit`` uses."""
+    is :func:`ramanscreen.tasks.polarizability.train_test_split`, the one ``alpha fit`` uses;
+    ``search_budget_s`` > 0 chooses the hypers by CV first (``[model] search_budget_s``)."""
     from ramanscreen.tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics, train_test_split
 
     train_idx, test_idx = train_test_split(len(references), n_train, seed=seed)
@@ -352,7 +354,7 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
     frames = _read_frames(traj_path, [r["frame"] for r in train])
     alpha = np.array([r["alpha_A3"] for r in train])
     model = AlphaModel.fit(frames, alpha, hypers=SOAPHypers(**hypers), n_committee=committee, seed=seed,
-                           method=train[0]["method"])
+                           method=train[0]["method"], search_budget_s=search_budget_s)
     model.save(model_path)
     nan = float("nan")
     metrics = {"r2_diag": nan, "r2_offdiag": nan, "rmse_diag_A3": nan, "rmse_offdiag_A3": nan}

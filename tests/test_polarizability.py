@@ -7,6 +7,7 @@ physically shaped, not a function the model was built around.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from scipy.spatial.transform import Rotation
 from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.polarizability import (
     AlphaModel,
+    HyperSearch,
+    RidgeSettings,
     SOAPHypers,
     alpha_metrics,
     alpha_to_spherical,
@@ -28,6 +31,7 @@ from ramanscreen.tasks.polarizability import (
     predict_frames,
     predict_trajectory,
     read_training_set,
+    search_hypers,
     spherical_to_alpha,
 )
 
@@ -187,7 +191,7 @@ def test_save_load_predicts_identically_and_refits_exactly(model, dataset, tmp_p
     refit = loaded.refit(frames[:N_TRAIN], alpha[:N_TRAIN])
     for lam in (0, 2):
         np.testing.assert_array_equal(refit.weights[lam], model.weights[lam])
-    np.testing.assert_array_equal(refit.intercept_per_atom_A3, model.intercept_per_atom_A3)
+    np.testing.assert_array_equal(refit.intercept_A3, model.intercept_A3)
     # A weights file from other hyperparameters is refused, not silently misread.
     other = AlphaModel.fit(frames[:10], alpha[:10], hypers=SOAPHypers(max_radial=2, max_angular=2), n_committee=0)
     other.save(tmp_path / "other")
@@ -197,6 +201,131 @@ def test_save_load_predicts_identically_and_refits_exactly(model, dataset, tmp_p
 
 
 # ----------------------------------------------------------------- accuracy, committee
+
+
+def _test_rmse(m: AlphaModel, frames, alpha) -> np.ndarray:
+    got = alpha_metrics(alpha, m.predict(frames))
+    return np.array([got["rmse_diag_A3"], got["rmse_offdiag_A3"]])
+
+
+def test_cv_regularisation_beats_deliberately_bad_ones(dataset) -> None:
+    """The CV-chosen regularisation must beat, on held-out frames, fits forced to a far too
+    strong and a far too weak one (each λ)."""
+    frames, alpha, _ = dataset
+    hypers = SOAPHypers(max_radial=4, max_angular=3)
+    fit = AlphaModel.fit(frames[:N_TRAIN], alpha[:N_TRAIN], hypers=hypers, n_committee=0)
+    chosen = fit.meta["reg_relative"]
+    good = _test_rmse(fit, frames[N_TRAIN:], alpha[N_TRAIN:])
+    for bad in (10.0, 1e-13):
+        forced = AlphaModel.fit(frames[:N_TRAIN], alpha[:N_TRAIN], hypers=hypers, n_committee=0,
+                                ridge=RidgeSettings(reg_grid=(bad,)))
+        assert forced.meta["reg_relative"] == {"0": bad, "2": bad}
+        worse = _test_rmse(forced, frames[N_TRAIN:], alpha[N_TRAIN:])
+        assert np.all(good < worse), (chosen, bad, good, worse)
+
+
+@pytest.mark.parametrize("lam", [0, 2])
+def test_closed_form_leave_one_out_equals_refitting(lam) -> None:
+    """The closed-form leave-one-structure-out error equals refitting without each structure,
+    with the unpenalised per-species intercepts (λ=0) refitted too."""
+    from ramanscreen.tasks.polarizability import _cv_folds, _LambdaProblem
+
+    rng = np.random.default_rng(7)
+    n, n_mu, p = 14, 2 * lam + 1, 9
+    X = rng.normal(size=(n, n_mu, p))
+    y = X @ rng.normal(size=p) + 0.3 * rng.normal(size=(n, n_mu))
+    counts = rng.integers(1, 6, size=(n, 3)).astype(float)
+    C = counts / counts.sum(axis=1, keepdims=True) if lam == 0 else None
+    if C is not None:
+        y = y + C @ np.array([[1.0], [-2.0], [0.5]])
+    prob = _LambdaProblem(X, y, C, RidgeSettings(reg_grid=(1e-4, 1e-2, 1.0, 10.0)))
+    folds = _cv_folds(n, 0, seed=0)
+    assert len(folds) == n
+    np.testing.assert_allclose(prob.cv_sq_err(folds), prob.cv_sq_err(folds, closed_form=False), rtol=1e-8)
+
+
+def test_global_feature_scaling_beats_per_column_scaling(dataset) -> None:
+    """The fix of format 2: one RMS per λ block instead of one per feature column. On held-out
+    frames the per-column scaling (the old default) is clearly worse, both components."""
+    frames, alpha, _ = dataset
+    fits = {mode: AlphaModel.fit(frames[:N_TRAIN], alpha[:N_TRAIN], n_committee=0,
+                                 ridge=RidgeSettings(feature_scaling=mode)) for mode in ("global", "column")}
+    rmse = {mode: _test_rmse(m, frames[N_TRAIN:], alpha[N_TRAIN:]) for mode, m in fits.items()}
+    assert np.all(rmse["global"] < 0.9 * rmse["column"]), rmse
+
+
+def test_per_species_intercepts_of_an_additive_target_are_recovered() -> None:
+    """α = (Σ_s b_s N_s)·I on cells of varying composition: the unpenalised per-species λ=0
+    intercepts must come out as b_s, and the prediction exact on new compositions. (One
+    intercept per atom, whatever the element, cannot fit this target.)"""
+    from ase.build import bulk
+
+    rng = np.random.default_rng(4)
+    b = {11: 1.7, 17: 3.3}
+    frames = []
+    for _ in range(24):
+        atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((2, 1, 1))
+        del atoms[rng.choice(len(atoms), size=int(rng.integers(0, 5)), replace=False).tolist()]
+        atoms.positions += rng.normal(0.0, 0.1, atoms.positions.shape)
+        frames.append(atoms)
+    alpha = np.array([sum(b[int(z)] for z in f.numbers) * np.eye(3) for f in frames])
+    model = AlphaModel.fit(frames[:16], alpha[:16], hypers=SOAPHypers(max_radial=3, max_angular=2), n_committee=3)
+    # stored in the λ=0 component (α₀ = −tr α/√3), stated in the sidecar as isotropic α per atom
+    np.testing.assert_allclose(model.intercept_A3[0], -np.sqrt(3.0) * np.array([b[11], b[17]]), rtol=1e-8)
+    assert model.meta["intercept_per_species_A3"] == pytest.approx({"11": b[11], "17": b[17]}, rel=1e-8)
+    np.testing.assert_allclose(model.predict(frames[16:]), alpha[16:], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(model.predict_plain(frames[16:]), alpha[16:], rtol=1e-8, atol=1e-8)
+
+
+def test_one_stoichiometry_gives_one_common_intercept(model) -> None:
+    """AgI cells all have Ag:I = 1:1, so the species cannot be told apart: both intercepts are
+    the same per-atom value (the format-1 model), not an arbitrary split."""
+    assert model.intercept_A3.shape == (1 + model.n_committee, 2)
+    np.testing.assert_allclose(model.intercept_A3[:, 0], model.intercept_A3[:, 1], rtol=1e-12)
+
+
+def test_format_1_sidecar_still_loads(model, dataset, tmp_path) -> None:
+    frames, _, _ = dataset
+    _, side = model.save(tmp_path / "old")
+    data = json.loads(side.read_text())
+    per_atom = [row[0] for row in data.pop("intercept_per_species_A3")]
+    data.update(format_version=1, intercept_per_atom_A3=per_atom)
+    data["meta"]["ridge"].pop("feature_scaling")
+    side.write_text(json.dumps(data))
+    old = AlphaModel.load(tmp_path / "old.mts")
+    np.testing.assert_allclose(old.predict(frames[N_TRAIN:]), model.predict(frames[N_TRAIN:]), rtol=1e-12)
+    assert old.refit(frames[:12], dataset[1][:12]).meta["ridge"]["feature_scaling"] == "column"
+
+
+def test_hyper_search_chooses_by_cv_within_its_budget(dataset) -> None:
+    frames, alpha, _ = dataset
+    # a deliberately bad start: a 2.5 Å cutoff sees hardly any Ag–I neighbour (2.8 Å)
+    start = SOAPHypers(cutoff_A=2.5, max_radial=1, max_angular=2)
+    grid = HyperSearch(cutoff_A=(2.5, 4.5), max_radial=(1, 3), max_angular=(2,), width_A=(0.4,))
+    fit = AlphaModel.fit(frames[:24], alpha[:24], hypers=start, n_committee=0, search_budget_s=300, search=grid)
+    rec = fit.meta["hyper_search"]
+    assert rec["complete"] and rec["start"] == dataclasses.asdict(start) and "_chosen_features" not in rec
+    scores = {json.dumps(c["hypers"], sort_keys=True): c["cv_rmse_per_atom_A3"] for c in rec["candidates"]}
+    assert len(scores) == len(rec["candidates"]) >= 3  # no candidate scored twice
+    accepted = [c for c in rec["candidates"] if c["accepted"]]
+    assert accepted[0]["hypers"] == rec["start"] and accepted[-1]["hypers"] == rec["chosen"]
+    # each adopted candidate improved the CV score by more than its standard error
+    assert all(b["cv_rmse_per_atom_A3"] < a["cv_rmse_per_atom_A3"] and b["gain_over_se"] > 1
+               for a, b in zip(accepted, accepted[1:], strict=False))
+    assert rec["cv_rmse_per_atom_A3"] == accepted[-1]["cv_rmse_per_atom_A3"]
+    assert rec["chosen"]["cutoff_A"] == 4.5, rec["candidates"]
+    assert dataclasses.asdict(fit.hypers) == rec["chosen"]
+    # the model is the fixed-hypers fit at the chosen hypers, bit for bit
+    again = AlphaModel.fit(frames[:24], alpha[:24], hypers=fit.hypers, n_committee=0)
+    np.testing.assert_array_equal(again.weights[2], fit.weights[2])
+    json.dumps(fit.meta)  # the record goes to the JSON sidecar
+    # A budget spent by the first candidate: the start only, flagged incomplete.
+    tiny = search_hypers(frames[:24], alpha[:24], start=start, budget_s=1e-3, search=grid)
+    assert len(tiny["candidates"]) == 1 and not tiny["complete"] and tiny["chosen"] == dataclasses.asdict(start)
+    with pytest.raises(InputError, match="search_budget_s"):
+        AlphaModel.fit(frames[:24], alpha[:24], search_budget_s=-1.0)
+
+
 
 
 def test_learning_curve_improves_with_n(dataset) -> None:
@@ -320,3 +449,5 @@ def test_cli_fit_predict_and_errors(dataset_file, dataset, tmp_path) -> None:
     assert "polarizability" in res.stderr and not (tmp_path / "bad.mts").exists()
     res = _cli("predict", str(model_path), str(traj), "--out", str(tmp_path / "alpha.csv"))
     assert res.returncode == 2 and not (tmp_path / "alpha.csv").exists()
+    res = _cli("fit", str(dataset_file), "--search-budget-s", "-5", "--out", str(tmp_path / "neg.mts"))
+    assert res.returncode == 2 and "--search-budget-s" in res.stderr and not (tmp_path / "neg.mts").exists()

@@ -75,11 +75,14 @@ def fit(
     max_radial: int = _MAX_RADIAL,
     max_angular: int = _MAX_ANGULAR,
     width_a: float = _WIDTH,
+    search_budget_s: float = _opt("ModelSettings", "search_budget_s", "--search-budget-s"),
 ) -> None:
     """Fit the λ-SOAP ridge model of α and report R²/RMSE on the held-out frames.
 
     The train/test split is the campaign's (ramanscreen.tasks.polarizability.train_test_split):
-    the same dataset and seed give the same model as a campaign fit."""
+    the same dataset and seed give the same model as a campaign fit. With --search-budget-s S
+    the hypers are chosen by k-fold CV over the training frames (starting from the hyper
+    options given), in at most about S seconds; the sidecar records every candidate's CV score."""
     from ramanscreen.tasks.polarizability import (
         AlphaModel,
         alpha_metrics,
@@ -104,9 +107,13 @@ def fit(
         train, test = train_test_split(n, n_train, seed=seed)
     except InputError as exc:
         raise InputError(exc.message, file=dataset, field=exc.field, fix=exc.fix) from None
-    with err.status(f"fitting on {n_train} frames (featurising, CV, {committee} bootstrap members)…"):
+    if search_budget_s < 0:
+        raise InputError(f"must be ≥ 0 s, got {search_budget_s:g}", field="--search-budget-s",
+                         fix="use 0 (the hypers as given) or a budget in seconds, e.g. 120")
+    searching = f"hyper search ≤ {search_budget_s:g} s, " if search_budget_s > 0 else ""
+    with err.status(f"fitting on {n_train} frames ({searching}featurising, CV, {committee} bootstrap members)…"):
         model = AlphaModel.fit([frames[i] for i in train], alpha[train], hypers=hypers, n_committee=committee,
-                               seed=seed, method=method)
+                               seed=seed, method=method, search_budget_s=search_budget_s)
     metrics = None
     if len(test):
         test_frames = [frames[i] for i in test]
@@ -133,6 +140,14 @@ def fit(
     table.add_column("value", justify="right")
     table.add_row("training / test frames", f"{n_train} / {len(test)}")
     table.add_row("elements", " ".join(_symbols(model.elements)))
+    h = model.hypers
+    table.add_row("λ-SOAP cutoff / max_radial / max_angular / width",
+                  f"{h.cutoff_A:g} Å / {h.max_radial} / {h.max_angular} / {h.width_A:g} Å")
+    if "hyper_search" in model.meta:
+        rec = model.meta["hyper_search"]
+        state = "converged" if rec["complete"] else "budget reached"
+        table.add_row("hyper search (CV)", f"{len(rec['candidates'])} candidates in {rec['elapsed_s']:.0f} s "
+                      f"of {rec['budget_s']:g} s, {state}; CV RMSE per atom {rec['cv_rmse_per_atom_A3']:.3g} Å³")
     table.add_row("regularisation λ=0 / λ=2 (relative)",
                   f"{model.meta['reg_relative']['0']:.1e} / {model.meta['reg_relative']['2']:.1e}")
     table.add_row("CV RMSE per atom λ=0 / λ=2 (Å³)",
