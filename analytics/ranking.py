@@ -80,10 +80,10 @@ class Thresholds:
     #: Convergence (``convergence`` table; checked at half the run and at half N_T).
     converge_max_l2: float = setting(0.2, doc="converged: largest relative L2 change of the unit-area spectrum at "
                                      "half the trajectory and at half N_T", gt=0)
-    converge_max_cp_change: float = setting(0.05, doc="converged: largest |change of cp_fraction| at half the "
+    converge_max_cp_change: float = setting(0.05, doc="converged: largest absolute change of cp_fraction at half the "
                                             "trajectory and at half N_T", gt=0)
-    converge_max_D_rel_change: float = setting(0.5, doc="converged: largest |change of D| at half the trajectory, "
-                                               "relative to max(|D|, d_hopping_cm2_s)", gt=0)
+    converge_max_D_rel_change: float = setting(0.5, doc="converged: largest absolute change of D at half the trajectory, "
+                                               "relative to max(abs D, d_hopping_cm2_s)", gt=0)
     #: Ties: cp_fraction intervals of value ± tie_sigmas block standard errors that overlap.
     tie_sigmas: float = setting(1.0, doc="half-width of a run's cp_fraction interval in block standard errors; "
                                 "runs whose intervals overlap are tied", ge=0)
