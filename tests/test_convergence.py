@@ -344,3 +344,20 @@ def test_bad_convergence_rows_are_refused(tmp_path) -> None:
     with pytest.raises(InputError, match="fractions must lie in"):
         write_run(tmp_path, "c", "X", "r1", meta=meta, convergence=[{"test": LENGTH, "fraction": 2.0}])
     assert not (tmp_path / "materials").exists()  # nothing written
+
+
+def test_cli_spectrum_writes_the_block_error(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from ramanscreen.tasks.spectra import write_alpha_txt
+
+    write_alpha_txt(tmp_path / "a.txt", ou_alpha(8192, seed=7), dt_fs=DT_FS)
+    out = subprocess.run([sys.executable, "-m", "ramanscreen.flows", "spectrum", str(tmp_path / "a.txt"), "--sigma-cm1",
+                          "20", "--omega-min-cm1", "10", "--omega-c-cm1", "60", "--host-low-cm1", "60", "--n-blocks", "8",
+                          "-o", str(tmp_path / "s.parquet")], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    t = pq.read_table(tmp_path / "s.parquet")
+    err = t.column("intensity_block_err").to_numpy()
+    assert np.isfinite(err[1:]).all() and (err[1:] > 0).all()
+    assert "block s.e. of that fraction (8 × 10.2 ps)" in out.stdout
