@@ -205,7 +205,8 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
         conv_res = stage_tasks["convergence"].submit(
             name, preds, md_res["alpha_dt_fs"], md_res["traj_path"], int(md.alpha_stride), ref_results,
             fit_res["model_path"], fit_res["n_train"], material.mobile[0], material.temperature_k,
-            dataclasses.asdict(campaign.spectrum), dataclasses.asdict(campaign.transport)).result()
+            trans_res.D_cm2_s.get(material.mobile[0]), dataclasses.asdict(campaign.spectrum),
+            dataclasses.asdict(campaign.transport)).result()
 
     report(name, "parquet")
     meta = run_record(campaign, material, structure_res, fit_res, md_res)

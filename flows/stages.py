@@ -448,11 +448,12 @@ def transport_task(material: str, traj_path: str, species: list[str], temperatur
 @task(name="convergence", task_run_name="convergence[{material}]")
 def convergence_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: float, traj_path: str, alpha_stride: int,
                      references: list[dict[str, Any]], model_path: str, n_train: int, mobile: str,
-                     temperature_k: float, spectrum_settings: dict[str, Any],
+                     temperature_k: float, d_full_cm2_s: float | None, spectrum_settings: dict[str, Any],
                      transport_settings: dict[str, Any]) -> dict[str, Any]:
     """Convergence as data (Figs. S5–S12): spectra, cp_fraction and D of the first ¼ and ½ of the
     run and of the α model refitted on ¼ and ½ of its N_T training frames (the split of
-    :func:`fit_task`), against the full run: the ``convergence`` rows and ``convergence_spectra``."""
+    :func:`fit_task`), against the full run (whose D, ``d_full_cm2_s``, the transport task computed):
+    the ``convergence`` rows and ``convergence_spectra``."""
     from ramanscreen.tasks.convergence import convergence_study
     from ramanscreen.tasks.polarizability import AlphaModel, train_test_split
     from ramanscreen.tasks.spectra import SpectrumSettings
@@ -466,7 +467,7 @@ def convergence_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: f
     traj = Trajectory.from_file(traj_path)
     frames = _read_frames(traj_path, range(0, len(traj), alpha_stride))
     res = convergence_study(alpha, alpha_dt_fs, settings=SpectrumSettings(**spectrum_settings), traj=traj,
-                            mobile=mobile, temperature_k=temperature_k,
+                            mobile=mobile, temperature_k=temperature_k, d_full_cm2_s=d_full_cm2_s,
                             transport=TransportSettings(**transport_settings), model=model, frames=frames,
                             train_frames=_read_frames(traj_path, [r["frame"] for r in train]),
                             train_alpha_A3=np.array([r["alpha_A3"] for r in train]))

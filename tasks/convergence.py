@@ -174,13 +174,16 @@ def length_convergence(
     mobile: str | None = None,
     temperature_k: float | None = None,
     transport: Any = None,
+    d_full_cm2_s: float | None = None,
     fractions: Sequence[float] = FRACTIONS,
 ) -> ConvergenceResult:
     """The ``trajectory_length`` rows: the spectrum of the first ``fraction`` of the α series
     (n, 3, 3), ``dt_fs`` apart, against the whole; with ``traj`` (the stored
     :class:`~ramanscreen.tasks.trajectory.Trajectory` the α series was sampled from), also D of
     ``mobile`` from its first ``fraction`` at ``temperature_k`` with ``transport``
-    (:class:`~ramanscreen.tasks.transport.TransportSettings`). The fraction 1 row is the full run.
+    (:class:`~ramanscreen.tasks.transport.TransportSettings`). The fraction 1 row is the full run;
+    ``d_full_cm2_s``, the full run's D already computed with the same settings, saves its
+    recomputation.
     """
     from ramanscreen.tasks.transport import TransportSettings, analyze_transport
 
@@ -194,7 +197,9 @@ def length_convergence(
         n = len(alpha) if f >= 1.0 else int(f * len(alpha))
         row, spec = _spectrum_row(LENGTH, f, alpha[:n], dt_fs, settings, full, cp_full)
         row.update({"species": mobile, "D_cm2_s": None, "D_change_cm2_s": None})
-        if traj is not None and mobile is not None:
+        if f >= 1.0 and d_full_cm2_s is not None and math.isfinite(d_full_cm2_s):
+            row["D_cm2_s"] = d_full = float(d_full_cm2_s)
+        elif traj is not None and mobile is not None:
             m = len(traj) if f >= 1.0 else int(f * len(traj))
             try:
                 with warnings.catch_warnings():
@@ -376,6 +381,7 @@ def convergence_study(
     mobile: str | None = None,
     temperature_k: float | None = None,
     transport: Any = None,
+    d_full_cm2_s: float | None = None,
     model: Any = None,
     frames: Sequence | None = None,
     train_frames: Sequence | None = None,
@@ -385,7 +391,7 @@ def convergence_study(
     the model, the α frames and the training data are given): the rows of the ``convergence``
     table and the spectra of ``convergence_spectra``."""
     out = length_convergence(alpha_A3, dt_fs, settings=settings, traj=traj, mobile=mobile,
-                             temperature_k=temperature_k, transport=transport)
+                             temperature_k=temperature_k, transport=transport, d_full_cm2_s=d_full_cm2_s)
     if model is not None and frames is not None and train_frames is not None:
         out = out.extend(training_convergence(alpha_A3, dt_fs, model=model, frames=frames, train_frames=train_frames,
                                               train_alpha_A3=train_alpha_A3, settings=settings))
