@@ -208,8 +208,9 @@ def length_convergence(
                                             **t_settings.analysis_kwargs())
                 d = res.D_cm2_s[mobile]
                 row["D_cm2_s"] = None if d is None or not math.isfinite(d) else float(d)
-            except InputError as exc:
-                row["note"] = "; ".join(x for x in (row["note"], f"D from {m} frames: {exc.message}") if x)
+            except (InputError, ValueError, np.linalg.LinAlgError) as exc:  # a diagnostic: recorded, not fatal
+                msg = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+                row["note"] = "; ".join(x for x in (row["note"], f"D from {m} frames: {msg}") if x)
             if f >= 1.0:
                 d_full = row["D_cm2_s"]
             elif row["D_cm2_s"] is not None and d_full is not None:
