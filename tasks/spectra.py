@@ -1210,12 +1210,12 @@ def central_peak_descriptors(
     k_host = int(np.argmax(host_i))
     host_max = float(host_i[k_host])
     int_low = float(np.trapezoid(i_low, nu_low))
-    int_total = float(np.trapezoid(inten[total], nu[total]))
     floor = max(float(np.abs(inten[total]).max()), 1e-300) * 1e-12
     slope = float(np.polyfit(np.log(nu_low), np.log(np.maximum(i_low, floor)), 1)[0])
     nan = float("nan")
     return {
-        "fraction_below_omega_c": int_low / int_total if int_total > 0 else nan,
+        "fraction_below_omega_c": float(window_fraction(nu, inten, omega_min_cm1=w_min, omega_c_cm1=w_c,
+                                                        host_window_cm1=(h_lo, h_hi))),
         "low_to_host_ratio": float(i_low.mean()) / host_max if host_max > 0 else nan,
         "low_peak_to_host_ratio": float(i_low.max()) / host_max if host_max > 0 else nan,
         "low_freq_loglog_slope": slope,
