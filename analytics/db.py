@@ -37,7 +37,7 @@ from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.results import COMMIT_FILE, DATA_TABLES, OPTIONAL_TABLES, SCHEMA_VERSION, TABLES
 
 #: Views the SQL file defines (tables first, then derived views).
-VIEWS = (*TABLES, "mlff_flags", "central_peak", "mobile_transport", "screening", "experimental_spectra",
+VIEWS = (*TABLES, "block_errors", "mlff_flags", "central_peak", "mobile_transport", "screening", "experimental_spectra",
          "experimental_conductivity")
 
 _ALLOWED = {duckdb.StatementType.SELECT}

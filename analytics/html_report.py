@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ramanscreen.analytics.db import connect
-from ramanscreen.analytics.report import REPORT_COLUMNS, fmt
+from ramanscreen.analytics.report import REPORT_COLUMNS, fmt, reliability_lines
 from ramanscreen.tasks.common import CM1_PER_INV_FS, atomic_write, new_figure
 
 #: The paper's production settings, against which a run's limits are stated.
@@ -204,6 +204,7 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                  f"<p>{len(rows)} runs ranked by {html.escape(used.metric)} against D; "
                  f"{html.escape(summary.line(used.metric))}</p>",
                  f"<p>{html.escape(used.describe())}</p>", "<h2>Ranking</h2>", _table(rows, REPORT_COLUMNS),
+                 *[f"<p>{html.escape(line)}</p>" for line in (*reliability_lines(rows), used.describe_convergence())],
                  "<h2>Provenance</h2>",
                  _table([{**meta, "material": r["material"]} for r, meta in zip(rows, run_metas, strict=True)],
                         [("material", "material"), *_PROVENANCE])]

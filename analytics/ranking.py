@@ -12,7 +12,21 @@ where ``cp_fraction`` is the share of the Raman intensity of the run's window
 [omega_min_cm1, host end] lying below omega_c_cm1 (``central_peak`` view; the windows are the
 campaign's ``[spectrum]``, recorded with the run). The paper's claim is that the two agree:
 ``consistent`` is true when (class is liquid-like) == central_peak. All thresholds are
-heuristics for ranking, not fitted to the results. A run records the metric and thresholds its
+heuristics for ranking, not fitted to the results.
+
+Two further columns say how far a row can be trusted:
+
+* ``converged`` (:func:`ramanscreen.tasks.convergence.assess_convergence`): at half the
+  trajectory and at half N_T the spectrum's L2 change is ≤ ``converge_max_l2`` (0.2), its
+  cp_fraction moves by ≤ ``converge_max_cp_change`` (0.05), and D (half trajectory) by ≤
+  ``converge_max_D_rel_change`` (0.5) × max(|D|, ``d_hopping_cm2_s``). A run that fails is
+  ranked *and flagged* (``converged = False`` with ``convergence_note`` saying which change
+  was too large); a run without convergence data has ``converged = None``.
+* ``tied_with``: the runs whose cp_fraction interval, value ± ``tie_sigmas`` (1) × the block
+  standard error ``cp_fraction_block_err`` (``ramanscreen.tasks.spectra.block_uncertainty``),
+  overlaps this run's: their order in the ranking is not significant. Only for the cp_fraction
+  metrics (``cp_fraction``, ``fraction_below_omega_c``); a run without a block error counts as
+  its bare value. A run records the metric and thresholds its
 campaign set (``[ranking]``); :func:`ranking` uses those unless given others
 (``ramanscreen rank --metric/--d-liquid-cm2-s/--d-hopping-cm2-s/--cp-threshold``).
 
@@ -63,6 +77,16 @@ class Thresholds:
                                      "below it, non-conducting", unit="cm²/s", gt=0)
     #: Central-peak metric at or above which a run is said to show a central peak.
     cp_threshold: float = setting(0.25, doc="metric value at or above which a run shows a central peak", ge=0)
+    #: Convergence (``convergence`` table; checked at half the run and at half N_T).
+    converge_max_l2: float = setting(0.2, doc="converged: largest relative L2 change of the unit-area spectrum at "
+                                     "half the trajectory and at half N_T", gt=0)
+    converge_max_cp_change: float = setting(0.05, doc="converged: largest absolute change of cp_fraction at half the "
+                                            "trajectory and at half N_T", gt=0)
+    converge_max_D_rel_change: float = setting(0.5, doc="converged: largest absolute change of D at half the trajectory, "
+                                               "relative to max(abs D, d_hopping_cm2_s)", gt=0)
+    #: Ties: cp_fraction intervals of value ± tie_sigmas block standard errors that overlap.
+    tie_sigmas: float = setting(1.0, doc="half-width of a run's cp_fraction interval in block standard errors; "
+                                "runs whose intervals overlap are tied", ge=0)
 
     def __post_init__(self) -> None:
         check(self)
@@ -91,6 +115,24 @@ class Thresholds:
             f"{self.d_liquid_cm2_s:.0e}; non-conducting: D < {self.d_hopping_cm2_s:.0e}; "
             f"central peak: {metric} ≥ {self.cp_threshold:g}"
         )
+
+    def describe_convergence(self) -> str:
+        """One line stating the convergence and tie rules.
+
+        >>> Thresholds().describe_convergence()
+        'converged: at ½ the trajectory and ½ N_T, spectrum L2 change ≤ 0.2, |Δcp_fraction| ≤ 0.05, |ΔD| ≤ 0.5 × max(|D|, 1e-07 cm²/s); tied: cp_fraction ± 1 block s.e. overlap'
+        """
+        return (f"converged: at ½ the trajectory and ½ N_T, spectrum L2 change ≤ {self.converge_max_l2:g}, "
+                f"|Δcp_fraction| ≤ {self.converge_max_cp_change:g}, |ΔD| ≤ {self.converge_max_D_rel_change:g} × "
+                f"max(|D|, {self.d_hopping_cm2_s:.0e} cm²/s); tied: cp_fraction ± {self.tie_sigmas:g} block s.e. "
+                "overlap")
+
+    def assess(self, rows: list[dict[str, Any]]) -> tuple[bool | None, str]:
+        """(converged, why) of a run's ``convergence`` rows under these thresholds."""
+        from ramanscreen.tasks.convergence import assess_convergence
+
+        return assess_convergence(rows, max_l2=self.converge_max_l2, max_cp_change=self.converge_max_cp_change,
+                                  max_D_rel_change=self.converge_max_D_rel_change, d_floor_cm2_s=self.d_hopping_cm2_s)
 
 
 def _metric_sql(con: duckdb.DuckDBPyConnection, metric: str) -> tuple[str, str]:
@@ -121,6 +163,13 @@ def _recorded_metric(con: duckdb.DuckDBPyConnection, campaign: str | None) -> st
     return found[0] if found else Thresholds.metric
 
 
+#: Thresholds a run records in its materials row (the ``screening`` columns of the same names).
+RECORDED = ("d_liquid_cm2_s", "d_hopping_cm2_s", "cp_threshold", "converge_max_l2", "converge_max_cp_change",
+            "converge_max_D_rel_change", "tie_sigmas")
+#: Metrics whose value the block standard error ``cp_fraction_block_err`` applies to.
+CP_METRICS = ("cp_fraction", "fraction_below_omega_c")
+
+
 def _run_thresholds(row: dict[str, Any], metric: str) -> Thresholds:
     """The thresholds a run recorded (the defaults for what it did not record)."""
     default = Thresholds()
@@ -128,8 +177,70 @@ def _run_thresholds(row: dict[str, Any], metric: str) -> Thresholds:
         metric=metric,
         d_liquid_cm2_s=row.get("d_liquid_cm2_s") or default.d_liquid_cm2_s,
         d_hopping_cm2_s=row.get("d_hopping_cm2_s") or default.d_hopping_cm2_s,
-        cp_threshold=default.cp_threshold if row.get("cp_threshold") is None else row["cp_threshold"],
+        **{k: getattr(default, k) if row.get(k) is None else row[k] for k in RECORDED[2:]},
     )
+
+
+def _convergence_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The ``convergence`` rows of every committed run, by (campaign, material, run_id)."""
+    cur = con.execute("SELECT campaign, material, run_id, test, fraction, spectrum_l2_change, cp_fraction_change, "
+                      "D_cm2_s, D_change_cm2_s, note FROM convergence ORDER BY campaign, material, run_id, test, fraction")
+    names = [d[0] for d in cur.description]
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for rec in cur.fetchall():
+        r = dict(zip(names, rec, strict=True))
+        out.setdefault((r.pop("campaign"), r.pop("material"), r.pop("run_id")), []).append(r)
+    return out
+
+
+def mark_ties(rows: list[dict[str, Any]]) -> None:
+    """Set ``tied_with`` on every ranking row: the runs (``material``, or ``campaign/material``
+    when several campaigns are ranked) whose interval ``metric_value ± tie_sigmas × metric_err``
+    overlaps this row's; a missing error counts as 0, a missing value is never tied. None when
+    the metric is not a cp_fraction (the block error does not apply).
+
+    >>> rows = [{"campaign": "c", "material": m, "metric": "cp_fraction", "metric_value": v, "metric_err": e,
+    ...          "thresholds": Thresholds()} for m, v, e in (("A", 0.50, 0.02), ("B", 0.47, 0.02), ("C", 0.30, 0.01))]
+    >>> mark_ties(rows)
+    >>> [(r["material"], r["tied_with"]) for r in rows]
+    [('A', ['B']), ('B', ['A']), ('C', [])]
+    """
+    several = len({r["campaign"] for r in rows}) > 1
+    label = [f"{r['campaign']}/{r['material']}" if several else r["material"] for r in rows]
+    for i, a in enumerate(rows):
+        if a["metric"] not in CP_METRICS:
+            a["tied_with"] = None
+            continue
+        ties = []
+        for j, b in enumerate(rows):
+            if i == j or a["metric_value"] is None or b["metric_value"] is None:
+                continue
+            half = (a["thresholds"].tie_sigmas * (a.get("metric_err") or 0.0)
+                    + b["thresholds"].tie_sigmas * (b.get("metric_err") or 0.0))
+            if abs(a["metric_value"] - b["metric_value"]) <= half and half > 0:
+                ties.append(label[j])
+        a["tied_with"] = ties
+
+
+def tie_groups(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The ties of a ranking as groups of runs next to each other in rank order (a chain A–B–C,
+    where only neighbours overlap, is one group), for the one-line statement under the table.
+
+    >>> tie_groups([{"material": "A", "tied_with": ["B"]}, {"material": "B", "tied_with": ["A"]},
+    ...             {"material": "C", "tied_with": []}])
+    [['A', 'B']]
+    """
+    several = len({r.get("campaign") for r in rows}) > 1
+    label = [f"{r['campaign']}/{r['material']}" if several else r["material"] for r in rows]
+    groups: list[list[str]] = []
+    for i, r in enumerate(rows):
+        if not r.get("tied_with"):
+            continue
+        if groups and i > 0 and label[i - 1] in groups[-1] and set(r["tied_with"]) & set(groups[-1]):
+            groups[-1].append(label[i])
+        else:
+            groups.append([label[i]])
+    return [g for g in groups if len(g) > 1]
 
 
 def ranking(
@@ -149,7 +260,10 @@ def ranking(
     temperature_k, mobile_species, D_cm2_s, D_err_cm2_s, sigma_S_cm, metric, metric_value,
     cp_fraction, cp_fraction_band_low, cp_fraction_band_high, cp_lo_cm1, cp_hi_cm1, cp_top_cm1,
     r2_diag, r2_offdiag, n_train, mlff, mlff_flagged, conduction, central_peak, consistent,
-    thresholds`` (the :class:`Thresholds` used). ``mlff`` is what drove the MD (a distilled
+    metric_err, cp_fraction_block_err, converged, convergence_note, tied_with, thresholds`` (the
+    :class:`Thresholds` used). ``metric_err`` is the block standard error of a cp_fraction metric
+    (None for other metrics); ``converged``, ``convergence_note`` and ``tied_with`` are described
+    in the module docstring: a run that is not converged is flagged, not left out. ``mlff`` is what drove the MD (a distilled
     potential is labelled as such, not DFT); ``mlff_flagged`` is true when its held-out force
     RMSE against the teacher exceeds ``tasks.mlff.FORCE_RMSE_LIMIT_EV_A`` (None: no distilled
     potential). Runs without a spectrum or transport rank last, class ``unknown``.
@@ -162,8 +276,8 @@ def ranking(
         SELECT s.campaign, s.material, s.run_id, s.formula, s.temperature_k, s.mobile_species,
                s.D_cm2_s, s.D_err_cm2_s, s.sigma_S_cm, {expr} AS metric_value, s.cp_fraction,
                s.cp_fraction_band_low, s.cp_fraction_band_high, s.cp_lo_cm1, s.cp_hi_cm1, s.cp_top_cm1,
-               s.r2_diag, s.r2_offdiag, s.n_train, s.mlff, s.mlff_flagged, s.d_liquid_cm2_s, s.d_hopping_cm2_s,
-               s.cp_threshold
+               s.cp_fraction_block_err, s.r2_diag, s.r2_offdiag, s.n_train, s.mlff, s.mlff_flagged,
+               {", ".join(f"s.{k}" for k in RECORDED)}
         FROM screening s {join} {where}
         ORDER BY metric_value DESC NULLS LAST, s.D_cm2_s DESC NULLS LAST, s.campaign, s.material, s.run_id
     """
@@ -171,6 +285,7 @@ def ranking(
         cur = con.execute(sql, [campaign] if campaign is not None else [])
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
+        convergence = _convergence_rows(con)
     except duckdb.Error as exc:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise InputError(f"cannot read the results: {first}", field="ranking",
@@ -182,14 +297,18 @@ def ranking(
     out = []
     for i, r in enumerate(rows, start=1):
         value = r.pop("metric_value")
-        recorded = {k: r.pop(k) for k in ("d_liquid_cm2_s", "d_hopping_cm2_s", "cp_threshold")}
+        recorded = {k: r.pop(k) for k in RECORDED}
         used = dataclasses.replace(thresholds, metric=metric) if thresholds is not None else \
             _run_thresholds(recorded, metric)
         cls = used.classify(r["D_cm2_s"])
         peak = None if value is None else bool(value >= used.cp_threshold)
         consistent = None if (peak is None or cls == UNKNOWN) else (cls == LIQUID) == peak
+        converged, why = used.assess(convergence.get((r["campaign"], r["material"], r["run_id"]), []))
         out.append({"rank": i, **r, "metric": metric, "metric_value": value,
-                    "conduction": cls, "central_peak": peak, "consistent": consistent, "thresholds": used})
+                    "metric_err": r["cp_fraction_block_err"] if metric in CP_METRICS else None,
+                    "conduction": cls, "central_peak": peak, "consistent": consistent,
+                    "converged": converged, "convergence_note": why, "thresholds": used})
+    mark_ties(out)
     return out
 
 

@@ -12,7 +12,7 @@
 >>> sorted(paths)
 ['ranking_csv', 'ranking_md', 'report_html', 'scatter_png', 'spectra_png', 'summary_json']
 >>> print(paths["ranking_md"].read_text().splitlines()[2])
-| 1 | A | 300 | Na | 3.00e-05 | — | 0.3 | liquid-like | yes | yes | — | — | f | — |
+| 1 | A | 300 | Na | 3.00e-05 | — | 0.3 | — | liquid-like | yes | yes | — | — | f | — | — | — |
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ from typing import Any
 
 from ramanscreen.analytics.db import connect
 from ramanscreen.analytics.plots import scatter_cp_vs_d, spectra_overlay
-from ramanscreen.analytics.ranking import RankSummary, Thresholds, common_thresholds, ranking, summarize
+from ramanscreen.analytics.ranking import RECORDED, RankSummary, Thresholds, common_thresholds, ranking, summarize
 from ramanscreen.tasks.common import atomic_write
 
 #: Columns of the CSV and Markdown ranking, in order: (key, header).
 REPORT_COLUMNS = (
     ("rank", "rank"), ("material", "material"), ("temperature_k", "T (K)"), ("mobile_species", "ion"),
-    ("D_cm2_s", "D (cm²/s)"), ("D_err_cm2_s", "±D"), ("metric_value", "central peak"),
+    ("D_cm2_s", "D (cm²/s)"), ("D_err_cm2_s", "±D"), ("metric_value", "central peak"), ("metric_err", "± block"),
     ("conduction", "conduction"), ("central_peak", "peak?"), ("consistent", "agrees"),
     ("r2_diag", "R² diag"), ("r2_offdiag", "R² off"), ("mlff", "MD by"), ("mlff_flagged", "MLFF flagged"),
+    ("converged", "converged"), ("tied_with", "tied with"),
 )
 
 
@@ -42,9 +43,13 @@ def fmt(key: str, value: Any) -> str:
 
     >>> fmt("D_cm2_s", 2.8e-05), fmt("metric_value", 0.41234), fmt("central_peak", True), fmt("x", None)
     ('2.80e-05', '0.412', 'yes', '—')
+    >>> fmt("tied_with", ["AgI", "Na3PS4"]), fmt("tied_with", [])
+    ('AgI, Na3PS4', '—')
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if key in ("D_cm2_s", "D_err_cm2_s", "sigma_S_cm"):
@@ -62,7 +67,33 @@ def ranking_markdown(rows: list[dict[str, Any]], summary: RankSummary, threshold
     head = "| " + " | ".join(h for _, h in REPORT_COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in REPORT_COLUMNS) + "|"
     body = ["| " + " | ".join(fmt(k, r.get(k)) for k, _ in REPORT_COLUMNS) + " |" for r in rows]
-    return "\n".join([head, sep, *body, "", summary.line(metric), "", thresholds.describe(metric), ""])
+    return "\n".join([head, sep, *body, "", summary.line(metric), "", thresholds.describe(metric), "",
+                      *[x for line in reliability_lines(rows) for x in (line, "")], thresholds.describe_convergence(), ""])
+
+
+def reliability_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """What the ranking table cannot show in a cell: which runs are tied (their order is not
+    significant) and which are not converged, and why.
+
+    >>> rows = [{"material": "A", "tied_with": ["B"], "converged": True, "convergence_note": ""},
+    ...         {"material": "B", "tied_with": ["A"], "converged": False, "convergence_note": "D changed"}]
+    >>> reliability_lines(rows)
+    ['tied (cp_fraction intervals overlap; their order is not significant): A = B', 'not converged: B (D changed)']
+    """
+    from ramanscreen.analytics.ranking import tie_groups
+
+    out = []
+    groups = tie_groups(rows)
+    if groups:
+        out.append("tied (cp_fraction intervals overlap; their order is not significant): "
+                   + "; ".join(" = ".join(g) for g in groups))
+    bad = [f"{r['material']} ({r.get('convergence_note')})" for r in rows if r.get("converged") is False]
+    if bad:
+        out.append("not converged: " + "; ".join(bad))
+    unknown = [r["material"] for r in rows if r.get("converged") is None and "converged" in r]
+    if unknown:
+        out.append("no convergence data: " + ", ".join(unknown))
+    return out
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +101,9 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k != "thresholds"}
     thr = row.get("thresholds")
     if thr is not None:
-        out.update({"d_liquid_cm2_s": thr.d_liquid_cm2_s, "d_hopping_cm2_s": thr.d_hopping_cm2_s,
-                    "cp_threshold": thr.cp_threshold})
+        out.update({k: getattr(thr, k) for k in RECORDED})
+    if isinstance(out.get("tied_with"), list):
+        out["tied_with"] = ";".join(out["tied_with"])
     return out
 
 

@@ -43,6 +43,11 @@ ALTER TABLE materials ADD COLUMN IF NOT EXISTS cell_c_A DOUBLE;
 -- fixed cell null (or had no column): they are that 0 GPa case.
 ALTER TABLE materials ADD COLUMN IF NOT EXISTS pressure_gpa DOUBLE;
 UPDATE materials SET pressure_gpa = 0.0 WHERE pressure_gpa IS NULL;
+-- The convergence and tie thresholds of [ranking] (runs written before them: NULL, the defaults apply).
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS converge_max_l2 DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS converge_max_cp_change DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS converge_max_D_rel_change DOUBLE;
+ALTER TABLE materials ADD COLUMN IF NOT EXISTS tie_sigmas DOUBLE;
 
 -- The committed data files of one table, as a list for read_parquet.
 CREATE OR REPLACE MACRO committed_files(tbl) AS (
@@ -101,6 +106,52 @@ SELECT * FROM query(CASE WHEN len(getvariable('mlff_validation_files')) > 0
     ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
           NULL::VARCHAR AS species, NULL::VARCHAR AS method, NULL::DOUBLE AS force_rmse_eV_A,
           NULL::BOOLEAN AS flagged WHERE false'
+    END);
+
+-- Convergence as data (ramanscreen.tasks.convergence; columns: docs/results.md): one row per (run, test,
+-- fraction) -- test trajectory_length (the first 1/4, 1/2 and all of the run) or training_set (the
+-- alpha model refitted on 1/4, 1/2 and all of N_T) -- and the spectra those rows compare, on the
+-- full run's grid. Runs written before these tables have no files: only existing files are read,
+-- and with none the views are empty (with the columns the ranking reads).
+SET VARIABLE convergence_files = COALESCE((
+    SELECT list(f ORDER BY f) FROM (SELECT unnest(committed_files('convergence')) AS f)
+    WHERE f IN (SELECT file FROM glob(getvariable('results_root') || '/convergence/*/*/*/*.parquet'))),
+    []::VARCHAR[]);
+CREATE OR REPLACE VIEW convergence AS
+SELECT * FROM query(CASE WHEN len(getvariable('convergence_files')) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''convergence_files''), hive_partitioning = true,
+          union_by_name = true, hive_types = {''campaign'': VARCHAR, ''material'': VARCHAR, ''run_id'': VARCHAR})'
+    ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
+          NULL::VARCHAR AS test, NULL::DOUBLE AS fraction, NULL::BIGINT AS n_alpha, NULL::DOUBLE AS duration_ps,
+          NULL::BIGINT AS n_train, NULL::DOUBLE AS spectrum_l2_change, NULL::DOUBLE AS cp_fraction,
+          NULL::DOUBLE AS cp_fraction_change, NULL::VARCHAR AS species, NULL::DOUBLE AS D_cm2_s,
+          NULL::DOUBLE AS D_change_cm2_s, NULL::VARCHAR AS note WHERE false'
+    END);
+
+SET VARIABLE convergence_spectra_files = COALESCE((
+    SELECT list(f ORDER BY f) FROM (SELECT unnest(committed_files('convergence_spectra')) AS f)
+    WHERE f IN (SELECT file FROM glob(getvariable('results_root') || '/convergence_spectra/*/*/*/*.parquet'))),
+    []::VARCHAR[]);
+CREATE OR REPLACE VIEW convergence_spectra AS
+SELECT * FROM query(CASE WHEN len(getvariable('convergence_spectra_files')) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''convergence_spectra_files''), hive_partitioning = true,
+          union_by_name = true, hive_types = {''campaign'': VARCHAR, ''material'': VARCHAR, ''run_id'': VARCHAR})'
+    ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
+          NULL::VARCHAR AS test, NULL::DOUBLE AS fraction, NULL::DOUBLE AS freq_cm1, NULL::DOUBLE AS intensity
+          WHERE false'
+    END);
+
+-- Per run: the block (sub-trajectory) standard error of cp_fraction, a column of descriptors
+-- (ramanscreen.tasks.spectra.block_uncertainty); NULL for runs written before it, or whose blocks
+-- were too short for the windows.
+SET VARIABLE descriptors_have_block_err = (
+    SELECT count(*) > 0 FROM information_schema.columns
+    WHERE table_name = 'descriptors' AND column_name = 'cp_fraction_block_err');
+CREATE OR REPLACE VIEW block_errors AS
+SELECT * FROM query(CASE WHEN getvariable('descriptors_have_block_err')
+    THEN 'SELECT campaign, material, run_id, cp_fraction_block_err FROM descriptors'
+    ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
+          NULL::DOUBLE AS cp_fraction_block_err WHERE false'
     END);
 
 -- Per run: is its distilled potential flagged (NULL: the MD used the calculator itself)?
@@ -187,17 +238,20 @@ CREATE OR REPLACE VIEW screening AS
 SELECT m.campaign, m.material, m.run_id, m.formula, m.temperature_k, m.n_atoms,
        t.species AS mobile_species, t.D_cm2_s, t.D_err_cm2_s, t.sigma_S_cm, t.alpha2_peak, t.vdos0,
        c.cp_fraction, c.cp_fraction_band_low, c.cp_fraction_band_high, c.cp_lo_cm1, c.cp_hi_cm1, c.cp_top_cm1,
+       b.cp_fraction_block_err,
        ml.r2_diag, ml.r2_offdiag, ml.rmse_diag_A3, ml.rmse_offdiag_A3,
        m.mlff, f.mlff_flagged, f.mlff_force_rmse_eV_A, m.reference_method, m.n_train, m.md_production_ps,
        m.phase, m.md_engine, m.npt_equilibrated, m.density_g_cm3, m.pressure_gpa,
        m.omega_min_cm1, m.omega_c_cm1, m.host_low_cm1, m.host_high_cm1,
        m.rank_metric, m.d_liquid_cm2_s, m.d_hopping_cm2_s, m.cp_threshold,
+       m.converge_max_l2, m.converge_max_cp_change, m.converge_max_D_rel_change, m.tie_sigmas,
        m.code_version, m.created_at, m.write_id, m.schema_version
 FROM materials m
 LEFT JOIN mobile_transport t ON t.campaign = m.campaign AND t.material = m.material AND t.run_id = m.run_id
 LEFT JOIN central_peak c ON c.campaign = m.campaign AND c.material = m.material AND c.run_id = m.run_id
 LEFT JOIN ml_metrics ml ON ml.campaign = m.campaign AND ml.material = m.material AND ml.run_id = m.run_id
-LEFT JOIN mlff_flags f ON f.campaign = m.campaign AND f.material = m.material AND f.run_id = m.run_id;
+LEFT JOIN mlff_flags f ON f.campaign = m.campaign AND f.material = m.material AND f.run_id = m.run_id
+LEFT JOIN block_errors b ON b.campaign = m.campaign AND b.material = m.material AND b.run_id = m.run_id;
 
 -- Imported experimental spectra (`ramanscreen experiment import FILE --results-root R`): one file
 -- per spectrum, experimental_spectra/material=<m>/campaign=<c or _>/<spectrum_id>.parquet, each

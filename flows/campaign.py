@@ -63,7 +63,7 @@ def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = ("rank", "material", "formula", "temperature_k", "mobile_species", "D_cm2_s", "D_err_cm2_s",
             "metric", "metric_value", "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "cp_lo_cm1",
             "cp_hi_cm1", "cp_top_cm1", "conduction", "central_peak", "consistent", "r2_diag", "r2_offdiag", "n_train",
-            "mlff", "mlff_flagged")
+            "mlff", "mlff_flagged", "metric_err", "converged", "convergence_note", "tied_with")
     out = []
     for r in rows:
         row = {}

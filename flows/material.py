@@ -6,8 +6,9 @@ Order (each arrow a Prefect task on the Dask cluster, all cached on their inputs
       → reference α (one task per snapshot, fanned out, retried with backoff)
       → fit the λ-SOAP committee
       → predict α over the sampled frames (chunks, in parallel)
-      → Raman spectrum + committee band + central-peak descriptors ┐
-      → transport (MSD, D, σ, VDOS)                                ┴→ Parquet
+      → Raman spectrum + committee band + block error + descriptors ┐
+      → transport (MSD, D, σ, VDOS)                                 ┤
+      → convergence (¼, ½ of the run and of N_T)                    ┴→ Parquet
 
 :func:`screen_material` submits this graph onto the task runner of the *current* flow run, so
 the campaign flow can run several materials at once (one thread each) over one shared Dask
@@ -106,6 +107,10 @@ def run_record(campaign: Campaign, material: Material, structure: dict[str, Any]
         "d_liquid_cm2_s": ranking.d_liquid_cm2_s,
         "d_hopping_cm2_s": ranking.d_hopping_cm2_s,
         "cp_threshold": ranking.cp_threshold,
+        "converge_max_l2": ranking.converge_max_l2,
+        "converge_max_cp_change": ranking.converge_max_cp_change,
+        "converge_max_D_rel_change": ranking.converge_max_D_rel_change,
+        "tie_sigmas": ranking.tie_sigmas,
         "settings": {"material": material.name, "label": material.label, "md": dataclasses.asdict(md),
                      "mlff": dataclasses.asdict(campaign.mlff), "reference": dataclasses.asdict(campaign.reference),
                      "model": dataclasses.asdict(campaign.model), "spectrum": dataclasses.asdict(spectrum),
@@ -195,12 +200,19 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
         p.result()
     report(name, "analysis", "spectrum, descriptors, transport")
     spec_res, trans_res = spectrum.result(), transport.result()
+    report(name, "analysis", "convergence: ¼ and ½ of the run and of N_T")
+    with on_pool("ml"):
+        conv_res = stage_tasks["convergence"].submit(
+            name, preds, md_res["alpha_dt_fs"], md_res["traj_path"], int(md.alpha_stride), ref_results,
+            fit_res["model_path"], fit_res["n_train"], material.mobile[0], material.temperature_k,
+            trans_res.D_cm2_s.get(material.mobile[0]), dataclasses.asdict(campaign.spectrum),
+            dataclasses.asdict(campaign.transport)).result()
 
     report(name, "parquet")
     meta = run_record(campaign, material, structure_res, fit_res, md_res)
     with on_pool("ml"):
         write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
-                          fit_res, validation_rows).result()
+                          fit_res, validation_rows, convergence=conv_res).result()
 
     mobile = material.mobile[0]
     summary = {

@@ -43,6 +43,8 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "predict": ("ramanscreen.tasks.polarizability",),
     "spectrum": ("ramanscreen.tasks.spectra", "ramanscreen.tasks.polarizability"),
     "transport": ("ramanscreen.tasks.transport", "ramanscreen.tasks.trajectory"),
+    "convergence": ("ramanscreen.tasks.convergence", "ramanscreen.tasks.spectra", "ramanscreen.tasks.transport",
+                    "ramanscreen.tasks.trajectory", "ramanscreen.tasks.polarizability"),
 }
 #: Modules every stage depends on.
 COMMON_MODULES = ("ramanscreen.tasks.common", "ramanscreen.tasks.schema")
@@ -405,9 +407,11 @@ def _load_chunks(chunks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray |
 def spectrum_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: float,
                   settings: dict[str, Any], workdir: str) -> dict[str, Any]:
     """Raman spectrum of the predicted α series (a ``RamanSpectrum``, unchanged), committee band,
-    central-peak descriptors, the α series as text (with its dt_fs) and a PNG."""
+    block (sub-trajectory) standard error, central-peak descriptors (with ``cp_fraction_block_err``),
+    the α series as text (with its dt_fs) and a PNG."""
     from ramanscreen.tasks.spectra import (
         SpectrumSettings,
+        block_uncertainty,
         central_peak_descriptors,
         plot_spectrum,
         raman_spectrum,
@@ -422,12 +426,13 @@ def spectrum_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: floa
     if committee is not None:
         _, lo, hi = spectrum_band(committee, alpha_dt_fs, percentiles=s.band_percentiles, **s.spectrum_kwargs())
         band = (lo, hi)
-    desc = central_peak_descriptors(spec, **s.descriptor_kwargs())
+    blocks = block_uncertainty(alpha, alpha_dt_fs, freq_cm1=spec.freq_cm1, **s.block_kwargs())
+    desc = {**central_peak_descriptors(spec, **s.descriptor_kwargs()), **blocks.descriptors()}
     wd = Path(workdir)
     write_alpha_txt(wd / "alpha.txt", alpha, dt_fs=alpha_dt_fs)
     png = plot_spectrum(spec, wd / "spectrum.png", band=band, title=f"{material}: ML Raman spectrum")
-    return {"spectrum": spec, "band": band, "descriptors": desc, "png": str(png), "n_alpha": int(len(alpha)),
-            "df_cm1": float(spec.df_cm1)}
+    return {"spectrum": spec, "band": band, "block_err": blocks.intensity_err, "block_note": blocks.note,
+            "descriptors": desc, "png": str(png), "n_alpha": int(len(alpha)), "df_cm1": float(spec.df_cm1)}
 
 
 @task(name="transport", task_run_name="transport[{material}]")
@@ -442,24 +447,56 @@ def transport_task(material: str, traj_path: str, species: list[str], temperatur
                              **TransportSettings(**settings).analysis_kwargs())
 
 
+@task(name="convergence", task_run_name="convergence[{material}]")
+def convergence_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: float, traj_path: str, alpha_stride: int,
+                     references: list[dict[str, Any]], model_path: str, n_train: int, mobile: str,
+                     temperature_k: float, d_full_cm2_s: float | None, spectrum_settings: dict[str, Any],
+                     transport_settings: dict[str, Any]) -> dict[str, Any]:
+    """Convergence as data (Figs. S5–S12): spectra, cp_fraction and D of the first ¼ and ½ of the
+    run and of the α model refitted on ¼ and ½ of its N_T training frames (the split of
+    :func:`fit_task`), against the full run (whose D, ``d_full_cm2_s``, the transport task computed):
+    the ``convergence`` rows and ``convergence_spectra``."""
+    from ramanscreen.tasks.convergence import convergence_study
+    from ramanscreen.tasks.polarizability import AlphaModel, train_test_split
+    from ramanscreen.tasks.spectra import SpectrumSettings
+    from ramanscreen.tasks.trajectory import Trajectory
+    from ramanscreen.tasks.transport import TransportSettings
+
+    alpha, _ = _load_chunks(chunks)
+    model = AlphaModel.load(model_path)
+    train_idx, _ = train_test_split(len(references), n_train, seed=int(model.meta.get("seed", 0)))
+    train = [references[i] for i in train_idx]
+    traj = Trajectory.from_file(traj_path)
+    frames = _read_frames(traj_path, range(0, len(traj), alpha_stride))
+    res = convergence_study(alpha, alpha_dt_fs, settings=SpectrumSettings(**spectrum_settings), traj=traj,
+                            mobile=mobile, temperature_k=temperature_k, d_full_cm2_s=d_full_cm2_s,
+                            transport=TransportSettings(**transport_settings), model=model, frames=frames,
+                            train_frames=_read_frames(traj_path, [r["frame"] for r in train]),
+                            train_alpha_A3=np.array([r["alpha_A3"] for r in train]))
+    return {"rows": res.rows, "spectra": res.spectra_table()}
+
+
 # ------------------------------------------------------------------------------- results
 
 
 def spectrum_columns(spectrum: dict[str, Any]) -> dict[str, Any]:
     """The spectra table of a :func:`spectrum_task` result: every ``RamanSpectrum`` column plus
-    the committee band."""
+    the committee band and the block standard error."""
     import dataclasses
 
     cols = dataclasses.asdict(spectrum["spectrum"])
     if spectrum.get("band") is not None:
         cols["band_low"], cols["band_high"] = spectrum["band"]
+    if spectrum.get("block_err") is not None:
+        cols["intensity_block_err"] = spectrum["block_err"]
     return cols
 
 
 @task(name="write-results", task_run_name="parquet[{material}]")
 def write_task(results_root: str, campaign: str, material: str, run_id: str, meta: dict[str, Any],
                spectrum: dict[str, Any], transport: Any, fit: dict[str, Any],
-               mlff_validation: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               mlff_validation: list[dict[str, Any]] | None = None,
+               convergence: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id).
     The stage results go in as they come (``write_run`` takes the spectrum and the
     ``TransportResult`` whole), so every documented column is filled."""
@@ -467,7 +504,8 @@ def write_task(results_root: str, campaign: str, material: str, run_id: str, met
 
     rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum_columns(spectrum),
                     transport=transport, descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],
-                    msd=transport, vdos=transport, mlff_validation=mlff_validation)
+                    msd=transport, vdos=transport, mlff_validation=mlff_validation,
+                    convergence=(convergence or {}).get("rows"), convergence_spectra=(convergence or {}).get("spectra"))
     return {"write_id": rec.write_id, "rows": dict(rec.rows)}
 
 
@@ -484,4 +522,5 @@ STAGE_TASKS = {
     "predict": predict_task,
     "spectrum": spectrum_task,
     "transport": transport_task,
+    "convergence": convergence_task,
 }

@@ -1,7 +1,7 @@
 """Campaign results as hive-partitioned Parquet tables, written atomically and schema-versioned.
 
 One *run* is one material simulated once in one campaign; it is keyed by
-``(campaign, material, run_id)``. :func:`write_run` writes all eight tables of a run:
+``(campaign, material, run_id)``. :func:`write_run` writes all ten tables of a run:
 
 ========== ====================================================== ======================
 table      rows                                                   required columns
@@ -19,6 +19,9 @@ msd        one per (species, time)                                species, time_
 vdos       one per (species, frequency)                           species, freq_cm1, vdos
 mlff_validation one per mobile species (distilled potentials only) species, method,
                                                                   force_rmse_eV_A, flagged
+convergence one per (test, fraction): ¼, ½, full trajectory / N_T  test, fraction
+convergence_spectra one per (test, fraction, frequency bin)        test, fraction, freq_cm1,
+                                                                  intensity
 ========== ====================================================== ======================
 
 Every row also carries ``campaign``, ``material``, ``run_id``, ``write_id`` and
@@ -108,10 +111,11 @@ KEY_COLUMNS = ("campaign", "material", "run_id")
 BOOKKEEPING_COLUMNS = (*KEY_COLUMNS, "write_id", "schema_version")
 
 #: Data tables (written first) in write order; ``materials`` is written last, as the commit.
-DATA_TABLES = ("spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos", "mlff_validation")
+DATA_TABLES = ("spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos", "mlff_validation", "convergence",
+               "convergence_spectra")
 TABLES = ("materials", *DATA_TABLES)
 #: Tables added after runs were first written: a results root written before them lacks them.
-OPTIONAL_TABLES = ("mlff_validation",)
+OPTIONAL_TABLES = ("mlff_validation", "convergence", "convergence_spectra")
 COMMIT_FILE = "run.parquet"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
@@ -182,6 +186,11 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "d_liquid_cm2_s": (_F, False, "D threshold of liquid-like conduction the run was screened with, cm^2/s"),
         "d_hopping_cm2_s": (_F, False, "D threshold of hopping conduction, cm^2/s"),
         "cp_threshold": (_F, False, "metric value at or above which the run shows a central peak"),
+        "converge_max_l2": (_F, False, "largest spectrum L2 change at half the run / half N_T of a converged run"),
+        "converge_max_cp_change": (_F, False, "largest |cp_fraction change| at half the run / half N_T"),
+        "converge_max_D_rel_change": (_F, False, "largest |D change| at half the run, relative to "
+                                      "max(|D|, d_hopping_cm2_s)"),
+        "tie_sigmas": (_F, False, "half-width of the cp_fraction interval of the ties, in block standard errors"),
         "settings_json": (_S, False, "any further settings, as JSON"),
         "created_at": (pa.timestamp("us", tz="UTC"), False, "commit time (UTC, filled in)"),
     },
@@ -190,6 +199,7 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "intensity": (_F, True, "orientation-averaged intensity 45a2+7g2 (arb. units)"),
         "band_low": (_F, False, "committee band, lower edge (same units)"),
         "band_high": (_F, False, "committee band, upper edge (same units)"),
+        "intensity_block_err": (_F, False, "block (sub-trajectory) standard error of the intensity (same units)"),
         "intensity_parallel": (_F, False, "parallel-polarised intensity 45a2+4g2"),
         "intensity_perpendicular": (_F, False, "perpendicular-polarised intensity 3g2"),
         "a2": (_F, False, "isotropic invariant a^2(omega)"),
@@ -260,6 +270,29 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "refinement_rounds": (_I, False, "on-the-fly refinement rounds of the potential"),
         "potential": (_S, False, "path of the potential's .snap.json"),
         "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
+    },
+    # convergence as data (ramanscreen.tasks.convergence): no rows for runs written without it
+    "convergence": {
+        "test": (_S, True, "trajectory_length (the first fraction of the run) or training_set (the alpha model "
+                 "refitted on fraction x N_T of its training frames)"),
+        "fraction": (_F, True, "fraction of the trajectory or of N_T (0.25, 0.5, 1)"),
+        "n_alpha": (_I, False, "alpha samples of the spectrum"),
+        "duration_ps": (_F, False, "length of the alpha series, ps"),
+        "n_train": (_I, False, "training frames of the alpha model"),
+        "spectrum_l2_change": (_F, False, "relative L2 distance of the unit-area spectrum from the full run's, over "
+                               "[omega_min_cm1, host end] on the full run's grid"),
+        "cp_fraction": (_F, False, "cp_fraction (fraction_below_omega_c) of this spectrum"),
+        "cp_fraction_change": (_F, False, "cp_fraction minus the full run's"),
+        "species": (_S, False, "mobile species of D"),
+        "D_cm2_s": (_F, False, "D of the mobile species from this part of the trajectory, cm^2/s (training_set: null)"),
+        "D_change_cm2_s": (_F, False, "D minus the full run's, cm^2/s"),
+        "note": (_S, False, "why a value is missing"),
+    },
+    "convergence_spectra": {
+        "test": (_S, True, "trajectory_length or training_set"),
+        "fraction": (_F, True, "fraction of the trajectory or of N_T"),
+        "freq_cm1": (_F, True, "Raman shift, cm^-1 (the full run's grid), increasing within each (test, fraction)"),
+        "intensity": (_F, True, "intensity 45a2+7g2 (arb. units, the full run's scale)"),
     },
 }
 #: Tables whose rows may carry extra numeric columns beyond :data:`COLUMNS`.
@@ -488,6 +521,39 @@ def _validate_long(t: pa.Table, table: str, x: str | None) -> None:
             raise InputError(f"{x} must increase within each species ({s} does not)", field=f"{table}.{x}")
 
 
+def _convergence_keys(t: pa.Table, table: str) -> tuple[np.ndarray, np.ndarray]:
+    tests = np.asarray(t.column("test").to_pylist(), dtype=object)
+    fractions = t.column("fraction").to_numpy(zero_copy_only=False)
+    from ramanscreen.tasks.convergence import TESTS
+
+    bad = [x for x in dict.fromkeys(tests) if x not in TESTS]
+    if bad:
+        raise InputError(f"unknown test {bad[0]!r}", field=f"{table}.test", fix=f"use one of {', '.join(TESTS)}")
+    if not (np.isfinite(fractions).all() and (fractions > 0).all() and (fractions <= 1).all()):
+        raise InputError("fractions must lie in (0, 1]", field=f"{table}.fraction")
+    return tests, fractions
+
+
+def _validate_convergence(t: pa.Table) -> None:
+    tests, fractions = _convergence_keys(t, "convergence")
+    keys = list(zip(tests.tolist(), fractions.tolist(), strict=True))
+    if len(set(keys)) != len(keys):
+        raise InputError("a (test, fraction) appears twice", field="convergence.fraction",
+                         fix="one row per test and fraction")
+
+
+def _validate_convergence_spectra(t: pa.Table) -> None:
+    tests, fractions = _convergence_keys(t, "convergence_spectra")
+    f = t.column("freq_cm1").to_numpy(zero_copy_only=False)
+    if t.column("intensity").null_count or np.isnan(f).any():
+        raise InputError("NaN in a convergence spectrum", field="convergence_spectra.intensity")
+    for key in dict.fromkeys(zip(tests.tolist(), fractions.tolist(), strict=True)):  # a handful of spectra
+        sel = (tests == key[0]) & (fractions == key[1])
+        if (np.diff(f[sel]) <= 0).any():
+            raise InputError(f"freq_cm1 must increase within each spectrum ({key[0]} {key[1]:g} does not)",
+                             field="convergence_spectra.freq_cm1")
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """``git describe`` of the checkout this module lives in, else the package version.
@@ -546,9 +612,11 @@ def build_tables(
     msd: Any = None,
     vdos: Any = None,
     mlff_validation: Sequence[Mapping[str, Any]] | None = None,
+    convergence: Sequence[Mapping[str, Any]] | None = None,
+    convergence_spectra: Any = None,
     write_id: str | None = None,
 ) -> dict[str, pa.Table]:
-    """Validate a run's results and build its eight Arrow tables, without touching disk.
+    """Validate a run's results and build its Arrow tables (one per table of :data:`TABLES`), without touching disk.
 
     Arguments are as for :func:`write_run`. Every table gets the bookkeeping columns and the
     schema version in its metadata.
@@ -650,6 +718,18 @@ def build_tables(
         tables[name] = t.set_column(t.column_names.index("pressure_gpa"), "pressure_gpa",
                                     pa.array([pressure] * t.num_rows, type=_F))
 
+    if not convergence:
+        tables["convergence"] = _empty("convergence")
+    else:
+        tables["convergence"] = _build_table("convergence", _long_columns(list(convergence), "convergence"))
+        _validate_convergence(tables["convergence"])
+    if convergence_spectra is None:
+        tables["convergence_spectra"] = _empty("convergence_spectra")
+    else:
+        tables["convergence_spectra"] = _build_table("convergence_spectra",
+                                                     _long_columns(convergence_spectra, "convergence_spectra"))
+        _validate_convergence_spectra(tables["convergence_spectra"])
+
     mobile = mat.column("mobile_species")[0].as_py()
     species = set(tables["transport"].column("species").to_pylist())
     if mobile is not None and species and mobile not in species:
@@ -740,6 +820,8 @@ def write_run(
     msd: Any = None,
     vdos: Any = None,
     mlff_validation: Sequence[Mapping[str, Any]] | None = None,
+    convergence: Sequence[Mapping[str, Any]] | None = None,
+    convergence_spectra: Any = None,
 ) -> RunRecord:
     """Write (or replace) every table of one run and commit it atomically.
 
@@ -769,12 +851,16 @@ def write_run(
     mlff_validation:
         Rows of :func:`ramanscreen.tasks.mlff.validation_rows` (a distilled potential against its
         teacher), or None (MD on the calculator itself: zero rows).
+    convergence, convergence_spectra:
+        The rows and the spectra of :func:`ramanscreen.tasks.convergence.convergence_study`
+        (``ConvergenceResult.rows`` and ``.spectra_table()``), or None (zero rows).
 
-    Omitted tables are written with zero rows, so every committed run has all eight files.
+    Omitted tables are written with zero rows, so every committed run has every file.
     """
     tables = build_tables(
         campaign, material, run_id, meta=meta, spectrum=spectrum, transport=transport,
         descriptors=descriptors, ml_metrics=ml_metrics, msd=msd, vdos=vdos, mlff_validation=mlff_validation,
+        convergence=convergence, convergence_spectra=convergence_spectra,
     )
     root = _check_root(results_root)
     write_id = tables["materials"].column("write_id")[0].as_py()

@@ -155,6 +155,8 @@ class SpectrumSettings:
     omega_c_cm1: float = setting(50.0, doc="upper edge ω_c of the low-frequency window", unit="cm⁻¹", gt=0)
     host_window_cm1: tuple[float, float] = setting(
         (60.0, 1000.0), doc="host window (lattice and molecular peaks): start and end", unit="cm⁻¹", ge=0)
+    n_blocks: int = setting(4, doc="contiguous blocks of the α series whose spectra give the statistical (block) "
+                            "standard error of the spectrum and of cp_fraction, beside the committee band", ge=2)
 
     def __post_init__(self) -> None:
         check(self)
@@ -179,6 +181,10 @@ class SpectrumSettings:
         """Keyword arguments of :func:`central_peak_descriptors`."""
         return {"omega_min_cm1": self.omega_min_cm1, "omega_c_cm1": self.omega_c_cm1,
                 "host_window_cm1": self.host_window_cm1}
+
+    def block_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`block_uncertainty` (spectrum and windows included)."""
+        return {**self.spectrum_kwargs(), **self.descriptor_kwargs(), "n_blocks": self.n_blocks}
 
     def top_cm1(self, dt_fs: float) -> float:
         """Highest frequency of a spectrum of α samples ``dt_fs`` apart: Nyquist, or
@@ -1204,12 +1210,12 @@ def central_peak_descriptors(
     k_host = int(np.argmax(host_i))
     host_max = float(host_i[k_host])
     int_low = float(np.trapezoid(i_low, nu_low))
-    int_total = float(np.trapezoid(inten[total], nu[total]))
     floor = max(float(np.abs(inten[total]).max()), 1e-300) * 1e-12
     slope = float(np.polyfit(np.log(nu_low), np.log(np.maximum(i_low, floor)), 1)[0])
     nan = float("nan")
     return {
-        "fraction_below_omega_c": int_low / int_total if int_total > 0 else nan,
+        "fraction_below_omega_c": float(window_fraction(nu, inten, omega_min_cm1=w_min, omega_c_cm1=w_c,
+                                                        host_window_cm1=(h_lo, h_hi))),
         "low_to_host_ratio": float(i_low.mean()) / host_max if host_max > 0 else nan,
         "low_peak_to_host_ratio": float(i_low.max()) / host_max if host_max > 0 else nan,
         "low_freq_loglog_slope": slope,
@@ -1221,6 +1227,146 @@ def central_peak_descriptors(
         "host_low_cm1": h_lo,
         "host_high_cm1": h_hi,
     }
+
+
+def window_fraction(
+    freq_cm1: Any,
+    intensity: Any,
+    *,
+    omega_min_cm1: float = SpectrumSettings.omega_min_cm1,
+    omega_c_cm1: float = SpectrumSettings.omega_c_cm1,
+    host_window_cm1: tuple[float, float] = SpectrumSettings.host_window_cm1,
+) -> np.ndarray:
+    """cp_fraction of one or many spectra on one grid: ∫ I over [omega_min, omega_c] divided by
+    ∫ I over [omega_min, host end] (host end clipped to the grid's top), both by the trapezoid
+    rule over the bins inside — the formula of :func:`central_peak_descriptors`'
+    ``fraction_below_omega_c``, vectorised over the leading axes of ``intensity`` (..., n_bins).
+    NaN where the total is not positive. No window checks: see :meth:`SpectrumSettings.check_sampling`.
+
+    >>> nu = np.arange(0.0, 101.0)
+    >>> window_fraction(nu, np.ones((2, 101)), omega_min_cm1=10, omega_c_cm1=30, host_window_cm1=(30, 90)).tolist()
+    [0.25, 0.25]
+    """
+    nu = np.asarray(freq_cm1, dtype=np.float64)
+    inten = np.asarray(intensity, dtype=np.float64)
+    top = min(float(host_window_cm1[1]), float(nu[-1]))
+    low = (nu >= omega_min_cm1) & (nu <= omega_c_cm1)
+    total = (nu >= omega_min_cm1) & (nu <= top)
+    num = np.trapezoid(inten[..., low], nu[low], axis=-1)
+    den = np.trapezoid(inten[..., total], nu[total], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def on_grid(freq_from_cm1: Any, values: Any, freq_to_cm1: Any) -> np.ndarray:
+    """Spectra ``values`` (..., n_from) sampled on ``freq_from_cm1`` (increasing), linearly
+    interpolated onto ``freq_to_cm1`` (held constant beyond the ends). A smoothed spectrum is
+    band-limited, so this is how a shorter run's spectrum (coarser Fourier grid) is compared
+    bin by bin with the full run's.
+
+    >>> on_grid([0.0, 2.0], [[0.0, 4.0]], [0.0, 1.0, 2.0]).tolist()
+    [[0.0, 2.0, 4.0]]
+    """
+    x = np.asarray(freq_from_cm1, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    xt = np.asarray(freq_to_cm1, dtype=np.float64)
+    # one vectorised interpolation for every leading index: the bracketing bins and weights are shared
+    j = np.clip(np.searchsorted(x, xt, side="right") - 1, 0, len(x) - 2)
+    w = np.clip((xt - x[j]) / (x[j + 1] - x[j]), 0.0, 1.0)
+    return y[..., j] * (1.0 - w) + y[..., j + 1] * w
+
+
+@dataclass(frozen=True)
+class BlockUncertainty:
+    """The statistical (sub-trajectory) uncertainty of a spectrum, beside the committee band.
+
+    The α series is cut into ``n_blocks`` contiguous blocks of ``block_frames`` samples (the
+    remainder at the end is left out); each block's spectrum is computed with the same settings
+    and interpolated onto ``freq_cm1`` (the full run's grid). ``intensity_err`` is the standard
+    error of the mean over the blocks, std(ddof=1)/√n_blocks, per bin; ``cp_fraction_err`` the
+    same for the blocks' cp_fraction (:func:`window_fraction`, the run's windows), NaN with a
+    ``note`` when a block is too short for the windows. For a series much longer than its
+    correlation time the full run's spectrum scatters by about this much around its expectation.
+    """
+
+    n_blocks: int
+    block_frames: int
+    block_ps: float
+    freq_cm1: np.ndarray
+    intensity_blocks: np.ndarray
+    intensity_err: np.ndarray
+    cp_fraction_blocks: np.ndarray
+    cp_fraction_err: float
+    note: str = ""
+
+    def descriptors(self) -> dict[str, float]:
+        """The per-run numbers stored with the central-peak descriptors."""
+        return {"cp_fraction_block_err": self.cp_fraction_err,
+                "cp_fraction_block_mean": float(np.mean(self.cp_fraction_blocks)) if self.cp_fraction_blocks.size
+                else float("nan"),
+                "block_n": float(self.n_blocks), "block_ps": self.block_ps}
+
+
+def block_uncertainty(
+    alpha_A3: Any,
+    dt_fs: float,
+    *,
+    freq_cm1: Any = None,
+    n_blocks: int = SpectrumSettings.n_blocks,
+    laser_nm: float = SpectrumSettings.laser_nm,
+    sigma_cm1: float = SpectrumSettings.sigma_cm1,
+    max_freq_cm1: float | None = SpectrumSettings.max_freq_cm1,
+    temperature_k: float | None = None,
+    omega_min_cm1: float = SpectrumSettings.omega_min_cm1,
+    omega_c_cm1: float = SpectrumSettings.omega_c_cm1,
+    host_window_cm1: tuple[float, float] = SpectrumSettings.host_window_cm1,
+) -> BlockUncertainty:
+    """Block (sub-trajectory) standard error of the spectrum of α (n, 3, 3) and of its cp_fraction.
+
+    All blocks go through one batched rfft pass (:func:`raman_spectrum`'s core). ``freq_cm1``
+    is the grid of the result (default: the grid :func:`raman_spectrum` gives the whole series).
+    Blocks shorter than :data:`MIN_FRAMES` give NaN everywhere; blocks too short for the
+    windows (:meth:`SpectrumSettings.check_sampling`) a NaN ``cp_fraction_err``; ``note`` says why.
+
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.normal(size=(4096, 3, 3)); a = a + a.transpose(0, 2, 1)
+    >>> b = block_uncertainty(a, 10.0, n_blocks=4, omega_min_cm1=20.0, omega_c_cm1=100.0, host_window_cm1=(100.0, 1000.0))
+    >>> b.block_frames, b.intensity_err.shape == b.freq_cm1.shape, bool(0 < b.cp_fraction_err < 0.01)
+    (1024, True, True)
+    """
+    dt, laser, sigma, temp, fmax = _validate_settings(dt_fs, laser_nm, sigma_cm1, temperature_k, max_freq_cm1)
+    alpha = np.asarray(alpha_A3, dtype=np.float64)
+    _check_shape(alpha, file=None, field="alpha", batch=0)
+    n_b = int(n_blocks)
+    if n_b < 2:
+        raise InputError(f"n_blocks = {n_blocks!r}; a standard error needs at least 2 blocks", field="n_blocks",
+                         fix="use n_blocks >= 2, e.g. 4")
+    n = alpha.shape[0]
+    grid = (frequency_grid(n, dt, sigma_cm1=sigma, max_freq_cm1=fmax) if freq_cm1 is None
+            else np.asarray(freq_cm1, dtype=np.float64))
+    length = n // n_b
+    nan_bins = np.full(grid.shape, np.nan)
+    if length < MIN_FRAMES:
+        return BlockUncertainty(n_b, length, length * dt / 1000.0, grid, np.full((n_b, len(grid)), np.nan), nan_bins,
+                                np.full(n_b, np.nan), float("nan"),
+                                f"{n_b} blocks of {length} α samples: a spectrum needs at least {MIN_FRAMES}")
+    blocks = alpha[: n_b * length].reshape(n_b, length, 3, 3)
+    arrays = _spectra_arrays(blocks, dt, laser_nm=laser, sigma_cm1=sigma, temperature_k=temp, max_freq_cm1=fmax,
+                             field="alpha")
+    inten = on_grid(arrays["freq_cm1"], arrays["intensity"], grid)
+    err = inten.std(axis=0, ddof=1) / math.sqrt(n_b)
+    note = ""
+    cp = np.full(n_b, np.nan)
+    try:
+        SpectrumSettings(sigma_cm1=sigma, laser_nm=laser, max_freq_cm1=fmax, omega_min_cm1=omega_min_cm1,
+                         omega_c_cm1=omega_c_cm1, host_window_cm1=host_window_cm1).check_sampling(dt, length)
+    except InputError as exc:
+        note = f"blocks of {length * dt / 1000.0:.3g} ps are too short for the windows: {exc.message}"
+    else:  # on the block's own grid, as the full run's descriptor is on its own
+        cp = window_fraction(arrays["freq_cm1"], arrays["intensity"], omega_min_cm1=omega_min_cm1,
+                             omega_c_cm1=omega_c_cm1, host_window_cm1=host_window_cm1)
+    cp_err = float(np.std(cp, ddof=1) / math.sqrt(n_b)) if np.isfinite(cp).all() else float("nan")
+    return BlockUncertainty(n_b, length, length * dt / 1000.0, grid, inten, err, cp, cp_err, note)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1332,12 +1478,15 @@ __all__ = [
     "MIN_FRAMES",
     "SPECTRUM_COLUMNS",
     "AlphaSeries",
+    "BlockUncertainty",
     "RamanSpectrum",
     "SpectrumSettings",
     "alpha_sidecar",
+    "block_uncertainty",
     "frequency_grid",
     "central_peak_descriptors",
     "gaussian_smooth",
+    "on_grid",
     "plot_spectrum",
     "raman_spectrum",
     "read_alpha",
@@ -1347,5 +1496,6 @@ __all__ = [
     "validate_alpha",
     "write_alpha",
     "write_alpha_txt",
+    "window_fraction",
     "write_spectrum",
 ]

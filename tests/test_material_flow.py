@@ -154,6 +154,38 @@ def test_every_documented_column_is_filled(screened) -> None:
         con.close()
 
 
+def test_convergence_and_block_error_are_written_and_a_short_run_is_flagged(screened) -> None:
+    """101 α samples 10 fs apart pass the 100–300 cm⁻¹ window, their half (50 samples, 67 cm⁻¹
+    bins) does not: the run is ranked, with converged = False and the reason; N_T = 8 gives a
+    refit on 4 frames (½) and none on 2 (¼)."""
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.analytics.ranking import ranking
+
+    con = connect(screened["root"])
+    try:
+        rows = con.execute("SELECT test, fraction, n_alpha, n_train, spectrum_l2_change, cp_fraction_change, D_cm2_s, "
+                           "note FROM convergence ORDER BY test, fraction").fetchall()
+        n_spectra = con.execute("SELECT count(DISTINCT (test, fraction)) FROM convergence_spectra").fetchone()[0]
+        block = con.execute("SELECT cp_fraction_block_err, block_n, block_ps FROM descriptors").fetchone()
+        n_err = con.execute("SELECT count(intensity_block_err) FROM spectra WHERE freq_cm1 > 0").fetchone()[0]
+        (ranked,) = ranking(con)
+    finally:
+        con.close()
+    by = {(r[0], r[1]): r for r in rows}
+    assert sorted(by) == [("training_set", 0.25), ("training_set", 0.5), ("training_set", 1.0),
+                          ("trajectory_length", 0.25), ("trajectory_length", 0.5), ("trajectory_length", 1.0)]
+    assert by[("trajectory_length", 1.0)][2] == 101 and by[("trajectory_length", 1.0)][4] == 0.0
+    assert by[("trajectory_length", 1.0)][6] == pytest.approx(screened["first"]["D_cm2_s"], rel=1e-9)
+    assert by[("trajectory_length", 0.5)][4] is None and "must lie above the first two bins" in by[("trajectory_length", 0.5)][7]
+    assert by[("training_set", 0.5)][3] == 4 and by[("training_set", 0.5)][4] > 0
+    assert by[("training_set", 0.25)][4] is None and "fewer than the 4" in by[("training_set", 0.25)][7]
+    assert n_spectra == 3  # the two full-run spectra and the N_T/2 refit's
+    # 4 blocks of 25 samples: a spectrum each (an error per bin), too coarse for the window (no cp error)
+    assert block[0] is None and block[1:] == (4.0, pytest.approx(0.25)) and n_err > 20
+    assert ranked["converged"] is False and ranked["rank"] == 1
+    assert "trajectory_length ½: no spectrum (50 α samples" in ranked["convergence_note"]
+
+
 def test_progress_came_from_the_run_and_a_rerun_is_cached(screened) -> None:
     board = screened["board"]
     (row,) = board.snapshot()

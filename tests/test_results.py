@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_layout_schema_version_and_roundtrip(tmp_path) -> None:
     rec = write_synthetic(tmp_path, "camp", "AgI")
     assert rec.rows == {"materials": 1, "spectra": FREQ.size, "transport": 2, "descriptors": 1,
-                        "ml_metrics": 1, "msd": 102, "vdos": 6, "mlff_validation": 0}
+                        "ml_metrics": 1, "msd": 102, "vdos": 6, "mlff_validation": 0, "convergence": 0,
+                        "convergence_spectra": 0}
     commit = tmp_path / "materials/campaign=camp/material=AgI/run_id=r1/run.parquet"
     assert rec.paths["materials"] == commit and commit.is_file()
     data = tmp_path / f"spectra/campaign=camp/material=AgI/run_id=r1/{rec.write_id}.parquet"
@@ -288,10 +289,12 @@ def test_optional_tables_are_written_empty(tmp_path) -> None:
     rec = write_run(tmp_path, "camp", "X", "r1", meta=dict(formula="X", temperature_k=300, n_atoms=8, mlff="f",
                                                             reference_method="ref", n_train=4))
     assert rec.rows == {"materials": 1, "spectra": 0, "transport": 0, "descriptors": 0, "ml_metrics": 0,
-                        "msd": 0, "vdos": 0, "mlff_validation": 0}
+                        "msd": 0, "vdos": 0, "mlff_validation": 0, "convergence": 0, "convergence_spectra": 0}
     assert all(p.is_file() for p in rec.paths.values())
     assert sql(tmp_path, "SELECT count(*) FROM spectra") == [(0,)]
     assert sql(tmp_path, "SELECT count(*) FROM mlff_validation") == [(0,)]
+    assert sql(tmp_path, "SELECT count(*) FROM convergence") == [(0,)]
+    assert sql(tmp_path, "SELECT count(*) FROM convergence_spectra") == [(0,)]
     assert sql(tmp_path, "SELECT material, D_cm2_s, cp_fraction FROM screening") == [("X", None, None)]
 
 

@@ -45,6 +45,12 @@ def rank(
     d_liquid_cm2_s: float | None = typer.Option(None, "--d-liquid-cm2-s", help=_thresholds_help("d_liquid_cm2_s")),
     d_hopping_cm2_s: float | None = typer.Option(None, "--d-hopping-cm2-s", help=_thresholds_help("d_hopping_cm2_s")),
     cp_threshold: float | None = typer.Option(None, "--cp-threshold", help=_thresholds_help("cp_threshold")),
+    converge_max_l2: float | None = typer.Option(None, "--converge-max-l2", help=_thresholds_help("converge_max_l2")),
+    converge_max_cp_change: float | None = typer.Option(None, "--converge-max-cp-change",
+                                                        help=_thresholds_help("converge_max_cp_change")),
+    converge_max_D_rel_change: float | None = typer.Option(None, "--converge-max-d-rel-change",
+                                                           help=_thresholds_help("converge_max_D_rel_change")),
+    tie_sigmas: float | None = typer.Option(None, "--tie-sigmas", help=_thresholds_help("tie_sigmas")),
     out_dir: Path | None = typer.Option(
         None, "--out-dir", help="Where to write ranking.csv/.md, summary.json and the PNGs "
                                 "(default: <results_root>/reports/<campaign or all>)."
@@ -55,7 +61,10 @@ def rank(
     Each run is classified by D of its mobile species (liquid-like, hopping, non-conducting) and
     shows a central peak when its metric reaches cp_threshold; "agrees" says whether liquid-like
     goes with a central peak. The metric and thresholds are those each run was screened with
-    (its campaign's [ranking]); the options override them.
+    (its campaign's [ranking]); the options override them. "converged" says whether the run's
+    spectrum, cp_fraction and D hold at half the trajectory and half N_T (a run that does not is
+    flagged, and listed under the table with the reason); "tied with" lists the runs whose
+    cp_fraction intervals (± block standard errors) overlap.
 
     Prints the table and the Spearman correlation of the metric with D; writes a scatter PNG (log D axis) and a stacked spectra overlay with the low-frequency region magnified.
 
@@ -65,14 +74,17 @@ def rank(
 
     from ramanscreen.analytics.db import connect
     from ramanscreen.analytics.ranking import Thresholds, common_thresholds, ranking, summarize
-    from ramanscreen.analytics.report import REPORT_COLUMNS, fmt, write_report
+    from ramanscreen.analytics.report import REPORT_COLUMNS, fmt, reliability_lines, write_report
 
     root = results_root if results_root is not None else _default_root()
     con = connect(root)
     try:
         thresholds = None
         given = {k: v for k, v in (("d_liquid_cm2_s", d_liquid_cm2_s), ("d_hopping_cm2_s", d_hopping_cm2_s),
-                                   ("cp_threshold", cp_threshold)) if v is not None}
+                                   ("cp_threshold", cp_threshold), ("converge_max_l2", converge_max_l2),
+                                   ("converge_max_cp_change", converge_max_cp_change),
+                                   ("converge_max_D_rel_change", converge_max_D_rel_change),
+                                   ("tie_sigmas", tie_sigmas)) if v is not None}
         if given:  # the options override what the runs recorded; the rest comes from the runs
             base = common_thresholds(ranking(con, campaign, metric=metric))
             thresholds = dataclasses.replace(base, **given, **({"metric": metric} if metric else {}))
@@ -90,13 +102,17 @@ def rank(
         columns.insert(1, ("campaign", "campaign"))
     for key, header in columns:
         # numbers never truncated ("4.42e-…"): on a narrow terminal the long labels (the MD label) wrap instead
-        table.add_column(header, justify="right" if key not in ("material", "campaign", "conduction", "mobile_species") else "left",
-                         no_wrap=key not in ("mlff", "material", "campaign"))
+        table.add_column(header, justify="right" if key not in ("material", "campaign", "conduction", "mobile_species", "tied_with")
+                         else "left",
+                         no_wrap=key not in ("mlff", "material", "campaign", "tied_with"))
     cells_by_row = []
     for r in rows:
         cells = [escape(fmt(k, r.get(k))) for k, _ in columns]
         idx = [k for k, _ in columns].index("conduction")
         cells[idx] = f"[{_CLASS_STYLE.get(r['conduction'], 'default')}]{cells[idx]}[/]"
+        if r.get("converged") is False:  # flagged, not silently ranked
+            k = [k for k, _ in columns].index("converged")
+            cells[k] = f"[bold red]{cells[k]}[/]"
         table.add_row(*cells)
         cells_by_row.append(cells)
     if _needed_width(columns, cells_by_row) <= out.width:
@@ -106,6 +122,9 @@ def rank(
             out.print(t)
     out.print(summary.line(used.metric))
     out.print(f"[dim]{used.describe()}[/]")
+    for line in reliability_lines(rows):
+        out.print(escape(line))
+    out.print(f"[dim]{escape(used.describe_convergence())}[/]")
     windows = sorted({(r.get("cp_lo_cm1"), r.get("cp_hi_cm1"), r.get("cp_top_cm1")) for r in rows
                       if r.get("cp_hi_cm1") is not None})
     if used.metric == "cp_fraction" and windows:

@@ -84,7 +84,8 @@ def screen(
     from ramanscreen.flows.commands.analytics import rank
 
     rank(results_root=c.results_root, campaign=c.name, metric=None, d_liquid_cm2_s=None, d_hopping_cm2_s=None,
-         cp_threshold=None, out_dir=None)
+         cp_threshold=None, converge_max_l2=None, converge_max_cp_change=None, converge_max_D_rel_change=None,
+         tie_sigmas=None, out_dir=None)
     out.print("spectrum plots:")
     for m in run.result["materials"]:
         out.print(f"  {m['material']}: {m['spectrum_png']}")

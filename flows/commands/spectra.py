@@ -56,6 +56,7 @@ def spectrum(
                                        help="Start of the host window, cm⁻¹ (descriptors)."),
     host_high_cm1: float = typer.Option(SpectrumSettingsDefaults.host_window_cm1[1], "--host-high-cm1",
                                         help="End of the host window, cm⁻¹ (descriptors)."),
+    n_blocks: int = _opt("n_blocks"),
     out: Path | None = typer.Option(None, "--out", "-o", help="The spectrum table: FILE.parquet (with the settings "
                                     "in its metadata) or FILE.csv (default: <name>.spectrum.parquet here); "
                                     "--plot writes FILE.png next to it."),
@@ -64,10 +65,12 @@ def spectrum(
         False, "--full-grid", help="Write every Fourier bin even when σ spans many bins (default: ≥ 8 exact points per σ)."
     ),
 ) -> None:
-    """Raman spectrum (isotropic a², anisotropic γ², total/parallel/perpendicular) of an α time series."""
+    """Raman spectrum (isotropic a², anisotropic γ², total/parallel/perpendicular) of an α time series,
+    with its block (sub-trajectory) standard error (column intensity_block_err) and that of cp_fraction."""
     from ramanscreen.tasks.schema import prefixed
     from ramanscreen.tasks.spectra import (
         SpectrumSettings,
+        block_uncertainty,
         central_peak_descriptors,
         plot_spectrum,
         raman_spectrum,
@@ -79,7 +82,7 @@ def spectrum(
     try:
         settings = SpectrumSettings(sigma_cm1=sigma_cm1, laser_nm=laser_nm, max_freq_cm1=max_freq_cm1,
                                     omega_min_cm1=omega_min_cm1, omega_c_cm1=omega_c_cm1,
-                                    host_window_cm1=(host_low_cm1, host_high_cm1))
+                                    host_window_cm1=(host_low_cm1, host_high_cm1), n_blocks=n_blocks)
     except InputError as exc:
         raise prefixed(exc, None, fields=flags) from None
     path = _output_path(alpha_file, out)
@@ -98,6 +101,10 @@ def spectrum(
     except InputError as exc:  # too coarse a resolution for the windows: the spectrum still stands
         warnings.warn(f"central-peak descriptors not computed: {exc}", UserWarning, stacklevel=1)
         descriptors = {}
+    blocks = block_uncertainty(alpha, alpha_dt, freq_cm1=spec.freq_cm1, temperature_k=temperature_k,
+                               **settings.block_kwargs())
+    if descriptors:
+        descriptors = {**descriptors, **blocks.descriptors()}
     extra = {"source": str(alpha_file), "alpha_dt_fs": alpha_dt, "stride": stride, "central_peak": descriptors}
     png = path.with_suffix(".png")
     meta = spec.metadata()
@@ -106,11 +113,12 @@ def spectrum(
     with staged(path.parent, field="out") as st:  # the table and its PNG, or neither
         if plot:
             plot_spectrum(spec, st.path(png))
-        write_table(spectrum_table(spec), st.path(path), metadata=meta if path.suffix == ".parquet" else None)
-    _summary(spec, descriptors, [path, *([png] if plot else [])], alpha_file)
+        columns = {**spectrum_table(spec), "intensity_block_err": blocks.intensity_err}
+        write_table(columns, st.path(path), metadata=meta if path.suffix == ".parquet" else None)
+    _summary(spec, descriptors, [path, *([png] if plot else [])], alpha_file, blocks)
 
 
-def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file: Path) -> None:
+def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file: Path, blocks=None) -> None:
     import numpy as np
 
     console = Console()
@@ -138,6 +146,10 @@ def _summary(spec, descriptors: dict[str, float], paths: list[Path], alpha_file:
             "low window / host peak", f"{d['low_to_host_ratio']:.3g} (host peak {d['host_peak_cm1']:.0f} cm⁻¹)"
         )
         table.add_row("low-frequency log-log slope", f"{d['low_freq_loglog_slope']:.2f}")
+    if blocks is not None:
+        err = blocks.cp_fraction_err
+        table.add_row(f"block s.e. of that fraction ({blocks.n_blocks} × {blocks.block_ps:.3g} ps)",
+                      f"{err:.3f}" if err == err else f"n/a ({blocks.note})")
     for p in paths:
         table.add_row("wrote", str(p))
     console.print(table)
