@@ -236,9 +236,7 @@ def refit_subsets(model: Any, train_frames: Sequence, train_alpha_A3: Any, sizes
 
     alpha = np.asarray(train_alpha_A3, dtype=np.float64)
     seed = int(model.meta.get("seed", 0)) if seed is None else int(seed)
-    ridge_meta = model.meta.get("ridge") or {}
-    ridge = RidgeSettings(n_folds=int(ridge_meta.get("n_folds", RidgeSettings.n_folds)),
-                          reg_grid=tuple(float(x) for x in ridge_meta.get("reg_grid", RidgeSettings().reg_grid)))
+    ridge = RidgeSettings.from_dict(model.meta["ridge"]) if model.meta.get("ridge") else RidgeSettings()
     featurizer = model.featurizer
     X0, X2 = _features_chunked(featurizer, list(train_frames))
     order = np.random.default_rng(seed).permutation(len(train_frames))
@@ -253,7 +251,7 @@ def refit_subsets(model: Any, train_frames: Sequence, train_alpha_A3: Any, sizes
     stacked = AlphaModel(
         hypers=model.hypers, elements=list(model.elements),
         weights={lam: np.concatenate([m.weights[lam][:1] for m in fitted]) for lam in (0, 2)},
-        intercept_per_atom_A3=np.concatenate([m.intercept_per_atom_A3[:1] for m in fitted]),
+        intercept_A3=np.concatenate([m.intercept_A3[:1] for m in fitted]),
         meta={**model.meta, "n_committee": len(fitted) - 1},
     )
     stacked.__dict__["_featurizer"] = featurizer
