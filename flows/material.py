@@ -2,12 +2,13 @@
 
 Order (each arrow a Prefect task on the Dask cluster, all cached on their inputs):
 
-    structure → MD (one task, checkpointed) → pick N snapshots
-      → reference α (one task per snapshot, fanned out, retried with backoff)
+    structure → MD (one task, checkpointed; with [mlff] distil: distil → validate → LAMMPS MD)
+      → pick N snapshots → transport (MSD, D, σ, VDOS), beside the references
+      → reference α (one task per snapshot, or per [reference] frames_per_task of them for a
+        cheap backend; fanned out, retried with backoff)
       → fit the λ-SOAP committee
       → predict α over the sampled frames (chunks, in parallel)
       → Raman spectrum + committee band + block error + descriptors ┐
-      → transport (MSD, D, σ, VDOS)                                 ┤
       → convergence (¼, ½ of the run and of N_T)                    ┴→ Parquet
 
 :func:`screen_material` submits this graph onto the task runner of the *current* flow run, so
