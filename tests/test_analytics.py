@@ -528,14 +528,17 @@ def test_cli_query_formats_for_scripts(paper_root, tmp_path) -> None:
 def test_rank_on_a_narrow_terminal_shows_every_number_whole(paper_root, tmp_path) -> None:
     """An 80-column terminal gets one column per material instead of cut numbers ("3.90…")."""
     from rich.console import Console
+    from typer.testing import CliRunner
 
+    from ramanscreen.flows.cli import app
     from ramanscreen.flows.commands import analytics as cmd
 
     wide = cmd.out
     try:
         cmd.out = Console(width=80, record=True, highlight=False, soft_wrap=False)
-        cmd.rank(results_root=paper_root, campaign="quick", out_dir=tmp_path, metric=None, d_liquid_cm2_s=None,
-                 d_hopping_cm2_s=None, cp_threshold=None)
+        res = CliRunner().invoke(app, ["rank", "--results-root", str(paper_root), "--campaign", "quick",
+                                       "--out-dir", str(tmp_path)])
+        assert res.exit_code == 0, res.output
         text = cmd.out.export_text()
     finally:
         cmd.out = wide
