@@ -55,6 +55,13 @@ CREATE OR REPLACE MACRO committed_files(tbl) AS (
                 || '/run_id=' || run_id || '/' || write_id || '.parquet' ORDER BY campaign, material, run_id)
     FROM materials);
 
+-- The committed files of a table added after runs were first written (tasks.results.OPTIONAL_TABLES):
+-- runs written before it have no file, so only the files that exist are listed; none: [].
+CREATE OR REPLACE MACRO existing_committed_files(tbl) AS COALESCE((
+    SELECT list(f ORDER BY f) FROM (SELECT unnest(committed_files(tbl)) AS f)
+    WHERE f IN (SELECT file FROM glob(getvariable('results_root') || '/' || tbl || '/*/*/*/*.parquet'))),
+    []::VARCHAR[]);
+
 SET VARIABLE spectra_files = committed_files('spectra');
 CREATE OR REPLACE VIEW spectra AS
 SELECT * FROM read_parquet(getvariable('spectra_files'),
@@ -95,10 +102,7 @@ SELECT * FROM read_parquet(getvariable('vdos_files'),
 -- mobile species); runs whose MD used the calculator itself have none. Runs written before
 -- this table have no mlff_validation file, so only the files that exist are read, and with
 -- none at all the view is empty (with the key and flag columns the screening view reads).
-SET VARIABLE mlff_validation_files = COALESCE((
-    SELECT list(f ORDER BY f) FROM (SELECT unnest(committed_files('mlff_validation')) AS f)
-    WHERE f IN (SELECT file FROM glob(getvariable('results_root') || '/mlff_validation/*/*/*/*.parquet'))),
-    []::VARCHAR[]);
+SET VARIABLE mlff_validation_files = existing_committed_files('mlff_validation');
 CREATE OR REPLACE VIEW mlff_validation AS
 SELECT * FROM query(CASE WHEN len(getvariable('mlff_validation_files')) > 0
     THEN 'SELECT * FROM read_parquet(getvariable(''mlff_validation_files''), hive_partitioning = true,
@@ -113,10 +117,7 @@ SELECT * FROM query(CASE WHEN len(getvariable('mlff_validation_files')) > 0
 -- alpha model refitted on 1/4, 1/2 and all of N_T) -- and the spectra those rows compare, on the
 -- full run's grid. Runs written before these tables have no files: only existing files are read,
 -- and with none the views are empty (with the columns the ranking reads).
-SET VARIABLE convergence_files = COALESCE((
-    SELECT list(f ORDER BY f) FROM (SELECT unnest(committed_files('convergence')) AS f)
-    WHERE f IN (SELECT file FROM glob(getvariable('results_root') || '/convergence/*/*/*/*.parquet'))),
-    []::VARCHAR[]);
+SET VARIABLE convergence_files = existing_committed_files('convergence');
 CREATE OR REPLACE VIEW convergence AS
 SELECT * FROM query(CASE WHEN len(getvariable('convergence_files')) > 0
     THEN 'SELECT * FROM read_parquet(getvariable(''convergence_files''), hive_partitioning = true,
@@ -128,10 +129,7 @@ SELECT * FROM query(CASE WHEN len(getvariable('convergence_files')) > 0
           NULL::DOUBLE AS D_change_cm2_s, NULL::VARCHAR AS note WHERE false'
     END);
 
-SET VARIABLE convergence_spectra_files = COALESCE((
-    SELECT list(f ORDER BY f) FROM (SELECT unnest(committed_files('convergence_spectra')) AS f)
-    WHERE f IN (SELECT file FROM glob(getvariable('results_root') || '/convergence_spectra/*/*/*/*.parquet'))),
-    []::VARCHAR[]);
+SET VARIABLE convergence_spectra_files = existing_committed_files('convergence_spectra');
 CREATE OR REPLACE VIEW convergence_spectra AS
 SELECT * FROM query(CASE WHEN len(getvariable('convergence_spectra_files')) > 0
     THEN 'SELECT * FROM read_parquet(getvariable(''convergence_spectra_files''), hive_partitioning = true,
