@@ -153,6 +153,9 @@ def run_pressure_gpa(pressure_gpa: float | None) -> float:
                          fix="give the pressure in GPa, or none for a fixed cell at its built density")
     return value
 
+#: The ``pressure_gpa`` column of the :data:`PRESSURE_TABLES` besides ``materials``.
+_RUN_PRESSURE_COLUMN = (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa")
+
 #: Fixed columns of each table: name -> (arrow type, required?, unit / meaning).
 COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
     "materials": {
@@ -216,10 +219,10 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "sigma_err_S_cm": (_F, False, "standard error of sigma, S/cm"),
         "msd_exponent": (_F, False, "slope of log MSD vs log t in the fit window (1: diffusive)"),
         "alpha2_peak_time_ps": (_F, False, "lag time of the alpha_2 peak, ps"),
-        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
+        "pressure_gpa": _RUN_PRESSURE_COLUMN,
     },
     "descriptors": {
-        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
+        "pressure_gpa": _RUN_PRESSURE_COLUMN,
     },
     "ml_metrics": {
         "r2_diag": (_F, True, "R^2 of the diagonal alpha components on the test set"),
@@ -227,7 +230,7 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "rmse_diag_A3": (_F, True, "RMSE of the diagonal components, A^3"),
         "rmse_offdiag_A3": (_F, True, "RMSE of the off-diagonal components, A^3"),
         "n_train": (_I, False, "training structures (default: materials.n_train)"),
-        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
+        "pressure_gpa": _RUN_PRESSURE_COLUMN,
     },
     "msd": {
         "species": (_S, True, "element symbol"),
@@ -269,7 +272,7 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "vdos_overlap_all": (_F, False, "atom-weighted VDOS overlap over all species"),
         "refinement_rounds": (_I, False, "on-the-fly refinement rounds of the potential"),
         "potential": (_S, False, "path of the potential's .snap.json"),
-        "pressure_gpa": (_F, False, "the run's pressure_gpa (materials; filled in by the writer), GPa"),
+        "pressure_gpa": _RUN_PRESSURE_COLUMN,
     },
     # convergence as data (ramanscreen.tasks.convergence): no rows for runs written without it
     "convergence": {
