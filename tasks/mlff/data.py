@@ -151,15 +151,22 @@ def teacher_info(calc: Calculator | None, settings: TrainingSettings, source: st
             "model": info.get("model"), "model_version": info.get("model_version"), "source": source}
 
 
+def _bare(a: Atoms, tag: str | None) -> Atoms:
+    """A frame's species, positions and cell, its scalar info, and ``source = tag``: what a
+    labelled frame carries besides its labels."""
+    b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell.array, pbc=a.pbc)
+    b.info = {k: v for k, v in a.info.items() if isinstance(v, (int, float, str))}
+    if tag:
+        b.info["source"] = tag
+    return b
+
+
 def label_frames(frames: Sequence[Atoms], calc: Calculator, *, stress: bool = True,
                  tag: str | None = None) -> list[Atoms]:
     """Copies of ``frames`` carrying the teacher's energy, forces (and stress) as a SinglePointCalculator."""
     out = []
     for a in frames:
-        b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell.array, pbc=a.pbc)
-        b.info = {k: v for k, v in a.info.items() if isinstance(v, (int, float, str))}
-        if tag:
-            b.info["source"] = tag
+        b = _bare(a, tag)
         b.calc = calc
         e = float(b.get_potential_energy())
         f = np.array(b.get_forces(), float)
@@ -193,8 +200,7 @@ def md_labelled(frames: Sequence[Atoms], calc: Calculator, *, tag: str) -> list[
             if not (np.isfinite(res["energy"]) and np.isfinite(res["forces"]).all()):
                 raise InputError("the teacher MD stored non-finite energy or forces", field="teacher",
                                  fix="check the structure and the teacher model")
-            b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell.array, pbc=a.pbc)
-            b.info = {k: v for k, v in a.info.items() if isinstance(v, (int, float, str))} | {"source": tag}
+            b = _bare(a, tag)
             b.calc = SinglePointCalculator(b, **{k: res[k] for k in ("energy", "forces", "stress") if k in res})
             out.append(b)
         else:
