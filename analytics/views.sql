@@ -126,7 +126,8 @@ SELECT * FROM query(CASE WHEN len(getvariable('convergence_files')) > 0
           NULL::VARCHAR AS test, NULL::DOUBLE AS fraction, NULL::BIGINT AS n_alpha, NULL::DOUBLE AS duration_ps,
           NULL::BIGINT AS n_train, NULL::DOUBLE AS spectrum_l2_change, NULL::DOUBLE AS cp_fraction,
           NULL::DOUBLE AS cp_fraction_change, NULL::VARCHAR AS species, NULL::DOUBLE AS D_cm2_s,
-          NULL::DOUBLE AS D_change_cm2_s, NULL::VARCHAR AS note WHERE false'
+          NULL::DOUBLE AS D_change_cm2_s, NULL::DOUBLE AS rmse_diag_A3, NULL::DOUBLE AS rmse_offdiag_A3,
+          NULL::VARCHAR AS note WHERE false'
     END);
 
 SET VARIABLE convergence_spectra_files = existing_committed_files('convergence_spectra');

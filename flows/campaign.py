@@ -76,6 +76,20 @@ def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def longest_first(materials) -> list[tuple[Any, float]]:
+    """The materials, costliest first (:attr:`~ramanscreen.flows.config.Material.cost_atom_steps`),
+    each with its Dask priority boost in [0, 1): the costliest the highest, so its distillation
+    and production MD start first and the longest chain of the campaign does not start last.
+
+    >>> from types import SimpleNamespace as M
+    >>> [(m.name, b) for m, b in longest_first([M(name="AgI", cost_atom_steps=1), M(name="γ", cost_atom_steps=9)])]
+    [('γ', 0.5), ('AgI', 0.0)]
+    """
+    order = sorted(materials, key=lambda m: -m.cost_atom_steps)
+    n = len(order)
+    return [(m, (n - 1 - k) / n) for k, m in enumerate(order)]
+
+
 @flow(name="ramanscreen-campaign", flow_run_name=_flow_run_name, log_prints=True)
 def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
     """Screen every material of ``campaign_file`` concurrently, write Parquet, rank them."""
@@ -102,10 +116,10 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
     pool = ThreadPoolExecutor(max_workers=len(campaign.materials), thread_name_prefix="material")
     try:
         futures = {
-            pool.submit(contextvars.copy_context().run, screen_material, campaign, m, stage_tasks): m
-            for m in campaign.materials
+            pool.submit(contextvars.copy_context().run, screen_material, campaign, m, stage_tasks, boost): m
+            for m, boost in longest_first(campaign.materials)
         }
-        for fut, m in futures.items():
+        for fut, m in sorted(futures.items(), key=lambda fm: campaign.materials.index(fm[1])):
             try:
                 summaries.append(fut.result())
             except Exception as exc:  # noqa: BLE001 - rank what finished, then fail the flow

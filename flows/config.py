@@ -96,6 +96,19 @@ class Material:
         """Frames the production run stores: ``steps // write_every + 1``."""
         return self.md.steps // self.md.write_every + 1
 
+    @property
+    def cost_atom_steps(self) -> int:
+        """A relative cost of the material's run: atoms × MD steps (equilibration, NPT and
+        production). The campaign starts the costliest material's tasks first (longest first), so
+        the longest chain of distillation → MD → α → analysis does not start last. A material
+        whose size the builder decides (``n_atoms`` unset) counts 1 atom per step.
+
+        >>> from ramanscreen.tasks.md import MDSettings
+        >>> Material("x", "AgI", 128, 500.0, ("Ag",), MDSettings(temperature_k=500, steps=1000, equil_steps=100)).cost_atom_steps
+        140800
+        """
+        return int(self.n_atoms or 1) * int(self.md.total_steps)
+
     def fingerprint(self, campaign: Campaign) -> str:
         """Hash of every input that determines this material's results (the Parquet run id).
 

@@ -122,8 +122,14 @@ def run_record(campaign: Campaign, material: Material, structure: dict[str, Any]
     }
 
 
-def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[str, Any]) -> dict[str, Any]:
+def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[str, Any],
+                    priority_boost: float = 0.0) -> dict[str, Any]:
     """Submit one material's tasks on the current flow's task runner and wait for the result.
+
+    ``priority_boost`` (in [0, 1)) is added to the Dask priority of the material's long MD-pool
+    tasks (distillation, production MD): among materials queued for the same pool the higher
+    boost starts first, without passing a task of a higher base priority (the campaign gives
+    the costliest material the highest boost: longest first).
 
     ``stage_tasks`` are the cached tasks from :func:`ramanscreen.flows.stages.configure_caching`.
     Returns a summary (descriptors, D, where the spectrum PNG is) and creates the material's
@@ -145,11 +151,11 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
         structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md.seed, str(wd))
     validation_rows = None
     if campaign.mlff.distil:
-        validation_rows, md_future = _distilled_md(campaign, material, stage_tasks, structure, wd)
+        validation_rows, md_future = _distilled_md(campaign, material, stage_tasks, structure, wd, priority_boost)
     else:
         # MD last in the queue: a worker that frees up takes the short downstream tasks of a
         # material whose MD is done before it starts another material's long MD
-        with on_pool("md"), dask.annotate(priority=-10):
+        with on_pool("md"), dask.annotate(priority=-10 + priority_boost):
             md_future = stage_tasks["md"].submit(name, structure, md_settings(campaign, material), str(wd / "md"),
                                                  artifact_key("md-progress", campaign.name, name))
     report(name, "md")
@@ -193,7 +199,8 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
         chunks = _chunks(md_res["n_frames"], stride, campaign.prediction.chunk_frames)
         report(name, "predict", f"{len(range(0, md_res['n_frames'], stride))} α samples, {len(chunks)} chunks")
         preds = [stage_tasks["predict"].submit(name, fit_res["model_path"], md_res["traj_path"], a, b, stride,
-                                               str(wd / "alpha" / f"chunk_{a:08d}_{b:08d}.npz"), md_res["alpha_dt_fs"])
+                                               str(wd / "alpha" / f"chunk_{a:08d}_{b:08d}.npz"), md_res["alpha_dt_fs"],
+                                               fit_res.get("subsets_path"))
                  for a, b in chunks]
         spectrum = stage_tasks["spectrum"].submit(name, preds, md_res["alpha_dt_fs"],
                                                   dataclasses.asdict(campaign.spectrum), str(wd))
@@ -204,9 +211,8 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     report(name, "analysis", "convergence: ¼ and ½ of the run and of N_T")
     with on_pool("ml"):
         conv_res = stage_tasks["convergence"].submit(
-            name, preds, md_res["alpha_dt_fs"], md_res["traj_path"], int(md.alpha_stride), ref_results,
-            fit_res["model_path"], fit_res["n_train"], material.mobile[0], material.temperature_k,
-            trans_res.D_cm2_s.get(material.mobile[0]), dataclasses.asdict(campaign.spectrum),
+            name, preds, md_res["alpha_dt_fs"], md_res["traj_path"], fit_res, material.mobile[0],
+            material.temperature_k, trans_res.D_cm2_s.get(material.mobile[0]), dataclasses.asdict(campaign.spectrum),
             dataclasses.asdict(campaign.transport)).result()
 
     report(name, "parquet")
@@ -235,7 +241,7 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
 
 
 def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str, Any], structure: Any,
-                  wd: Path) -> tuple[list[dict[str, Any]], Any]:
+                  wd: Path, priority_boost: float = 0.0) -> tuple[list[dict[str, Any]], Any]:
     """Distil → validate → (refuse a flagged potential if the campaign says so) → submit the
     production MD in LAMMPS. Returns the ``mlff_validation`` rows and the MD future."""
     from ramanscreen.tasks.common import InputError
@@ -245,7 +251,7 @@ def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str,
     report(name, "distil", f"teacher {mlff.calculator}")
     # distillations last in the md pool's queue: a freed worker first takes the production MD of
     # a material already distilled, so its α and analysis start on the other pools sooner
-    with on_pool("md"), dask.annotate(priority=-10):
+    with on_pool("md"), dask.annotate(priority=-10 + priority_boost):
         distilled = stage_tasks["distil"].submit(name, structure, distil_settings(campaign, material),
                                                  str(wd / "mlff")).result()
     logger.info("%s: %s fitted (twojmax %d, held-out force RMSE %.3f eV/Å) in %.0f s", name, distilled["method"],
@@ -263,7 +269,7 @@ def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str,
         message, fix = refuse_message(material, validation)
         raise InputError(message, file=campaign.source, field="mlff.refuse_flagged", fix=fix)
     refine = mlff.refine_rounds is None or mlff.refine_rounds > 0
-    with on_pool("md"), dask.annotate(priority=-5):
+    with on_pool("md"), dask.annotate(priority=-5 + priority_boost):
         md_future = stage_tasks["lammps_md"].submit(name, structure, distilled, md_settings(campaign, material),
                                                     refine, str(wd / "md"),
                                                     artifact_key("md-progress", campaign.name, name))

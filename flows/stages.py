@@ -347,7 +347,13 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
              search_budget_s: float = 0.0) -> dict[str, Any]:
     """Fit the λ-SOAP committee on ``n_train`` references; test on the rest (R², RMSE). The split
     is :func:`ramanscreen.tasks.polarizability.train_test_split`, the one ``alpha fit`` uses;
-    ``search_budget_s`` > 0 chooses the hypers by CV first (``[model] search_budget_s``)."""
+    ``search_budget_s`` > 0 chooses the hypers by CV first (``[model] search_budget_s``).
+
+    Also refits the model on ¼ and ½ of its training frames
+    (:func:`ramanscreen.tasks.convergence.fit_training_subsets`), saved at
+    ``<model_path>_subsets``, with the test metrics of every fraction (the learning curve): the
+    prediction tasks evaluate those refits in the same pass (the training-set convergence)."""
+    from ramanscreen.tasks.convergence import fit_training_subsets
     from ramanscreen.tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics, train_test_split
 
     train_idx, test_idx = train_test_split(len(references), n_train, seed=seed)
@@ -360,43 +366,60 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
     model.save(model_path)
     nan = float("nan")
     metrics = {"r2_diag": nan, "r2_offdiag": nan, "rmse_diag_A3": nan, "rmse_offdiag_A3": nan}
-    if len(test) >= 1:
-        tframes = _read_frames(traj_path, [r["frame"] for r in test])
-        metrics = alpha_metrics(np.array([r["alpha_A3"] for r in test]), model.predict(tframes))
+    tframes = _read_frames(traj_path, [r["frame"] for r in test]) if test else None
+    talpha = np.array([r["alpha_A3"] for r in test]) if test else None
+    if tframes is not None:
+        metrics = alpha_metrics(talpha, model.predict(tframes))
     metrics["n_test"] = len(test)
+    subsets = fit_training_subsets(model, frames, alpha, test_frames=tframes, test_alpha_A3=talpha, seed=seed)
+    subsets_path = None
+    if subsets.model is not None:
+        subsets_path = f"{model_path}_subsets"
+        subsets.model.save(subsets_path)
     return {"model_path": str(model_path), "metrics": metrics, "n_train": len(train),
-            "method": train[0]["method"]}
+            "method": train[0]["method"], "subsets_path": subsets_path, "subsets": subsets.to_dict()}
 
 
 @task(name="predict-alpha", task_run_name="predict[{material}:{start}-{stop}]")
 def predict_task(material: str, model_path: str, traj_path: str, start: int, stop: int, stride: int,
-                 out_path: str, dt_fs: float) -> dict[str, Any]:
+                 out_path: str, dt_fs: float, subsets_path: str | None = None) -> dict[str, Any]:
     """α (n,3,3) and the committee's α (m,n,3,3) of stored frames ``start:stop:stride``, written
-    to ``out_path`` (``.npz`` with ``dt_fs``, the time between the α samples, atomically).
-    Returns the path and a digest of the arrays, so the spectrum task's cache key depends on
-    the values, not on how the arrays travelled."""
+    to ``out_path`` (``.npz`` with ``dt_fs``, the time between the α samples, atomically); with
+    ``subsets_path`` (the training-subset refits of :func:`fit_task`) also their α (k,n,3,3) as
+    ``subsets_A3``, from the same density evaluation. Returns the path and a digest of the
+    arrays, so the spectrum task's cache key depends on the values, not on how the arrays travelled."""
     from ramanscreen.tasks.common import atomic_path
     from ramanscreen.tasks.polarizability import predict_frames
 
     frames = _read_frames(traj_path, range(start, stop, stride))
     # the model path: loaded once per worker process; committee is (0, n, 3, 3) without members
-    alpha, committee = predict_frames(model_path, frames, committee=True)
+    if subsets_path:
+        alpha, committee, subsets = predict_frames(model_path, frames, committee=True, extra=subsets_path)
+    else:
+        alpha, committee = predict_frames(model_path, frames, committee=True)
+        subsets = np.zeros((0, len(alpha), 3, 3))
     alpha = np.ascontiguousarray(alpha, dtype=np.float64)
     committee = np.ascontiguousarray(committee, dtype=np.float64)
+    subsets = np.ascontiguousarray(subsets, dtype=np.float64)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, alpha_A3=alpha, committee_A3=committee, dt_fs=np.float64(dt_fs))
-    digest = hashlib.sha256(alpha.tobytes() + committee.tobytes()).hexdigest()[:24]
+        np.savez(fh, alpha_A3=alpha, committee_A3=committee, subsets_A3=subsets, dt_fs=np.float64(dt_fs))
+    digest = hashlib.sha256(alpha.tobytes() + committee.tobytes() + subsets.tobytes()).hexdigest()[:24]
     return {"path": str(out_path), "sha256": digest, "n": int(len(alpha))}
 
 
-def _load_chunks(chunks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The α series and the committee's α series of the prediction chunks, concatenated."""
-    alphas, committees = [], []
+def _load_chunks(chunks: list[dict[str, Any]], *, subsets: bool = False):
+    """The α series and the committee's α series of the prediction chunks, concatenated; with
+    ``subsets`` also the training-subset refits' α series (k, n, 3, 3; k = 0 without them)."""
+    alphas, committees, subs = [], [], []
     for c in chunks:
         with np.load(c["path"]) as z:
             alphas.append(z["alpha_A3"])
             committees.append(z["committee_A3"])
+            if subsets:
+                subs.append(z["subsets_A3"] if "subsets_A3" in z.files else np.zeros((0, len(z["alpha_A3"]), 3, 3)))
     committee = np.concatenate(committees, axis=1) if committees[0].shape[0] else None
+    if subsets:
+        return np.concatenate(alphas), committee, np.concatenate(subs, axis=1)
     return np.concatenate(alphas), committee
 
 
@@ -448,31 +471,30 @@ def transport_task(material: str, traj_path: str, species: list[str], temperatur
 
 
 @task(name="convergence", task_run_name="convergence[{material}]")
-def convergence_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: float, traj_path: str, alpha_stride: int,
-                     references: list[dict[str, Any]], model_path: str, n_train: int, mobile: str,
-                     temperature_k: float, d_full_cm2_s: float | None, spectrum_settings: dict[str, Any],
-                     transport_settings: dict[str, Any]) -> dict[str, Any]:
+def convergence_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: float, traj_path: str,
+                     fit: dict[str, Any], mobile: str, temperature_k: float, d_full_cm2_s: float | None,
+                     spectrum_settings: dict[str, Any], transport_settings: dict[str, Any]) -> dict[str, Any]:
     """Convergence as data (Figs. S5–S12): spectra, cp_fraction and D of the first ¼ and ½ of the
-    run and of the α model refitted on ¼ and ½ of its N_T training frames (the split of
-    :func:`fit_task`), against the full run (whose D, ``d_full_cm2_s``, the transport task computed):
-    the ``convergence`` rows and ``convergence_spectra``."""
+    run and of the α model refitted on ¼ and ½ of its N_T training frames (the refits of
+    :func:`fit_task`, whose α series the prediction chunks hold), against the full run (whose D,
+    ``d_full_cm2_s``, the transport task computed): the ``convergence`` rows and
+    ``convergence_spectra``."""
     from ramanscreen.tasks.convergence import convergence_study
-    from ramanscreen.tasks.polarizability import AlphaModel, train_test_split
     from ramanscreen.tasks.spectra import SpectrumSettings
     from ramanscreen.tasks.trajectory import Trajectory
     from ramanscreen.tasks.transport import TransportSettings
 
-    alpha, _ = _load_chunks(chunks)
-    model = AlphaModel.load(model_path)
-    train_idx, _ = train_test_split(len(references), n_train, seed=int(model.meta.get("seed", 0)))
-    train = [references[i] for i in train_idx]
-    traj = Trajectory.from_file(traj_path)
-    frames = _read_frames(traj_path, range(0, len(traj), alpha_stride))
-    res = convergence_study(alpha, alpha_dt_fs, settings=SpectrumSettings(**spectrum_settings), traj=traj,
-                            mobile=mobile, temperature_k=temperature_k, d_full_cm2_s=d_full_cm2_s,
-                            transport=TransportSettings(**transport_settings), model=model, frames=frames,
-                            train_frames=_read_frames(traj_path, [r["frame"] for r in train]),
-                            train_alpha_A3=np.array([r["alpha_A3"] for r in train]))
+    alpha, _, subsets = _load_chunks(chunks, subsets=True)
+    info = fit.get("subsets") or {"fractions": [], "test_metrics": {}}
+    fractions = [float(f) for f in info["fractions"]]
+    if len(subsets) != len(fractions):
+        raise ValueError(f"{material}: the prediction chunks hold {len(subsets)} subset series, the fit "
+                         f"{len(fractions)} refits")
+    res = convergence_study(alpha, alpha_dt_fs, settings=SpectrumSettings(**spectrum_settings),
+                            traj=Trajectory.from_file(traj_path), mobile=mobile, temperature_k=temperature_k,
+                            d_full_cm2_s=d_full_cm2_s, transport=TransportSettings(**transport_settings),
+                            subset_alpha_A3=dict(zip(fractions, subsets, strict=True)), n_train=int(fit["n_train"]),
+                            test_metrics={float(k): v for k, v in info["test_metrics"].items()})
     return {"rows": res.rows, "spectra": res.spectra_table()}
 
 

@@ -23,6 +23,8 @@ For each (test, fraction) a row records
 * ``cp_fraction`` and ``cp_fraction_change`` (subset − full), the ``fraction_below_omega_c``
   descriptor of :func:`ramanscreen.tasks.spectra.central_peak_descriptors` on each spectrum;
 * ``D_cm2_s`` and ``D_change_cm2_s`` (subset − full) for the length test;
+* ``rmse_diag_A3`` and ``rmse_offdiag_A3`` for the training test: the refitted model's RMSE on the
+  α model's test frames (the learning curve of Figs. 2A/S4; the full fraction is the model itself);
 * ``note``: why a value is missing (e.g. a quarter of a short run is too coarse for the windows).
 
 :func:`assess_convergence` turns the rows into the ranking's ``converged`` flag under the
@@ -30,8 +32,10 @@ thresholds of :class:`ramanscreen.analytics.ranking.Thresholds` (``[ranking]``):
 both tests are checked (the ¼ rows are data for the figures).
 
 Everything is vectorised: the sub-series spectra are one rfft each, the two refitted models are
-fitted on one feature matrix of the training frames and predict through one density
-evaluation of the α frames (the fast path of :class:`AlphaModel`, two weight rows).
+fitted on one feature matrix of the training frames (:func:`fit_training_subsets`, in the
+campaign's fit task) and stacked as extra weight rows beside the model's own, so the campaign's
+prediction task gets their α series from the same density evaluation of the α frames (the fast
+path of :class:`AlphaModel`): the convergence task never passes over the trajectory again.
 
 >>> import numpy as np
 >>> from ramanscreen.tasks.spectra import SpectrumSettings
@@ -258,45 +262,129 @@ def refit_subsets(model: Any, train_frames: Sequence, train_alpha_A3: Any, sizes
     return stacked, subsets
 
 
+def _floor(min_train_frames: int | None) -> int:
+    from ramanscreen.tasks.polarizability import ModelSettings
+
+    return ModelSettings.min_train_frames if min_train_frames is None else int(min_train_frames)
+
+
+def training_subset_sizes(n_train: int, fractions: Sequence[float] = FRACTIONS,
+                          min_train_frames: int | None = None) -> tuple[dict[float, int], list[float]]:
+    """The training-set size of every fraction of ``n_train`` and the fractions below 1 that are
+    refitted (those leaving at least ``min_train_frames``, default
+    ``ModelSettings.min_train_frames``).
+
+    >>> training_subset_sizes(300)
+    ({0.25: 75, 0.5: 150, 1.0: 300}, [0.25, 0.5])
+    >>> training_subset_sizes(8)
+    ({0.25: 2, 0.5: 4, 1.0: 8}, [0.5])
+    """
+    floor = _floor(min_train_frames)
+    sizes = {float(f): (int(n_train) if f >= 1.0 else int(f * n_train)) for f in fractions}
+    return sizes, [f for f in sizes if f < 1.0 and sizes[f] >= floor]
+
+
+@dataclass
+class TrainingSubsets:
+    """The α model refitted on nested fractions of its training set (:func:`fit_training_subsets`):
+    one stacked model (a weight row per refitted fraction, in ``fractions`` order), the size of
+    every fraction and, when test frames were given, the test metrics of every fraction
+    (:func:`ramanscreen.tasks.polarizability.alpha_metrics`; the full fraction is the campaign's
+    model), the learning curve of Figs. 2A/S4."""
+
+    model: Any
+    fractions: list[float]
+    sizes: dict[float, int]
+    test_metrics: dict[float, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (a flow's task output); the stacked model is saved separately."""
+        return {"fractions": list(self.fractions), "sizes": {str(k): v for k, v in self.sizes.items()},
+                "test_metrics": {str(k): v for k, v in self.test_metrics.items()}}
+
+
+def fit_training_subsets(model: Any, train_frames: Sequence, train_alpha_A3: Any, *,
+                         test_frames: Sequence | None = None, test_alpha_A3: Any = None,
+                         fractions: Sequence[float] = FRACTIONS, min_train_frames: int | None = None,
+                         seed: int | None = None) -> TrainingSubsets:
+    """``model`` refitted on N_T·fraction of its training frames (:func:`refit_subsets`) for every
+    fraction below 1 that leaves enough frames (:func:`training_subset_sizes`), and with test
+    frames the test metrics of each refit and of ``model`` itself. The stacked model predicts every
+    refit through one density evaluation, so the campaign's prediction task computes their α
+    series beside the model's own (no second pass over the trajectory)."""
+    from ramanscreen.tasks.polarizability import alpha_metrics
+
+    sizes, refit = training_subset_sizes(len(train_frames), fractions, min_train_frames)
+    stacked = None
+    if refit:
+        stacked, _ = refit_subsets(model, train_frames, train_alpha_A3, [sizes[f] for f in refit], seed=seed)
+    out = TrainingSubsets(stacked, refit, sizes)
+    if test_frames is not None and len(test_frames) >= 1:
+        true = np.asarray(test_alpha_A3, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the test frames' size against a subset's training range
+            if stacked is not None:
+                preds = stacked._all_models(list(test_frames))
+                out.test_metrics.update({f: alpha_metrics(true, preds[k]) for k, f in enumerate(refit)})
+            out.test_metrics[1.0] = alpha_metrics(true, model.predict(list(test_frames)))
+    return out
+
+
 def training_convergence(
     alpha_A3: Any,
     dt_fs: float,
     *,
-    model: Any,
-    frames: Sequence,
-    train_frames: Sequence,
-    train_alpha_A3: Any,
+    model: Any = None,
+    frames: Sequence | None = None,
+    train_frames: Sequence | None = None,
+    train_alpha_A3: Any = None,
+    subset_alpha_A3: dict[float, Any] | None = None,
+    n_train: int | None = None,
+    test_metrics: dict[float, dict[str, float]] | None = None,
     settings: SpectrumSettings | None = None,
     fractions: Sequence[float] = FRACTIONS,
     min_train_frames: int | None = None,
 ) -> ConvergenceResult:
-    """The ``training_set`` rows: ``model`` (the campaign's α model, fitted on ``train_frames``
-    with α ``train_alpha_A3``; it gave the α series ``alpha_A3`` at ``frames``) refitted on
-    N_T·fraction of its training frames (:func:`refit_subsets`), each refit predicting α at
-    ``frames``, whose spectrum is compared with the full model's. Fractions that leave fewer
-    than ``min_train_frames`` (default: ``ModelSettings.min_train_frames``) frames get a note.
-    """
-    from ramanscreen.tasks.polarizability import ModelSettings
+    """The ``training_set`` rows: the campaign's α model (it gave the α series ``alpha_A3``)
+    refitted on N_T·fraction of its training frames, each refit predicting α at the same frames,
+    whose spectrum is compared with the full model's. Fractions that leave fewer than
+    ``min_train_frames`` (default: ``ModelSettings.min_train_frames``) frames get a note.
 
+    Either the refits' α series are given (``subset_alpha_A3``: fraction → (n, 3, 3), with
+    ``n_train``; what the campaign's prediction task computed from the stacked model of
+    :func:`fit_training_subsets`), or they are computed here from ``model`` (fitted on
+    ``train_frames`` with α ``train_alpha_A3``) and the α ``frames``. ``test_metrics`` (fraction →
+    :func:`~ramanscreen.tasks.polarizability.alpha_metrics`) add the learning curve's
+    ``rmse_diag_A3`` / ``rmse_offdiag_A3`` to the rows.
+    """
     settings = settings or SpectrumSettings()
     alpha = np.asarray(alpha_A3, dtype=np.float64)
-    if len(frames) != len(alpha):
-        raise InputError(f"{len(frames)} frames but {len(alpha)} α samples", field="frames",
-                         fix="pass the frames the α series was predicted at")
-    full, cp_full = _full(alpha, dt_fs, settings)
-    out = ConvergenceResult(full.freq_cm1)
-    n_t = len(train_frames)
-    floor = ModelSettings.min_train_frames if min_train_frames is None else int(min_train_frames)
-    sizes = {f: (n_t if f >= 1.0 else int(f * n_t)) for f in fractions}
-    refit = [f for f in fractions if f < 1.0 and sizes[f] >= floor]
     predicted: dict[float, np.ndarray] = {}
-    if refit:
+    if subset_alpha_A3 is not None:
+        if n_train is None:
+            raise InputError("n_train is needed with subset_alpha_A3", field="n_train", fix="pass the model's N_T")
+        predicted = {float(f): np.asarray(a, dtype=np.float64) for f, a in subset_alpha_A3.items()}
+        n_t = int(n_train)
+    else:
+        if model is None or frames is None or train_frames is None:
+            raise InputError("give subset_alpha_A3, or model, frames and train_frames", field="model",
+                             fix="pass the refits' α series or the model and its data")
+        if len(frames) != len(alpha):
+            raise InputError(f"{len(frames)} frames but {len(alpha)} α samples", field="frames",
+                             fix="pass the frames the α series was predicted at")
+        n_t = len(train_frames)
+    sizes, refit = training_subset_sizes(n_t, fractions, min_train_frames)
+    floor = _floor(min_train_frames)
+    if subset_alpha_A3 is None and refit:
+        assert train_frames is not None and frames is not None  # checked above
         stacked, _ = refit_subsets(model, train_frames, train_alpha_A3, [sizes[f] for f in refit])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the frames' size against the subsets' training range
             preds = stacked._all_models(list(frames))
         predicted = {f: preds[k] for k, f in enumerate(refit)}
-    for f in sorted(fractions):
+    full, cp_full = _full(alpha, dt_fs, settings)
+    out = ConvergenceResult(full.freq_cm1)
+    for f in sorted(sizes):
         if f >= 1.0:
             row, spec = _spectrum_row(TRAINING, f, alpha, dt_fs, settings, full, cp_full)
         elif f in predicted:
@@ -307,7 +395,9 @@ def training_convergence(
                    "cp_fraction_change": None,
                    "note": f"N_T × {f:g} = {sizes[f]} training frames, fewer than the {floor} a fit needs"}
             spec = None
-        row.update({"n_train": sizes[f], "species": None, "D_cm2_s": None, "D_change_cm2_s": None})
+        m = (test_metrics or {}).get(f, {})
+        row.update({"n_train": sizes[f], "species": None, "D_cm2_s": None, "D_change_cm2_s": None,
+                    "rmse_diag_A3": m.get("rmse_diag_A3"), "rmse_offdiag_A3": m.get("rmse_offdiag_A3")})
         out.rows.append(row)
         if spec is not None:
             out.spectra[(TRAINING, float(f))] = spec
@@ -385,16 +475,20 @@ def convergence_study(
     frames: Sequence | None = None,
     train_frames: Sequence | None = None,
     train_alpha_A3: Any = None,
+    subset_alpha_A3: dict[float, Any] | None = None,
+    n_train: int | None = None,
+    test_metrics: dict[float, dict[str, float]] | None = None,
 ) -> ConvergenceResult:
     """Both tests of one run (:func:`length_convergence`, then :func:`training_convergence` when
-    the model, the α frames and the training data are given): the rows of the ``convergence``
-    table and the spectra of ``convergence_spectra``."""
+    the refits' α series, or the model, the α frames and the training data, are given): the rows
+    of the ``convergence`` table and the spectra of ``convergence_spectra``."""
     out = length_convergence(alpha_A3, dt_fs, settings=settings, traj=traj, mobile=mobile,
                              temperature_k=temperature_k, transport=transport, d_full_cm2_s=d_full_cm2_s)
-    if model is not None and frames is not None and train_frames is not None:
+    if subset_alpha_A3 is not None or (model is not None and frames is not None and train_frames is not None):
         out = out.extend(training_convergence(alpha_A3, dt_fs, model=model, frames=frames, train_frames=train_frames,
-                                              train_alpha_A3=train_alpha_A3, settings=settings))
-        n_t = len(train_frames)
+                                              train_alpha_A3=train_alpha_A3, subset_alpha_A3=subset_alpha_A3,
+                                              n_train=n_train, test_metrics=test_metrics, settings=settings))
+        n_t = int(n_train) if n_train is not None else len(train_frames or ())
         for r in out.rows:
             r.setdefault("n_train", n_t)
     return out
@@ -407,10 +501,13 @@ __all__ = [
     "TESTS",
     "TRAINING",
     "ConvergenceResult",
+    "TrainingSubsets",
     "assess_convergence",
     "convergence_study",
     "length_convergence",
     "refit_subsets",
     "spectrum_l2_change",
     "training_convergence",
+    "fit_training_subsets",
+    "training_subset_sizes",
 ]

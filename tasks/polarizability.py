@@ -976,7 +976,7 @@ class AlphaModel:
     committee_scale: float = 1.0
 
     #: Per-process caches kept in ``__dict__``; never pickled (featomic calculators hold C handles).
-    _CACHES = ("_featurizer", "_contracted_weights", "_size_warned")
+    _CACHES = ("_featurizer", "_contracted_weights", "_size_warned", "_stacked_cache")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle only the fitted parameters, so the model travels to Dask workers."""
@@ -1396,19 +1396,56 @@ def _features_chunked(featurizer: _Featurizer, frames: Sequence, max_atoms: int 
 # ------------------------------------------------------------------ frame streaming
 
 
-def predict_frames(model: AlphaModel | str | os.PathLike[str], frames: Sequence, *, committee: bool = False):
+def _resolve_model(model: AlphaModel | str | os.PathLike[str]) -> AlphaModel:
+    if isinstance(model, AlphaModel):
+        return model
+    path = _model_paths(model)[0]
+    if not path.is_file():
+        raise InputError("model file not found", file=path, fix="write the model with `ramanscreen alpha fit`")
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+def predict_frames(model: AlphaModel | str | os.PathLike[str], frames: Sequence, *, committee: bool = False,
+                   extra: AlphaModel | str | os.PathLike[str] | None = None):
     """Predict α for a list of frames: the unit of work of the campaign's parallel chunk
     tasks. ``model`` is an :class:`AlphaModel` (it pickles without its caches) or the path
     of a saved one (loaded once per process). Returns α (n,3,3), or
-    (α, committee (m,n,3,3)) with ``committee=True``."""
-    if not isinstance(model, AlphaModel):
-        path = _model_paths(model)[0]
-        if not path.is_file():
-            raise InputError("model file not found", file=path, fix="write the model with `ramanscreen alpha fit`")
-        model = _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
-    if committee:
-        return model.predict_with_committee(frames)
-    return model.predict(frames)
+    (α, committee (m,n,3,3)) with ``committee=True``.
+
+    ``extra``: a model of the same hypers and elements (e.g. the training-subset refits of
+    :func:`ramanscreen.tasks.convergence.fit_training_subsets`) whose weight rows are evaluated
+    in the same density pass; its predictions (k, n, 3, 3), uncalibrated, are appended to the
+    return value: (α, extra) or (α, committee, extra).
+    """
+    model = _resolve_model(model)
+    if extra is None:
+        if committee:
+            return model.predict_with_committee(frames)
+        return model.predict(frames)
+    allm = _stacked(model, _resolve_model(extra))._all_models(frames)
+    own, rest = allm[: model.n_committee + 1], allm[model.n_committee + 1:]
+    if not committee:
+        return own[0], rest
+    members = _calibrated(own[1:], model.committee_scale) if model.n_committee else own[:0]
+    return own[0], members, rest
+
+
+def _stacked(model: AlphaModel, extra: AlphaModel) -> AlphaModel:
+    """One model whose weight rows are ``model``'s then ``extra``'s (cached on ``model``)."""
+    cache = model.__dict__.setdefault("_stacked_cache", {})
+    if id(extra) in cache:
+        return cache[id(extra)][1]
+    if extra.hypers != model.hypers or list(extra.elements) != list(model.elements):
+        raise InputError("the extra model has other λ-SOAP hypers or elements than the model", field="extra",
+                         fix="stack only refits of the same model (tasks.convergence.fit_training_subsets)")
+    stacked = AlphaModel(hypers=model.hypers, elements=list(model.elements),
+                         weights={lam: np.concatenate([model.weights[lam], extra.weights[lam]]) for lam in (0, 2)},
+                         intercept_A3=np.concatenate([model.intercept_A3, extra.intercept_A3]), meta=dict(model.meta),
+                         committee_scale=model.committee_scale)
+    stacked.__dict__["_featurizer"] = model.featurizer
+    cache.clear()  # one extra per model at a time: the campaign's subset refits
+    cache[id(extra)] = (extra, stacked)  # keeps extra alive, so its id is not reused
+    return stacked
 
 
 @functools.lru_cache(maxsize=4)

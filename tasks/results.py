@@ -289,6 +289,10 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "species": (_S, False, "mobile species of D"),
         "D_cm2_s": (_F, False, "D of the mobile species from this part of the trajectory, cm^2/s (training_set: null)"),
         "D_change_cm2_s": (_F, False, "D minus the full run's, cm^2/s"),
+        "rmse_diag_A3": (_F, False, "training_set: RMSE of the diagonal alpha components of this fraction's model "
+                         "on the alpha model's test frames, A^3 (the learning curve; null without test frames)"),
+        "rmse_offdiag_A3": (_F, False, "training_set: RMSE of the off-diagonal alpha components on the test "
+                            "frames, A^3"),
         "note": (_S, False, "why a value is missing"),
     },
     "convergence_spectra": {

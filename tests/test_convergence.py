@@ -257,6 +257,45 @@ def test_training_subsets_give_rows_and_spectra(nacl_model) -> None:
     assert set(res.spectra) == {(TRAINING, 0.5), (TRAINING, 1.0)}
 
 
+def test_subset_refits_predicted_in_one_pass_give_the_same_rows(nacl_model, tmp_path) -> None:
+    """The campaign's path (refits fitted once in the fit task, their α from the prediction pass)
+    gives the rows and spectra of the recomputing path, plus the learning curve's test RMSE."""
+    from ramanscreen.tasks.convergence import fit_training_subsets
+    from ramanscreen.tasks.polarizability import alpha_metrics, predict_frames
+
+    model, frames, truth, _ = nacl_model
+    s = SpectrumSettings(sigma_cm1=0.0, omega_min_cm1=18.0, omega_c_cm1=60.0, host_window_cm1=(60.0, 160.0))
+    from ramanscreen.tasks.reference import get_backend
+
+    held_out = frames[16:24]
+    test_truth = np.array([get_backend("dipole").compute(f).alpha_A3 for f in held_out])
+    subs = fit_training_subsets(model, frames[:16], truth, test_frames=held_out, test_alpha_A3=test_truth,
+                                min_train_frames=5)
+    assert subs.fractions == [0.5] and subs.sizes == {0.25: 4, 0.5: 8, 1.0: 16}
+    subs.model.save(tmp_path / "sub")
+    model.save(tmp_path / "m")
+    alpha, committee, extra = predict_frames(tmp_path / "m", frames, committee=True, extra=tmp_path / "sub")
+    np.testing.assert_allclose(alpha, model.predict(frames), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(committee, model.predict_committee(frames), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(extra[0], subs.model.predict(frames), rtol=1e-10, atol=1e-10)
+    assert subs.test_metrics[0.5] == alpha_metrics(test_truth, subs.model.predict(held_out))
+    fast = training_convergence(alpha, 100.0, subset_alpha_A3={0.5: extra[0]}, n_train=16,
+                                test_metrics=subs.test_metrics, settings=s, min_train_frames=5)
+    slow = training_convergence(alpha, 100.0, model=model, frames=frames, train_frames=frames[:16],
+                                train_alpha_A3=truth, settings=s, min_train_frames=5)
+    for a, b in zip(fast.rows, slow.rows, strict=True):
+        for k in ("fraction", "n_train", "note"):
+            assert a[k] == b[k]
+        for k in ("spectrum_l2_change", "cp_fraction"):
+            assert (a[k] is None and b[k] is None) or a[k] == pytest.approx(b[k], rel=1e-9)
+    rows = {r["fraction"]: r for r in fast.rows}
+    assert rows[0.5]["rmse_diag_A3"] == subs.test_metrics[0.5]["rmse_diag_A3"] > 0
+    assert rows[0.25]["rmse_diag_A3"] is None  # not refitted: too few frames
+    assert rows[0.5]["rmse_diag_A3"] > rows[1.0]["rmse_diag_A3"]  # half the training set: a larger held-out error
+    for k in fast.spectra:
+        np.testing.assert_allclose(fast.spectra[k], slow.spectra[k], rtol=1e-9, atol=1e-12)
+
+
 # ------------------------------------------------------------------------ results and ranking
 
 
