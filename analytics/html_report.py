@@ -9,12 +9,17 @@ carry:
 
 * Fig. 3 — the Raman spectrum, with the ML committee band and the central-peak window shaded;
 * Fig. S2 — the atom-resolved VDOS; Fig. S3 — the MSD per species;
-* Fig. 2 — the α model's test metrics (R², RMSE of the diagonal and off-diagonal components).
+* Fig. 2 — the α model's test metrics (R², RMSE of the diagonal and off-diagonal components);
+* from the ``convergence`` and ``convergence_spectra`` tables (:mod:`ramanscreen.tasks.convergence`):
+  Figs. S5–S8 — the spectra of the α model refitted on ¼, ½ and all of N_T, overlaid; Figs.
+  S9–S12 — the spectra of the first ¼, ½ and all of the trajectory; Fig. 2A / S4 — the learning
+  curve, test RMSE of the refits against N_T; the convergence rows as a table, with the
+  ranking's ``converged`` flag and its reason.
 
-A figure whose data the run did not record (parity points, learning curves, spectra against
-N_T or trajectory length) is listed under "Not in this report" with the reason, never drawn
-from anything else. Every number that does not come from DFPT or DFT is labelled with its
-source (the ``mlff`` and ``reference_method`` columns).
+A figure whose data the run did not record (parity points, the ML-vs-reference spectrum, force
+parity against DFT; the convergence figures of a run written without them) is listed under "Not
+in this report" with the reason, never drawn from anything else. Every number that does not
+come from DFPT or DFT is labelled with its source (the ``mlff`` and ``reference_method`` columns).
 
 >>> import tempfile
 >>> from ramanscreen.tasks.results import write_run
@@ -44,19 +49,36 @@ import numpy as np
 from ramanscreen.analytics.db import connect
 from ramanscreen.analytics.report import REPORT_COLUMNS, fmt, reliability_lines
 from ramanscreen.tasks.common import CM1_PER_INV_FS, atomic_write, new_figure
+from ramanscreen.tasks.convergence import LENGTH, TRAINING
 
 #: The paper's production settings, against which a run's limits are stated.
 PAPER_PRODUCTION_PS = 100.0
 PAPER_N_TRAIN = 300
 #: Figures of the paper whose data a run does not record yet: (figure, what it needs).
 NOT_RECORDED = (
-    ("Fig. 2A / S4 learning curves", "test error against N_T (the results hold only the final model's metrics)"),
     ("Fig. 2B/2C parity plots", "per-frame reference and predicted α (not stored in the results)"),
     ("Fig. 2D ML vs reference spectrum", "a reference α(t) series over the trajectory (only N_T snapshots have one)"),
     ("Fig. S1 force parity against DFT", "MLFF forces against DFT on held-out frames (a distilled potential's "
      "errors against its teacher are in the mlff_validation rows above, where the run has them)"),
-    ("Figs. S5–S12 spectra against N_T and trajectory length", "spectra of sub-trajectories and training subsets"),
 )
+LEARNING_CURVE = "learning_curve"
+#: The convergence figures drawn from the ``convergence`` tables, by test (and the learning curve):
+#: (figure, what it needs). A run without that data lists them under "Not in this report".
+CONVERGENCE_FIGURES = {
+    TRAINING: ("Figs. S5–S8 spectra against N_T",
+               "spectra of the α model refitted on training subsets (convergence_spectra, test training_set)"),
+    LENGTH: ("Figs. S9–S12 spectra against trajectory length",
+             "spectra of sub-trajectories (convergence_spectra, test trajectory_length)"),
+    LEARNING_CURVE: ("Fig. 2A / S4 learning curves",
+                     "test RMSE of the refitted α models against N_T (convergence.rmse_diag_A3 / rmse_offdiag_A3; "
+                     "null when the model had no test frames)"),
+}
+_FRACTION_NAMES = {0.25: "¼", 0.5: "½", 1.0: "full"}
+_CONVERGENCE = (("test", "test"), ("fraction_name", "fraction"), ("n_train", "N_T"), ("duration_ps", "α series (ps)"),
+                ("spectrum_l2_change", "spectrum L2 change"), ("cp_fraction", "cp_fraction"),
+                ("cp_fraction_change", "Δcp_fraction"), ("species", "ion"), ("D_cm2_s", "D (cm²/s)"),
+                ("D_change", "ΔD (cm²/s)"), ("rmse_diag_A3", "test RMSE diag (Å³)"),
+                ("rmse_offdiag_A3", "test RMSE off-diag (Å³)"), ("note", "note"))
 _PROVENANCE = (("mlff", "MLFF (MD forces)"), ("md_engine", "MD engine"), ("reference_method", "α reference"),
                ("n_train", "N_T"), ("md_production_ps", "production (ps)"), ("md_dt_fs", "dt (fs)"),
                ("n_atoms", "atoms"), ("phase", "phase"), ("structure", "structure"),
@@ -172,6 +194,161 @@ def known_limits(meta: dict[str, Any]) -> list[str]:
     return out
 
 
+def _fraction_name(fraction: float) -> str:
+    return next((v for k, v in _FRACTION_NAMES.items() if abs(k - fraction) < 1e-9), f"{fraction:g}")
+
+
+def _num(value: Any, spec: str = ".3g") -> str:
+    """``value`` formatted with ``spec``, or "—" when null or not finite."""
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    return format(float(value), spec)
+
+
+def _subset_label(test: str, row: dict[str, Any]) -> str:
+    """``¼ N_T (35)`` / ``first ½ (30 ps)``, ``all N_T (140)`` / ``full run (60 ps)``."""
+    f = float(row["fraction"])
+    if test == TRAINING:
+        n = "" if row.get("n_train") is None else f" ({int(row['n_train'])})"
+        return f"all N_T{n}" if f >= 1.0 else f"{_fraction_name(f)} N_T{n}"
+    ps = "" if row.get("duration_ps") is None else f" ({_num(row['duration_ps'])} ps)"
+    return f"full run{ps}" if f >= 1.0 else f"first {_fraction_name(f)}{ps}"
+
+
+def _change_text(row: dict[str, Any]) -> str:
+    return (f"spectrum L2 change {_num(row.get('spectrum_l2_change'))}, "
+            f"cp_fraction change {_num(row.get('cp_fraction_change'), '+.3g')}")
+
+
+def _convergence_spectra_png(r: dict[str, Any], test: str, rows: list[dict[str, Any]],
+                             spectra: dict[str, np.ndarray]) -> tuple[str | None, str]:
+    """The overlaid spectra of one test (Figs. S5–S8 or S9–S12) and their caption's changes.
+
+    Every spectrum is divided by the same number (the full one's maximum in the plotted range),
+    so the traces keep the full run's relative scale; the ω → 0 bin (below the run's
+    ``cp_lo_cm1``) is left out, the central-peak window shaded."""
+    in_test = spectra["test"] == test
+    if not in_test.any():
+        return None, ""
+    f_all = spectra["freq_cm1"].astype(float)
+    y_all = spectra["intensity"].astype(float)
+    fr_all = spectra["fraction"].astype(float)
+    grid = np.unique(f_all[in_test])
+    lo = r.get("cp_lo_cm1") or float(grid[min(1, grid.size - 1)])  # else: above the ω = 0 bin
+    top = float(r.get("cp_top_cm1") or f_all[in_test].max())
+    shown = in_test & (f_all >= lo) & (f_all <= top)
+    ref = shown & (fr_all >= 1.0)
+    peak = float(y_all[ref].max()) if ref.any() else float(y_all[shown].max()) if shown.any() else 0.0
+    scale = peak if peak > 0 else 1.0
+    by_fraction = {float(row["fraction"]): row for row in rows if row.get("test") == test}
+    fig = new_figure(figsize=(6.4, 3.2), layout="constrained")
+    ax = fig.subplots()
+    if r.get("cp_hi_cm1") is not None:
+        ax.axvspan(lo, r["cp_hi_cm1"], color="0.88", zorder=0, label="central-peak window")
+    widths = {1.0: 1.4}
+    for k, fr in enumerate(sorted({float(x) for x in fr_all[in_test]})):  # a handful of fractions
+        sel = shown & np.isclose(fr_all, fr)
+        row = by_fraction.get(fr, {"fraction": fr})
+        label = _subset_label(test, row)
+        if fr < 1.0:
+            label += f": L2 {_num(row.get('spectrum_l2_change'))}, Δcp {_num(row.get('cp_fraction_change'), '+.3g')}"
+        ax.plot(f_all[sel], y_all[sel] / scale, lw=widths.get(fr, 1.0), color="k" if fr >= 1.0 else f"C{k}",
+                label=label, zorder=3 if fr >= 1.0 else 2)
+    ax.set_xlim(0, top)
+    ax.set_xlabel("Raman shift (cm⁻¹)")
+    ax.set_ylabel("intensity (full run's maximum = 1)")
+    ax.legend(fontsize=7)
+    fig_name = "Figs. S5–S8" if test == TRAINING else "Figs. S9–S12"
+    what = "the α model refitted on training subsets" if test == TRAINING else "sub-trajectories"
+    ax.set_title(f"{r['material']}: spectra of {what} ({fig_name})", fontsize=9)
+    changes = "; ".join(
+        f"{_subset_label(test, row)}: " + (_change_text(row) if row.get("spectrum_l2_change") is not None
+                                          else f"no spectrum ({row.get('note') or 'not computed'})")
+        for fr, row in sorted(by_fraction.items()) if fr < 1.0)
+    return _png(fig), changes
+
+
+def _learning_curve_png(r: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str | None, str, str]:
+    """Test RMSE of the refitted α models against N_T (Fig. 2A / S4): the image, the values for
+    the caption and the omitted points (null RMSE)."""
+    pts = sorted((row for row in rows if row.get("test") == TRAINING and row.get("n_train") is not None),
+                 key=lambda row: float(row["fraction"]))
+    if not pts:
+        return None, "", ""
+
+    def ok(v: Any) -> bool:
+        return v is not None and math.isfinite(float(v))
+
+    n = np.array([float(p["n_train"]) for p in pts])
+    series = {key: np.array([float(p[key]) if ok(p.get(key)) else np.nan for p in pts])
+              for key in ("rmse_diag_A3", "rmse_offdiag_A3")}
+    if not any(np.isfinite(v).any() for v in series.values()):
+        return None, "", ""
+    fig = new_figure(figsize=(4.6, 3.0), layout="constrained")
+    ax = fig.subplots()
+    for key, label, marker in (("rmse_diag_A3", "diagonal", "o"), ("rmse_offdiag_A3", "off-diagonal", "s")):
+        keep = np.isfinite(series[key])
+        ax.plot(n[keep], series[key][keep], marker=marker, lw=1.0, label=label)
+    ax.set_xlabel("N_T (training structures)")
+    ax.set_ylabel("test RMSE of α (Å³)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{r['material']}: learning curve (Fig. 2A / S4)", fontsize=9)
+    values = "; ".join(f"N_T = {int(p['n_train'])}: diagonal {_num(p.get('rmse_diag_A3'))}, "
+                       f"off-diagonal {_num(p.get('rmse_offdiag_A3'))} Å³" for p in pts)
+    omitted = "; ".join(f"{name} at N_T = {int(p['n_train'])}" for p in pts
+                        for key, name in (("rmse_diag_A3", "diagonal"), ("rmse_offdiag_A3", "off-diagonal"))
+                        if not ok(p.get(key)))
+    return _png(fig), values, omitted
+
+
+def _convergence_section(con: Any, r: dict[str, Any], meta: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The convergence part of one material (figures, table, flag) and the keys of
+    :data:`CONVERGENCE_FIGURES` it could not draw."""
+    cur = con.execute("SELECT * FROM convergence WHERE campaign = $1 AND material = $2 AND run_id = $3 "
+                      "ORDER BY test, fraction", list(_key(r)))
+    names = [c[0] for c in cur.description]
+    rows = [dict(zip(names, rec, strict=True)) for rec in cur.fetchall()]
+    spectra = _fetch(con, "SELECT test, fraction, freq_cm1, intensity FROM convergence_spectra WHERE campaign = $1 "
+                          "AND material = $2 AND run_id = $3 ORDER BY test, fraction, freq_cm1", _key(r))
+    mat = str(r["material"])
+    ref = str(meta.get("reference_method") or "reference not recorded")
+    mlff = str(meta.get("mlff") or "not recorded")
+    out = ["<h4>Convergence</h4>"]
+    conv = r.get("converged")
+    out.append(f"<p>converged (ranking, checked at ½ the trajectory and ½ N_T): {html.escape(fmt('converged', conv))}"
+               f" — {html.escape(str(r.get('convergence_note') or ''))}</p>")
+    missing: list[str] = []
+    for test, fig_name, what in ((TRAINING, "Figs. S5–S8", "the α model refitted on ¼, ½ and all of N_T"),
+                                 (LENGTH, "Figs. S9–S12", "the first ¼, ½ and all of the trajectory")):
+        uri, changes = _convergence_spectra_png(r, test, rows, spectra)
+        if uri is None:
+            missing.append(test)
+            out.append(f"<p>{html.escape(f'{mat}: spectra of {what} ({fig_name} equivalent)')}: "
+                       "not recorded by this run</p>")
+            continue
+        source = (f"same α frames; models fitted to {ref} references" if test == TRAINING
+                  else f"same α model, fitted to {ref} references")
+        out.append(_img(uri, f"{mat}: Raman spectra of {what} ({fig_name} equivalent; {source}; MD by {mlff}); "
+                             f"{changes or 'no subset rows'}"))
+    uri, values, omitted = _learning_curve_png(r, rows)
+    if uri is None:
+        missing.append(LEARNING_CURVE)
+        out.append(f"<p>{html.escape(f'{mat}: learning curve (Fig. 2A / S4 equivalent)')}: not recorded by this run "
+                   "(no test RMSE of the refitted models)</p>")
+    else:
+        tail = f"; omitted (RMSE null): {omitted}" if omitted else ""
+        out.append(_img(uri, f"{mat}: learning curve (Fig. 2A / S4 equivalent): test RMSE of α against N_T on the α "
+                             f"model's test frames, against {ref}: {values}{tail}"))
+    if rows:
+        shown = [{**row, "fraction_name": _fraction_name(float(row["fraction"])),
+                  "D_change": None if row.get("D_change_cm2_s") is None else f"{row['D_change_cm2_s']:+.2e}"}
+                 for row in rows]
+        out.append(_table(shown, _CONVERGENCE))
+    return out, missing
+
+
 def _table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(k, r.get(k)))}</td>" for k, _ in columns) + "</tr>"
@@ -214,6 +391,7 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                       _table(vrows, [("material", "material"), *_VALIDATION])]
         limits: list[str] = []
         figures: list[str] = []
+        without: dict[str, list[str]] = {}  # CONVERGENCE_FIGURES key -> the materials without its data
         for r, meta in zip(rows, run_metas, strict=True):
             limits += [f"{r['material']}: {x}" for x in known_limits(meta)]
             if r.get("mlff_flagged"):
@@ -239,11 +417,18 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                                f"(against {html.escape(str(meta.get('reference_method')))})</p>")
             figures += [_img(uri, alt) for uri, alt in imgs if uri is not None]
             figures += [f"<p>{html.escape(alt)}: not recorded by this run</p>" for uri, alt in imgs if uri is None]
+            section, missed = _convergence_section(con, r, meta)
+            figures += section
+            for k in missed:
+                without.setdefault(k, []).append(str(r["material"]))
         parts += ["<h2>Known limits of these runs</h2>",
                   "<ul class=limits>" + "".join(f"<li>{html.escape(x)}</li>" for x in limits) + "</ul>"
                   if limits else "<p>none recorded</p>",
                   "<h2>Figures per material</h2>", *figures, "<h2>Not in this report</h2><ul>",
-                  *(f"<li>{html.escape(f)}: needs {html.escape(why)}</li>" for f, why in NOT_RECORDED), "</ul>"]
+                  *(f"<li>{html.escape(f)}: needs {html.escape(why)}</li>" for f, why in NOT_RECORDED),
+                  *(f"<li>{html.escape(f)}: needs {html.escape(why)}; not recorded by "
+                    f"{html.escape(', '.join(without[k]))}</li>"
+                    for k, (f, why) in CONVERGENCE_FIGURES.items() if k in without), "</ul>"]
     finally:
         con.close()
     out = Path(out_dir) if out_dir is not None else Path(results_root) / "reports" / (campaign or "all")
