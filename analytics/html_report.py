@@ -235,7 +235,7 @@ def _convergence_spectra_png(r: dict[str, Any], test: str, rows: list[dict[str, 
     fr_all = spectra["fraction"].astype(float)
     grid = np.unique(f_all[in_test])
     lo = r.get("cp_lo_cm1") or float(grid[min(1, grid.size - 1)])  # else: above the ω = 0 bin
-    top = float(r.get("cp_top_cm1") or f_all[in_test].max())
+    top = float(min(r.get("cp_top_cm1") or math.inf, f_all[in_test].max()))  # the α sampling's Nyquist may be lower
     shown = in_test & (f_all >= lo) & (f_all <= top)
     ref = shown & (fr_all >= 1.0)
     peak = float(y_all[ref].max()) if ref.any() else float(y_all[shown].max()) if shown.any() else 0.0
