@@ -19,8 +19,8 @@ import datetime as _dt
 import logging
 import math
 import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,17 +90,17 @@ def longest_first(materials) -> list[tuple[Any, float]]:
     return [(m, (n - 1 - k) / n) for k, m in enumerate(order)]
 
 
-@flow(name="ramanscreen-campaign", flow_run_name=_flow_run_name, log_prints=True)
-def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
-    """Screen every material of ``campaign_file`` concurrently, write Parquet, rank them."""
-    logger = get_run_logger()
-    campaign = load_campaign(campaign_file, quick=quick)
-    logger.info("campaign %s: %d materials, results under %s", campaign.name, len(campaign.materials),
-                campaign.results_root)
-    stage_tasks = configure_caching(campaign.results_root)
-
+def screen_materials(campaign: Campaign, stage_tasks: dict[str, Any],
+                     on_done: Callable[[Any, dict[str, Any] | None, str | None], None] | None = None,
+                     ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run every material of ``campaign`` concurrently on the current flow's task runner (one
+    thread each, costliest first: :func:`longest_first`); the summaries of those that finished,
+    in campaign order, and one line per failure. ``on_done(material, summary, failure)`` is
+    called in this thread as each material's result is collected (summary None when it failed).
+    Used by the campaign flow and by each round of the explore flow (:mod:`ramanscreen.flows.explore`)."""
     from ramanscreen.flows.material import material_workdir, screen_material
 
+    logger = get_run_logger()
     board = progress.board()
     if board is not None:
         board.flow_run_id = str(get_run_context().flow_run.id)
@@ -112,24 +112,45 @@ def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
     if hasattr(runner, "client"):
         runner.client  # noqa: B018 - connect once here, not from several threads at once
     summaries: list[dict[str, Any]] = []
-    failures: list[str] = []
+    failures: list[str] = []  # in the order the materials ended
     pool = ThreadPoolExecutor(max_workers=len(campaign.materials), thread_name_prefix="material")
     try:
         futures = {
             pool.submit(contextvars.copy_context().run, screen_material, campaign, m, stage_tasks, boost): m
             for m, boost in longest_first(campaign.materials)
         }
-        for fut, m in sorted(futures.items(), key=lambda fm: campaign.materials.index(fm[1])):
+        finished: dict[str, dict[str, Any]] = {}
+        for fut in as_completed(futures):  # as each material ends, not in campaign order
+            m = futures[fut]
             try:
-                summaries.append(fut.result())
+                finished[m.name] = fut.result()
             except Exception as exc:  # noqa: BLE001 - rank what finished, then fail the flow
                 logger.error("%s failed: %s: %s", m.name, type(exc).__name__, exc)
                 failures.append(f"{m.name}: {type(exc).__name__}: {' '.join(str(exc).split())}")
                 progress.report(m.name, "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}")
+                if on_done is not None:
+                    on_done(m, None, failures[-1])
+                continue
+            if on_done is not None:
+                on_done(m, finished[m.name], None)
+        summaries = [finished[m.name] for m in campaign.materials if m.name in finished]
     finally:
         # on Ctrl-C/SIGTERM do not wait for the material threads: the caller closes the cluster,
         # which ends the tasks they wait for
         pool.shutdown(wait=False, cancel_futures=True)
+    return summaries, failures
+
+
+@flow(name="ramanscreen-campaign", flow_run_name=_flow_run_name, log_prints=True)
+def campaign_flow(campaign_file: str, quick: bool = False) -> dict[str, Any]:
+    """Screen every material of ``campaign_file`` concurrently, write Parquet, rank them."""
+    logger = get_run_logger()
+    campaign = load_campaign(campaign_file, quick=quick)
+    logger.info("campaign %s: %d materials, results under %s", campaign.name, len(campaign.materials),
+                campaign.results_root)
+    stage_tasks = configure_caching(campaign.results_root)
+
+    summaries, failures = screen_materials(campaign, stage_tasks)
 
     from ramanscreen.analytics.ranking import common_thresholds, summarize
     from ramanscreen.analytics.report import ranking_markdown, write_report
@@ -183,18 +204,17 @@ class CampaignRun:
     flow_run_id: str | None
 
 
-def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, keep_ui: bool = False,
-                 on_server=None) -> CampaignRun:
-    """Validate the campaign, start the Prefect server (unless ``PREFECT_API_URL`` is set) and
-    the Dask cluster, run :func:`campaign_flow` on it, and tear both down (``keep_ui`` keeps the
-    server). ``on_server(ui_url)`` is called once the server is up."""
-    from ramanscreen.flows.cluster import make_task_runner, open_cluster
+@contextlib.contextmanager
+def campaign_infrastructure(campaign: Campaign, *, keep_ui: bool = False, on_server=None) -> Iterator[tuple[Any, str | None]]:
+    """The local Prefect server (unless ``PREFECT_API_URL`` is set), then the Dask cluster of
+    the campaign's ``[cluster]`` section — in that order, so the workers inherit
+    ``PREFECT_API_URL`` — inside :func:`honest_ui`; yields ``(running_cluster, ui_url)`` and tears
+    both down (``keep_ui`` keeps the server). ``on_server(ui_url)`` is called once the server is up."""
+    from ramanscreen.flows.cluster import open_cluster
     from ramanscreen.flows.server import local_server
-
-    campaign = load_campaign(campaign_file, quick=quick)  # bad input fails here, before anything starts
     from ramanscreen.tasks.common import check_writable_dir
 
-    check_writable_dir(campaign.results_root, file=campaign_file, field="results_root", what="results root")
+    check_writable_dir(campaign.results_root, file=campaign.source, field="results_root", what="results root")
     campaign.results_root.mkdir(parents=True, exist_ok=True)
     home = campaign.results_root / "_prefect" / "server" / campaign.name
     with local_server(home, keep=keep_ui) as server:
@@ -202,8 +222,20 @@ def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, 
         if on_server is not None:
             on_server(ui)
         with open_cluster(campaign.cluster, file=str(campaign.source)) as running, honest_ui(campaign.name):
-            state = campaign_flow.with_options(task_runner=make_task_runner(running))(
-                str(campaign.source), quick=quick, return_state=True)
+            yield running, ui
+
+
+def run_campaign(campaign_file: str | os.PathLike[str], *, quick: bool = False, keep_ui: bool = False,
+                 on_server=None) -> CampaignRun:
+    """Validate the campaign, start the Prefect server (unless ``PREFECT_API_URL`` is set) and
+    the Dask cluster (:func:`campaign_infrastructure`), run :func:`campaign_flow` on it, and tear
+    both down (``keep_ui`` keeps the server). ``on_server(ui_url)`` is called once the server is up."""
+    from ramanscreen.flows.cluster import make_task_runner
+
+    campaign = load_campaign(campaign_file, quick=quick)  # bad input fails here, before anything starts
+    with campaign_infrastructure(campaign, keep_ui=keep_ui, on_server=on_server) as (running, ui):
+        state = campaign_flow.with_options(task_runner=make_task_runner(running))(
+            str(campaign.source), quick=quick, return_state=True)
         flow_run_id = str(state.state_details.flow_run_id) if state.state_details else None
         result = state.result()  # raises if the flow failed
     return CampaignRun(campaign=campaign, result=result, ui_url=ui, flow_run_id=flow_run_id)

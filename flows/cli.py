@@ -47,6 +47,7 @@ COMMAND_MODULES: list[str] = [
     "alpha",
     "spectra",
     "campaign",
+    "explore",
     "surrogate",
     "elastic",
     "peaks",

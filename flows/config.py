@@ -21,7 +21,9 @@ plus ``name``, ``description``, ``results_root`` (relative to the current direct
 ``[[materials]]`` (``name, structure, n_atoms, temperature_k`` or ``temperatures_k``,
 ``mobile, label`` and any ``[md]`` key) and ``[quick]``, a partial campaign deep-merged over
 this one by ``--quick`` (``md``, ``reference``, ... tables, ``name``, and a ``materials`` table
-keyed by material name, e.g. ``[quick.materials.AgI] n_atoms = 32``).
+keyed by material name, e.g. ``[quick.materials.AgI] n_atoms = 32``). An ``[explore]`` table
+(and ``[quick.explore]``) is the closed loop of ``ramanscreen explore`` (:mod:`ramanscreen.flows.explore`,
+which validates it); ``screen`` ignores it.
 
 Everything is checked when the file is read, before anything starts: unknown keys, types,
 bounds, and the cross-field checks that need the whole campaign (reference snapshots against
@@ -74,7 +76,8 @@ MD_KEYS: tuple[str, ...] = tuple(field_names(MDSettings, toml_only=True))
 MATERIAL_KEYS: tuple[str, ...] = ("name", "structure", "n_atoms", "temperature_k", "temperatures_k", "mobile", "label",
                                   "allow_charged")
 TABLES = ("mlff", "md", "reference", "model", "prediction", "spectrum", "transport", "ranking", "cluster")
-TOP_KEYS = ("name", "description", "results_root", "materials", "quick", *TABLES)
+#: ``explore``: the closed loop's table (:mod:`ramanscreen.flows.explore` reads it; ``screen`` ignores it).
+TOP_KEYS = ("name", "description", "results_root", "materials", "quick", "explore", *TABLES)
 #: MDSettings fields that come from [mlff], not [md].
 _MLFF_FIELDS = {"calculator": "mlff.calculator", "calculator_kwargs": "mlff.options"}
 
@@ -269,8 +272,8 @@ def _apply_quick(data: dict[str, Any], ck: _Checker) -> dict[str, Any]:
     quick = ck.table(data.get("quick"), "quick") if "quick" in data else None
     if quick is None:
         raise ck.fail("quick", "this campaign has no [quick] profile", "add a [quick] table or drop --quick")
-    ck.known(quick, (*TABLES, "materials", "name"), "quick")
-    over = {k: v for k, v in quick.items() if k not in ("materials", "name")}
+    ck.known(quick, (*TABLES, "materials", "name", "explore"), "quick")
+    over = {k: v for k, v in quick.items() if k not in ("materials", "name", "explore")}
     merged = deep_merge({k: v for k, v in data.items() if k != "quick"}, over)
     merged["name"] = quick.get("name", f"{data.get('name', 'campaign')}-quick")
     per = ck.table(quick.get("materials", {}), "quick.materials")
@@ -284,6 +287,12 @@ def _apply_quick(data: dict[str, Any], ck: _Checker) -> dict[str, Any]:
             ck.table(patch, f"quick.materials.{mname}")
         merged["materials"] = [deep_merge(m, per.get(m.get("name"), {})) if isinstance(m, dict) else m for m in mats]
     return merged
+
+
+def apply_quick(data: dict[str, Any], *, file: Path | str | None = None) -> dict[str, Any]:
+    """The campaign document with its ``[quick]`` profile merged in (what ``--quick`` runs), or a
+    one-line :class:`InputError` naming ``quick`` when there is none."""
+    return _apply_quick(data, _Checker(file))
 
 
 def _material_md(ck: _Checker, f: str, m: dict[str, Any], md_table: dict[str, Any], temperature_k: float,
@@ -311,7 +320,7 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
         data = _apply_quick(data, ck)
     elif "quick" in data:
         q = ck.table(data["quick"], "quick")
-        ck.known(q, (*TABLES, "materials", "name"), "quick")
+        ck.known(q, (*TABLES, "materials", "name", "explore"), "quick")
     base_dir = base_dir or (Path(file).resolve().parent if file else Path.cwd())
 
     if "name" not in data:
@@ -422,7 +431,7 @@ def parse_campaign(data: dict[str, Any], *, file: Path | str | None = None, quic
     from ramanscreen.flows.cluster import ClusterSettings
 
     ClusterSettings.from_dict(cluster, file=file)
-    raw = {k: v for k, v in data.items() if k not in ("quick",)}
+    raw = {k: v for k, v in data.items() if k not in ("quick", "explore")}
     return Campaign(name=name, results_root=results_root, materials=tuple(materials), mlff=mlff,
                     reference=parts["reference"], model=parts["model"], prediction=parts["prediction"],
                     spectrum=parts["spectrum"], transport=parts["transport"], ranking=parts["ranking"],

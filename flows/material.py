@@ -32,6 +32,7 @@ from ramanscreen.flows.cluster import on_pool
 from ramanscreen.flows.config import Campaign, Material
 from ramanscreen.flows.progress import report, track
 from ramanscreen.flows.stages import artifact_key, configure_caching, write_task
+from ramanscreen.tasks.results import run_pressure_gpa
 
 
 def material_workdir(campaign: Campaign, material: Material) -> Path:
@@ -225,7 +226,8 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     summary = {
         "material": name, "run_id": run_id, "formula": structure_res["formula"], "temperature_k": material.temperature_k,
         "n_atoms": structure_res["n_atoms"], "mobile": mobile, "D_cm2_s": trans_res.D_cm2_s.get(mobile),
-        "D_err_cm2_s": trans_res.D_err_cm2_s.get(mobile), "descriptors": spec_res["descriptors"],
+        "D_err_cm2_s": trans_res.D_err_cm2_s.get(mobile), "sigma_S_cm": trans_res.sigma_S_cm.get(mobile),
+        "pressure_gpa": run_pressure_gpa(meta["pressure_gpa"]), "descriptors": spec_res["descriptors"],
         "ml_metrics": fit_res["metrics"], "spectrum_png": spec_res["png"], "workdir": str(wd),
         "n_alpha": spec_res["n_alpha"], "n_frames": md_res["n_frames"],
         "fit_window_ps": [trans_res.fit_start_ps, trans_res.fit_end_ps],

@@ -110,6 +110,9 @@ class DesignSpace:
     temperature_k: tuple[float, float] = (298.0, 573.0)
     pressure_gpa: tuple[float, float] = (0.01, 0.5)
     x_decimals: int = 3
+    #: 0: x continuous; > 0: x is snapped to multiples of ``x_step`` (what a cell holds, e.g.
+    #: 0.125 = one Ta per conventional garnet cell), the proposals then name cells one can build
+    x_step: float = 0.0
 
     def __post_init__(self) -> None:
         if not _SLOT_RE.search(self.formula_template):
@@ -119,6 +122,13 @@ class DesignSpace:
                                ("pressure_gpa", self.pressure_gpa)):
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 raise InputError(f"need low ≤ high, got [{lo}, {hi}]", field=name, fix="give [low, high]")
+        if not (math.isfinite(self.x_step) and self.x_step >= 0):
+            raise InputError(f"must be ≥ 0, got {self.x_step}", field="x_step",
+                             fix="0 for a continuous x, or the step a cell holds (e.g. 0.125)")
+        if self.x_step > 0 and (math.ceil(self.x_range[0] / self.x_step - 1e-9)
+                                > math.floor(self.x_range[1] / self.x_step + 1e-9)):
+            raise InputError(f"no multiple of {self.x_step:g} in [{self.x_range[0]:g}, {self.x_range[1]:g}]",
+                             field="x_step", fix="widen x_range or use a smaller x_step")
         if self.temperature_k[0] <= 0:
             raise InputError(f"temperatures must be > 0 K, got {self.temperature_k[0]}", field="temperature_k",
                              fix="give the range in K")
@@ -176,8 +186,20 @@ class DesignSpace:
         """Map unit-cube points (n, 3) to (x, T, P); x is rounded to ``x_decimals``."""
         b = self.bounds
         pts = b[:, 0] + np.asarray(u, dtype=float) * (b[:, 1] - b[:, 0])
-        pts[:, 0] = np.round(pts[:, 0], self.x_decimals)
+        pts[:, 0] = np.round(self._snap(pts[:, 0]), self.x_decimals)
         return pts
+
+    def _snap(self, x):
+        """``x`` to the nearest multiple of ``x_step`` inside ``x_range`` (unchanged when 0).
+
+        >>> DesignSpace(x_range=(0.0, 1.0), x_step=0.125)._snap(np.array([0.3, 0.99, 0.07]))
+        array([0.25 , 1.   , 0.125])
+        """
+        if self.x_step <= 0:
+            return x
+        lo, hi = self.x_range
+        k_lo, k_hi = math.ceil(lo / self.x_step - 1e-9), math.floor(hi / self.x_step + 1e-9)
+        return np.clip(np.round(np.asarray(x, dtype=float) / self.x_step), k_lo, k_hi) * self.x_step
 
     def to_unit(self, pts: np.ndarray) -> np.ndarray:
         b = self.bounds
@@ -510,6 +532,8 @@ class ExploreLoop:
         self.settings = settings
         self.state = ExploreState(state_dir, space, settings)
         self.last_model: SurrogateModel | None = None
+        #: the last refit's report (CV predictions: ``surrogate.save_model`` draws its parity plot)
+        self.last_report: Any = None
 
     def pending(self) -> list[Proposal]:
         """Proposals not evaluated yet (after a kill: exactly the unfinished ones)."""
@@ -542,7 +566,7 @@ class ExploreLoop:
         table = self.state.training_table()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            model, _report = fit_surrogate(table, self.settings.target, self.settings.surrogate)
+            model, self.last_report = fit_surrogate(table, self.settings.target, self.settings.surrogate)
         X = feature_matrix(table.formula, table.temperature_k, table.pressure_gpa, model.elements)
         from ramanscreen.tasks.surrogate import apply_transform
 

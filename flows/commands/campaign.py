@@ -106,10 +106,21 @@ def validate(
     fix, and exit 2."""
     from ramanscreen.flows.config import validate_campaign
 
-    for c in validate_campaign(campaign):
+    campaigns = validate_campaign(campaign)
+    for c in campaigns:
         mats = ", ".join(f"{m.name} ({m.temperature_k:g} K, {m.md.steps * m.md.dt_fs / 1000:g} ps)" for m in c.materials)
         profile = " [quick profile]" if c.quick else ""
         print(f"ok: {campaign}: campaign {c.name!r}{profile}: {len(c.materials)} materials: {mats}")
+    from ramanscreen.flows.config import read_toml
+
+    if "explore" in read_toml(campaign):
+        from ramanscreen.flows.explore import load_exploration
+
+        for quick in sorted({c.quick for c in campaigns}):
+            e = load_exploration(campaign, quick=quick)
+            profile = " [quick profile]" if quick else ""
+            print(f"ok: {campaign}: exploration {e.name!r}{profile}: {e.space.formula_template}, "
+                  f"budget {e.settings.budget} runs, corners of the space checked")
 
 
 REPO = Path(__file__).resolve().parents[2]
