@@ -123,3 +123,35 @@ def library_logs_to_file(path: Path) -> Iterator[Path]:
         os.dup2(saved, 2)
         os.close(saved)
         fh.close()
+
+
+def run_under_board(board: ProgressBoard, title: str, run, *, out, err, t0: float, error_lines: tuple[str, ...] = ()):
+    """``run(announce)`` under the live per-material view of ``board`` (``campaign_table``), with
+    the library logs in ``board.log_path`` (None: on the terminal); ``announce(ui_url)`` puts the
+    Prefect UI link on the view. On any error the log file's path and ``error_lines`` go to
+    ``err`` before it propagates. What ``screen`` and ``explore`` share."""
+    import time
+
+    from rich.live import Live
+
+    from ramanscreen.flows.progress import watching
+
+    def announce(ui: str | None) -> None:
+        board.ui_url = ui
+
+    logs = contextlib.nullcontext() if board.log_path is None else library_logs_to_file(board.log_path)
+    if board.log_path is not None:
+        out.print(f"library logs: {board.log_path}  (--verbose shows them here)")
+    live = Live(get_renderable=lambda: campaign_table(board, title=title, elapsed_s=time.monotonic() - t0),
+                console=out, refresh_per_second=2, transient=False, redirect_stderr=False)
+    try:
+        with logs, watching(board), live:
+            result = run(announce)
+        out.line()
+    except BaseException:
+        if board.log_path is not None:
+            err.print(f"library logs of this run: {board.log_path}")
+        for line in error_lines:
+            err.print(line)
+        raise
+    return result

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.live import Live
 
 from ramanscreen.flows.cli import app
 
@@ -40,8 +38,8 @@ def screen(
 
     from ramanscreen.flows.campaign import run_campaign
     from ramanscreen.flows.config import load_campaign
-    from ramanscreen.flows.progress import ProgressBoard, watching
-    from ramanscreen.flows.terminal import campaign_table, library_logs_to_file, log_path_for
+    from ramanscreen.flows.progress import ProgressBoard
+    from ramanscreen.flows.terminal import log_path_for, run_under_board
 
     if results_root is not None:
         os.environ["RAMANSCREEN_RESULTS_ROOT"] = str(results_root.expanduser().resolve())
@@ -61,22 +59,9 @@ def screen(
     board.log_path = None if verbose else log_path_for(c.results_root, c.name)
     title = f"campaign {c.name!r}: {len(c.materials)} materials" + (" (quick profile)" if quick else "")
 
-    def announce(ui: str | None) -> None:
-        board.ui_url = ui
-
-    logs = contextlib.nullcontext() if board.log_path is None else library_logs_to_file(board.log_path)
-    if board.log_path is not None:
-        out.print(f"library logs: {board.log_path}  (--verbose shows them here)")
-    live = Live(get_renderable=lambda: campaign_table(board, title=title, elapsed_s=time.monotonic() - t0),
-                console=out, refresh_per_second=2, transient=False, redirect_stderr=False)
-    try:
-        with logs, watching(board), live:
-            run = run_campaign(campaign, quick=quick, keep_ui=keep_ui, on_server=announce)
-        out.line()
-    except BaseException:
-        if board.log_path is not None:
-            err.print(f"library logs of this run: {board.log_path}")
-        raise
+    run = run_under_board(board, title, lambda announce: run_campaign(campaign, quick=quick, keep_ui=keep_ui,
+                                                                       on_server=announce),
+                          out=out, err=err, t0=t0)
     wall = time.monotonic() - t0
     c = run.campaign
     if run.ui_url and run.flow_run_id:

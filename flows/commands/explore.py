@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from ramanscreen.flows.cli import app
@@ -72,8 +70,8 @@ def explore(
     no finished material run.
     """
     from ramanscreen.flows.explore import load_exploration, run_explore
-    from ramanscreen.flows.progress import ProgressBoard, watching
-    from ramanscreen.flows.terminal import campaign_table, library_logs_to_file, log_path_for
+    from ramanscreen.flows.progress import ProgressBoard
+    from ramanscreen.flows.terminal import log_path_for, run_under_board
     from ramanscreen.tasks.common import check_writable_dir
 
     if results_root is not None:
@@ -92,23 +90,10 @@ def explore(
     title = (f"explore {expl.name!r}: {expl.space.formula_template}, budget {s.budget} runs "
              f"({s.initial_points} initial, batches of {s.batch_size})" + (" (quick profile)" if quick else ""))
 
-    def announce(ui: str | None) -> None:
-        board.ui_url = ui
-
-    logs = contextlib.nullcontext() if board.log_path is None else library_logs_to_file(board.log_path)
-    if board.log_path is not None:
-        out.print(f"library logs: {board.log_path}  (--verbose shows them here)")
-    live = Live(get_renderable=lambda: campaign_table(board, title=title, elapsed_s=time.monotonic() - t0),
-                console=out, refresh_per_second=2, transient=False, redirect_stderr=False)
-    try:
-        with logs, watching(board), live:
-            run = run_explore(explore_file, quick=quick, keep_ui=keep_ui, on_server=announce)
-        out.line()
-    except BaseException:
-        if board.log_path is not None:
-            err.print(f"library logs of this run: {board.log_path}")
-        err.print(f"loop state so far: {expl.state_dir} (a re-run continues from it)")
-        raise
+    run = run_under_board(board, title, lambda announce: run_explore(explore_file, quick=quick, keep_ui=keep_ui,
+                                                                      on_server=announce),
+                          out=out, err=err, t0=t0,
+                          error_lines=(f"loop state so far: {expl.state_dir} (a re-run continues from it)",))
     res = run.result
     if run.ui_url and run.flow_run_id:
         out.print(f"flow run: {run.ui_url}/runs/flow-run/{run.flow_run_id}")
