@@ -269,9 +269,12 @@ def test_validate_accepts_every_shipped_campaign_and_its_quick_profile(name: str
     proc = _validate(CAMPAIGNS / f"{name}.toml", tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    has_quick = "[quick]" in (CAMPAIGNS / f"{name}.toml").read_text()
-    assert len(lines) == 1 + has_quick and all(line.startswith("ok: ") for line in lines), proc.stdout
+    text = (CAMPAIGNS / f"{name}.toml").read_text()
+    has_quick, has_explore = "[quick]" in text, "[explore]" in text
+    # one line per campaign profile, and per exploration profile when the file has [explore]
+    assert len(lines) == (1 + has_quick) * (1 + has_explore) and all(line.startswith("ok: ") for line in lines), proc.stdout
     assert ("[quick profile]" in proc.stdout) == has_quick
+    assert ("exploration '" in proc.stdout) == has_explore
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
