@@ -17,7 +17,6 @@ import contextlib
 import contextvars
 import datetime as _dt
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,7 +31,7 @@ from prefect.logging import get_run_logger
 
 from ramanscreen.flows import progress
 from ramanscreen.flows.config import Campaign, load_campaign
-from ramanscreen.flows.stages import artifact_key, configure_caching
+from ramanscreen.flows.stages import artifact_key, artifact_rows, configure_caching
 from ramanscreen.tasks.common import InputError
 
 log = logging.getLogger(__name__)
@@ -64,16 +63,7 @@ def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "metric", "metric_value", "cp_fraction", "cp_fraction_band_low", "cp_fraction_band_high", "cp_lo_cm1",
             "cp_hi_cm1", "cp_top_cm1", "conduction", "central_peak", "consistent", "r2_diag", "r2_offdiag", "n_train",
             "mlff", "mlff_flagged", "metric_err", "converged", "convergence_note", "tied_with")
-    out = []
-    for r in rows:
-        row = {}
-        for k in keys:
-            v = r.get(k)
-            if isinstance(v, float):  # NaN/±inf (e.g. an undefined R²) are not JSON: the UI would not render
-                v = float(f"{v:.4g}") if math.isfinite(v) else None
-            row[k] = v
-        out.append(row)
-    return out
+    return artifact_rows(rows, keys)
 
 
 def longest_first(materials) -> list[tuple[Any, float]]:

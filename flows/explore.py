@@ -52,6 +52,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from ramanscreen.flows.config import MD_KEYS, Campaign, apply_quick, deep_merge, parse_campaign, read_toml
+from ramanscreen.flows.stages import artifact_key, artifact_rows
 from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.explore import DesignSpace, ExploreLoop, ExploreSettings, Proposal
 from ramanscreen.tasks.schema import prefixed
@@ -230,14 +231,7 @@ def proposal_rows(proposals: list[Proposal]) -> list[dict[str, Any]]:
     """JSON-ready rows of ``proposals`` (a table artifact; NaN as null)."""
     keys = ("proposal_id", "round", "formula", "x", "temperature_k", "pressure_gpa", "acquisition", "predicted_mean",
             "predicted_std", "status", "value", "note")
-    rows = []
-    for p in proposals:
-        row = {}
-        for k in keys:
-            v = getattr(p, k)
-            row[k] = (float(f"{v:.4g}") if math.isfinite(v) else None) if isinstance(v, float) else v
-        rows.append(row)
-    return rows
+    return artifact_rows([dataclasses.asdict(p) for p in proposals], keys)
 
 
 def _value(summary: dict[str, Any], target: str) -> tuple[float | None, str]:
@@ -247,12 +241,6 @@ def _value(summary: dict[str, Any], target: str) -> tuple[float | None, str]:
     if float(v) <= 0:
         return None, f"non-positive {target} = {float(v):.3g} (no diffusion resolved in this run)"
     return float(v), ""
-
-
-def _key(*parts: Any) -> str:
-    from ramanscreen.flows.stages import artifact_key
-
-    return artifact_key(*parts)
 
 
 def _round_artifacts(expl: Exploration, loop: ExploreLoop, rnd: int):
@@ -265,7 +253,6 @@ def _round_artifacts(expl: Exploration, loop: ExploreLoop, rnd: int):
         path.parent.mkdir(parents=True, exist_ok=True)
         save_model(model, path, loop.last_report)
         png = model_paths(path)["parity"]
-        row["surrogate_path"] = str(path)
         image = ""
         if png.is_file():
             image = f"\n\n![parity](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode('ascii')})\n"
@@ -275,7 +262,7 @@ def _round_artifacts(expl: Exploration, loop: ExploreLoop, rnd: int):
                 f"±2σ {_num(row.get('cv_within_2sigma'))}; largest predictive std over the pool "
                 f"{_num(row.get('max_pool_std'))}.\n\nValues are MLFF-MD results ({expl.probe.mlff.md_label}), "
                 f"not DFT or experiment.\n\nParity plot (held-out CV predictions): `{png}`{image}")
-        create_markdown_artifact(markdown=text, key=_key("explore-surrogate", expl.name),
+        create_markdown_artifact(markdown=text, key=artifact_key("explore-surrogate", expl.name),
                                  description=f"{expl.name}: surrogate parity after round {rnd}")
 
     return callback
@@ -317,11 +304,11 @@ def explore_round(explore_file: str, quick: bool = False, round_index: int = 0) 
 
         screen_materials(campaign, configure_caching(campaign.results_root), on_done=done)
         evaluated = [p for p in loop.state.proposals if p.proposal_id in {q.proposal_id for q in pending}]
-        create_table_artifact(table=proposal_rows(evaluated), key=_key("explore-evaluated", expl.name),
+        create_table_artifact(table=proposal_rows(evaluated), key=artifact_key("explore-evaluated", expl.name),
                               description=f"{expl.name}: round {round_index} evaluations ({target}, MLFF-MD, not DFT)")
     batch = loop.next_round(callback=_round_artifacts(expl, loop, round_index + 1))  # refit r+1 after round r
     if batch:
-        create_table_artifact(table=proposal_rows(batch), key=_key("explore-proposals", expl.name),
+        create_table_artifact(table=proposal_rows(batch), key=artifact_key("explore-proposals", expl.name),
                               description=f"{expl.name}: proposals of round {batch[0].round} ({expl.settings.acquisition})")
     stop = loop.state.stop_reason
     if stop:
@@ -354,7 +341,7 @@ def explore_flow(explore_file: str, quick: bool = False, scheduler_address: str 
     if not loop.state.proposals:
         first = loop.next_round()
         logger.info("%s: Latin-hypercube design of %d points", expl.name, len(first))
-        create_table_artifact(table=proposal_rows(first), key=_key("explore-proposals", expl.name),
+        create_table_artifact(table=proposal_rows(first), key=artifact_key("explore-proposals", expl.name),
                               description=f"{expl.name}: the initial Latin-hypercube design")
     while not loop.finished:
         pending = loop.pending()
@@ -364,8 +351,7 @@ def explore_flow(explore_file: str, quick: bool = False, scheduler_address: str 
         if not loop.pending() and not loop.finished:
             raise RuntimeError(f"{expl.name}: round {rnd} neither proposed a batch nor stopped")
     rows = loop.state.rounds
-    create_table_artifact(table=[{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in r.items()}
-                                 for r in rows], key=_key("explore-rounds", expl.name),
+    create_table_artifact(table=artifact_rows(rows, significant=None), key=artifact_key("explore-rounds", expl.name),
                           description=f"{expl.name}: every refit (CV metrics, pool uncertainty, stop reason)")
     done = loop.state.by_status("done")
     return {"name": expl.name, "state_dir": str(expl.state_dir), "results_root": str(expl.results_root),

@@ -125,6 +125,27 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-")[:120]
 
 
+def artifact_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str] | None = None, *,
+                  significant: int | None = 4) -> list[dict[str, Any]]:
+    """Rows for a Prefect table artifact: ``keys`` of each row (default: all its keys), floats
+    to ``significant`` digits (None: as they are), NaN and ±inf as null (not JSON: the UI would
+    not render the table).
+
+    >>> artifact_rows([{"a": 0.123456, "b": float("nan"), "c": "x"}], ["a", "b"])
+    [{'a': 0.1235, 'b': None}]
+    """
+    import math
+
+    def value(v: Any) -> Any:
+        if not isinstance(v, float):
+            return v
+        if not math.isfinite(v):
+            return None
+        return v if significant is None else float(f"{v:.{significant}g}")
+
+    return [{k: value(r.get(k)) for k in (keys if keys is not None else r)} for r in rows]
+
+
 # ----------------------------------------------------------------------------- structure
 
 
