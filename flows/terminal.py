@@ -125,6 +125,24 @@ def library_logs_to_file(path: Path) -> Iterator[Path]:
         fh.close()
 
 
+def begin_cli_run(results_root: Path | None) -> float:
+    """What ``screen`` and ``explore`` do before reading their file: ``--results-root`` becomes
+    ``RAMANSCREEN_RESULTS_ROOT`` (which the file's loader reads), and SIGTERM raises
+    KeyboardInterrupt, so a terminated run unwinds its server and cluster. Returns the start time
+    (``time.monotonic()``, s)."""
+    import signal
+    import time
+
+    if results_root is not None:
+        os.environ["RAMANSCREEN_RESULTS_ROOT"] = str(results_root.expanduser().resolve())
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    return time.monotonic()
+
+
 def run_under_board(board: ProgressBoard, title: str, run, *, out, err, t0: float, error_lines: tuple[str, ...] = ()):
     """``run(announce)`` under the live per-material view of ``board`` (``campaign_table``), with
     the library logs in ``board.log_path`` (None: on the terminal); ``announce(ui_url)`` puts the

@@ -82,6 +82,26 @@ def run_screen(server: LocalServer, campaign: Path, results_root: Path, *extra: 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def kill_when(proc: subprocess.Popen, ready, *, timeout_s: float, poll_s: float, what: str) -> None:
+    """SIGKILL ``proc``'s process group as soon as ``ready()`` holds (polled every ``poll_s``), and
+    fail if ``proc`` ended first (``what`` names it). The group is killed whatever happens."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ready():
+                break
+            time.sleep(poll_s)
+        assert proc.poll() is None, f"{what} finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def flow_run_id(stdout: str) -> str:
     m = re.search(r"/runs/flow-run/([0-9a-f-]{36})", stdout)
     assert m, stdout[-3000:]

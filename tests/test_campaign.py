@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from campaign_helpers import (
     api,
     committed_rows,
     flow_run_id,
+    kill_when,
     latest_artifacts,
     mini_campaign,
     prefect_server,  # noqa: F401 - fixture
@@ -156,19 +155,9 @@ def test_killed_campaign_resumes_without_duplicate_rows(prefect_server, tmp_path
     proc = subprocess.Popen(screen_cmd(campaign), env=screen_env(prefect_server, root), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     commits = root / "materials" / "campaign=killed"
-    try:
-        deadline = time.monotonic() + 600
-        # kill as soon as the first material is committed to Parquet, while the other is still running
-        while time.monotonic() < deadline and proc.poll() is None:
-            if list(commits.glob("material=*/run_id=*/run.parquet")):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the campaign finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # kill as soon as the first material is committed to Parquet, while the other is still running
+    kill_when(proc, lambda: list(commits.glob("material=*/run_id=*/run.parquet")), timeout_s=600, poll_s=0.2,
+              what="the campaign")
     done_before = {p.parts[-3] for p in commits.glob("material=*/run_id=*/run.parquet")}
     assert len(done_before) == 1
     partial = list((root / "work" / "killed").glob("*/*/md/md.traj"))

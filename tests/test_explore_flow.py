@@ -9,19 +9,16 @@ re-run: it continues, and no finished material run is redone.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from campaign_helpers import CAMPAIGNS, api, kill_when, latest_artifacts, prefect_server, screen_env  # noqa: F401
 
 from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.explore import Proposal
-from tests.campaign_helpers import CAMPAIGNS, api, latest_artifacts, prefect_server, screen_env  # noqa: F401
 
 LLZO = CAMPAIGNS / "llzo.toml"
 
@@ -144,19 +141,9 @@ def test_llzo_loop_runs_end_to_end_and_resumes_after_a_kill(prefect_server, tmp_
     env = screen_env(prefect_server, root)
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 1800
-        # kill as soon as the first evaluation is recorded, while the others still run
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(p["status"] != "proposed" for p in _proposals(state)):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, "the loop ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # kill as soon as the first evaluation is recorded, while the others still run
+    kill_when(proc, lambda: any(p["status"] != "proposed" for p in _proposals(state)), timeout_s=1800, poll_s=0.5,
+              what="the loop")
     before = {p["proposal_id"]: p for p in _proposals(state) if p["status"] != "proposed"}
     assert before and len(_proposals(state)) == 3  # the Latin hypercube, partly evaluated
     done_dirs = {pid: [f.stat().st_mtime_ns for f in sorted((root / "work" / "llzo-quick-explore").glob(f"{pid}*/**/md.traj"))]

@@ -33,26 +33,17 @@ def screen(
     127.0.0.1 and stops at the end unless --keep-ui. Re-running a finished campaign recomputes
     nothing; an interrupted one resumes at the first unfinished step.
     """
-    import os
-    import signal
 
     from ramanscreen.flows.campaign import run_campaign
     from ramanscreen.flows.config import load_campaign
     from ramanscreen.flows.progress import ProgressBoard
-    from ramanscreen.flows.terminal import log_path_for, run_under_board
+    from ramanscreen.flows.terminal import begin_cli_run, log_path_for, run_under_board
 
-    if results_root is not None:
-        os.environ["RAMANSCREEN_RESULTS_ROOT"] = str(results_root.expanduser().resolve())
+    t0 = begin_cli_run(results_root)
     c = load_campaign(campaign, quick=quick)  # one-line error + exit 2 before anything starts
     from ramanscreen.tasks.common import check_writable_dir
 
     check_writable_dir(c.results_root, file=campaign, field="results_root", what="results root")
-
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    t0 = time.monotonic()
     board = ProgressBoard()
     for m in c.materials:
         board.add(m.name, total_ps=m.md.total_steps * m.md.dt_fs / 1000.0)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -71,19 +69,12 @@ def explore(
     """
     from ramanscreen.flows.explore import load_exploration, run_explore
     from ramanscreen.flows.progress import ProgressBoard
-    from ramanscreen.flows.terminal import log_path_for, run_under_board
+    from ramanscreen.flows.terminal import begin_cli_run, log_path_for, run_under_board
     from ramanscreen.tasks.common import check_writable_dir
 
-    if results_root is not None:
-        os.environ["RAMANSCREEN_RESULTS_ROOT"] = str(results_root.expanduser().resolve())
+    t0 = begin_cli_run(results_root)
     expl = load_exploration(explore_file, quick=quick)  # one-line error + exit 2 before anything starts
     check_writable_dir(expl.results_root, file=explore_file, field="results_root", what="results root")
-
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    t0 = time.monotonic()
     board = ProgressBoard()  # each round's materials appear as the round starts
     board.log_path = None if verbose else log_path_for(expl.results_root, expl.name)
     s = expl.settings
