@@ -140,6 +140,34 @@ SELECT * FROM query(CASE WHEN len(getvariable('convergence_spectra_files')) > 0
           WHERE false'
     END);
 
+-- Parity data (ramanscreen.tasks.parity; columns: docs/results.md). alpha_parity: one row per (run, test
+-- frame of the alpha model, component), reference against predicted alpha (Fig. 2B diagonal, 2C
+-- off-diagonal), every row naming its reference_method. force_parity: held-out force components of a
+-- distilled potential against its teacher (Fig. S1), a bounded deterministic subsample per run. Runs
+-- written before these tables (or, for force_parity, MD on the calculator itself) have none.
+SET VARIABLE alpha_parity_files = existing_committed_files('alpha_parity');
+CREATE OR REPLACE VIEW alpha_parity AS
+SELECT * FROM query(CASE WHEN len(getvariable('alpha_parity_files')) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''alpha_parity_files''), hive_partitioning = true,
+          union_by_name = true, hive_types = {''campaign'': VARCHAR, ''material'': VARCHAR, ''run_id'': VARCHAR})'
+    ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
+          NULL::BIGINT AS frame, NULL::BIGINT AS md_step, NULL::VARCHAR AS component, NULL::VARCHAR AS kind,
+          NULL::DOUBLE AS alpha_reference_A3, NULL::DOUBLE AS alpha_predicted_A3,
+          NULL::DOUBLE AS alpha_committee_std_A3, NULL::VARCHAR AS reference_method WHERE false'
+    END);
+
+SET VARIABLE force_parity_files = existing_committed_files('force_parity');
+CREATE OR REPLACE VIEW force_parity AS
+SELECT * FROM query(CASE WHEN len(getvariable('force_parity_files')) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''force_parity_files''), hive_partitioning = true,
+          union_by_name = true, hive_types = {''campaign'': VARCHAR, ''material'': VARCHAR, ''run_id'': VARCHAR})'
+    ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
+          NULL::BIGINT AS frame, NULL::BIGINT AS atom, NULL::VARCHAR AS element, NULL::VARCHAR AS component,
+          NULL::DOUBLE AS force_teacher_eV_A, NULL::DOUBLE AS force_distilled_eV_A,
+          NULL::DOUBLE AS force_rmse_element_eV_A, NULL::BIGINT AS n_components_element,
+          NULL::VARCHAR AS method, NULL::VARCHAR AS teacher WHERE false'
+    END);
+
 -- Per run: the block (sub-trajectory) standard error of cp_fraction, a column of descriptors
 -- (ramanscreen.tasks.spectra.block_uncertainty); NULL for runs written before it, or whose blocks
 -- were too short for the windows.

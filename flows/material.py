@@ -150,9 +150,9 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     report(name, "structure")
     with on_pool("md"):
         structure = stage_tasks["structure"].submit(name, material.structure, material.n_atoms, md.seed, str(wd))
-    validation_rows = None
+    validation_rows = force_parity = None
     if campaign.mlff.distil:
-        validation_rows, md_future = _distilled_md(campaign, material, stage_tasks, structure, wd, priority_boost)
+        validation_rows, force_parity, md_future = _distilled_md(campaign, material, stage_tasks, structure, wd, priority_boost)
     else:
         # MD last in the queue: a worker that frees up takes the short downstream tasks of a
         # material whose MD is done before it starts another material's long MD
@@ -220,7 +220,7 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
     meta = run_record(campaign, material, structure_res, fit_res, md_res)
     with on_pool("ml"):
         write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
-                          fit_res, validation_rows, convergence=conv_res).result()
+                          fit_res, validation_rows, convergence=conv_res, force_parity=force_parity).result()
 
     mobile = material.mobile[0]
     summary = {
@@ -243,9 +243,10 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
 
 
 def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str, Any], structure: Any,
-                  wd: Path, priority_boost: float = 0.0) -> tuple[list[dict[str, Any]], Any]:
+                  wd: Path, priority_boost: float = 0.0) -> tuple[list[dict[str, Any]], dict[str, Any] | None, Any]:
     """Distil → validate → (refuse a flagged potential if the campaign says so) → submit the
-    production MD in LAMMPS. Returns the ``mlff_validation`` rows and the MD future."""
+    production MD in LAMMPS. Returns the ``mlff_validation`` rows, the ``force_parity`` columns
+    and the MD future."""
     from ramanscreen.tasks.common import InputError
 
     logger = get_run_logger()
@@ -275,7 +276,7 @@ def _distilled_md(campaign: Campaign, material: Material, stage_tasks: dict[str,
         md_future = stage_tasks["lammps_md"].submit(name, structure, distilled, md_settings(campaign, material),
                                                     refine, str(wd / "md"),
                                                     artifact_key("md-progress", campaign.name, name))
-    return validation["rows"], md_future
+    return validation["rows"], validation.get("force_parity"), md_future
 
 
 def _cell_text(cell: dict[str, Any]) -> str:

@@ -36,10 +36,10 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "md": ("ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
     "distil": ("ramanscreen.tasks.mlff", "ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
     "validate": ("ramanscreen.tasks.mlff", "ramanscreen.tasks.md", "ramanscreen.tasks.transport",
-                 "ramanscreen.tasks.trajectory", "ramanscreen.tasks.results"),
+                 "ramanscreen.tasks.trajectory", "ramanscreen.tasks.results", "ramanscreen.tasks.parity"),
     "lammps_md": ("ramanscreen.tasks.mlff", "ramanscreen.tasks.md", "ramanscreen.tasks.structures"),
     "reference": ("ramanscreen.tasks.reference", "ramanscreen.tasks.settings"),
-    "fit": ("ramanscreen.tasks.polarizability",),
+    "fit": ("ramanscreen.tasks.polarizability", "ramanscreen.tasks.parity"),
     "predict": ("ramanscreen.tasks.polarizability",),
     "spectrum": ("ramanscreen.tasks.spectra", "ramanscreen.tasks.polarizability"),
     "transport": ("ramanscreen.tasks.transport", "ramanscreen.tasks.trajectory"),
@@ -249,8 +249,10 @@ def distil_task(material: str, structure: dict[str, Any], settings: dict[str, An
 def validate_task(material: str, distilled: dict[str, Any], species: list[str], compare: bool,
                   workdir: str) -> dict[str, Any]:
     """The ``mlff_validation`` rows of a distilled potential: errors against the teacher on the
-    held-out frames and, with ``compare``, D and VDOS of a distilled run against the teacher run."""
+    held-out frames and, with ``compare``, D and VDOS of a distilled run against the teacher run;
+    and the ``force_parity`` columns (its held-out force components against the teacher's, Fig. S1)."""
     from ramanscreen.tasks.mlff import compare_dynamics, load_distilled, start_structure, validation_rows
+    from ramanscreen.tasks.parity import force_parity_rows
 
     t0 = time.perf_counter()
     res = load_distilled(distilled["workdir"], potential=distilled["potential"])
@@ -259,8 +261,10 @@ def validate_task(material: str, distilled: dict[str, Any], species: list[str], 
         dyn = compare_dynamics(start_structure(res.workdir), res.potential, res.data.teacher_traj, workdir,
                                species=species)
     rows = validation_rows(material, res.potential, res.data.holdout, species=species, dynamics=dyn)
-    return {"rows": rows, "flagged": any(r["flagged"] for r in rows), "method": res.potential.method,
-            "force_rmse_eV_A": rows[0]["force_rmse_eV_A"], "wall_s": time.perf_counter() - t0}
+    parity = force_parity_rows(res.potential, res.data.holdout)
+    return {"rows": rows, "force_parity": parity, "flagged": any(r["flagged"] for r in rows),
+            "method": res.potential.method, "force_rmse_eV_A": rows[0]["force_rmse_eV_A"],
+            "wall_s": time.perf_counter() - t0}
 
 
 def lammps_settings(s: Any, *, keep_velocities: bool = False):
@@ -373,8 +377,13 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
     Also refits the model on ¼ and ½ of its training frames
     (:func:`ramanscreen.tasks.convergence.fit_training_subsets`), saved at
     ``<model_path>_subsets``, with the test metrics of every fraction (the learning curve): the
-    prediction tasks evaluate those refits in the same pass (the training-set convergence)."""
+    prediction tasks evaluate those refits in the same pass (the training-set convergence).
+
+    ``parity``: the ``alpha_parity`` columns (:func:`ramanscreen.tasks.parity.alpha_parity_rows`):
+    reference and predicted α of every test frame, the predictions the metrics were computed
+    from (None without test frames)."""
     from ramanscreen.tasks.convergence import fit_training_subsets
+    from ramanscreen.tasks.parity import alpha_parity_rows
     from ramanscreen.tasks.polarizability import AlphaModel, SOAPHypers, alpha_metrics, train_test_split
 
     train_idx, test_idx = train_test_split(len(references), n_train, seed=seed)
@@ -389,8 +398,12 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
     metrics = {"r2_diag": nan, "r2_offdiag": nan, "rmse_diag_A3": nan, "rmse_offdiag_A3": nan}
     tframes = _read_frames(traj_path, [r["frame"] for r in test]) if test else None
     talpha = np.array([r["alpha_A3"] for r in test]) if test else None
+    parity = None
     if tframes is not None:
-        metrics = alpha_metrics(talpha, model.predict(tframes))
+        pred, committee_A3 = model.predict_with_committee(tframes)
+        metrics = alpha_metrics(talpha, pred)
+        parity = alpha_parity_rows([r["frame"] for r in test], talpha, pred, committee_A3,
+                                   reference_method=train[0]["method"], md_steps=[r.get("md_step", -1) for r in test])
     metrics["n_test"] = len(test)
     subsets = fit_training_subsets(model, frames, alpha, test_frames=tframes, test_alpha_A3=talpha, seed=seed)
     subsets_path = None
@@ -398,7 +411,8 @@ def fit_task(material: str, traj_path: str, references: list[dict[str, Any]], n_
         subsets_path = f"{model_path}_subsets"
         subsets.model.save(subsets_path)
     return {"model_path": str(model_path), "metrics": metrics, "n_train": len(train),
-            "method": train[0]["method"], "subsets_path": subsets_path, "subsets": subsets.to_dict()}
+            "method": train[0]["method"], "subsets_path": subsets_path, "subsets": subsets.to_dict(),
+            "parity": parity}
 
 
 @task(name="predict-alpha", task_run_name="predict[{material}:{start}-{stop}]")
@@ -539,16 +553,19 @@ def spectrum_columns(spectrum: dict[str, Any]) -> dict[str, Any]:
 def write_task(results_root: str, campaign: str, material: str, run_id: str, meta: dict[str, Any],
                spectrum: dict[str, Any], transport: Any, fit: dict[str, Any],
                mlff_validation: list[dict[str, Any]] | None = None,
-               convergence: dict[str, Any] | None = None) -> dict[str, Any]:
+               convergence: dict[str, Any] | None = None,
+               force_parity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id).
     The stage results go in as they come (``write_run`` takes the spectrum and the
-    ``TransportResult`` whole), so every documented column is filled."""
+    ``TransportResult`` whole), so every documented column is filled; the α parity rows come
+    with the fit (``fit["parity"]``), the force parity with the validation."""
     from ramanscreen.tasks.results import write_run
 
     rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum_columns(spectrum),
                     transport=transport, descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],
                     msd=transport, vdos=transport, mlff_validation=mlff_validation,
-                    convergence=(convergence or {}).get("rows"), convergence_spectra=(convergence or {}).get("spectra"))
+                    convergence=(convergence or {}).get("rows"), convergence_spectra=(convergence or {}).get("spectra"),
+                    alpha_parity=fit.get("parity"), force_parity=force_parity)
     return {"write_id": rec.write_id, "rows": dict(rec.rows)}
 
 

@@ -1,7 +1,7 @@
 """Campaign results as hive-partitioned Parquet tables, written atomically and schema-versioned.
 
 One *run* is one material simulated once in one campaign; it is keyed by
-``(campaign, material, run_id)``. :func:`write_run` writes all ten tables of a run:
+``(campaign, material, run_id)``. :func:`write_run` writes all twelve tables of a run:
 
 ========== ====================================================== ======================
 table      rows                                                   required columns
@@ -22,6 +22,13 @@ mlff_validation one per mobile species (distilled potentials only) species, meth
 convergence one per (test, fraction): ¼, ½, full trajectory / N_T  test, fraction
 convergence_spectra one per (test, fraction, frequency bin)        test, fraction, freq_cm1,
                                                                   intensity
+alpha_parity one per (alpha test frame, component): Fig. 2B/2C   frame, component, kind,
+                                                                  alpha_reference_A3,
+                                                                  alpha_predicted_A3,
+                                                                  reference_method
+force_parity one per held-out force component kept (bounded),    frame, atom, element,
+           distilled potentials only: Fig. S1                     component, force_teacher_eV_A,
+                                                                  force_distilled_eV_A, method
 ========== ====================================================== ======================
 
 Every row also carries ``campaign``, ``material``, ``run_id``, ``write_id`` and
@@ -112,10 +119,10 @@ BOOKKEEPING_COLUMNS = (*KEY_COLUMNS, "write_id", "schema_version")
 
 #: Data tables (written first) in write order; ``materials`` is written last, as the commit.
 DATA_TABLES = ("spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos", "mlff_validation", "convergence",
-               "convergence_spectra")
+               "convergence_spectra", "alpha_parity", "force_parity")
 TABLES = ("materials", *DATA_TABLES)
 #: Tables added after runs were first written: a results root written before them lacks them.
-OPTIONAL_TABLES = ("mlff_validation", "convergence", "convergence_spectra")
+OPTIONAL_TABLES = ("mlff_validation", "convergence", "convergence_spectra", "alpha_parity", "force_parity")
 COMMIT_FILE = "run.parquet"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
@@ -300,6 +307,35 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
         "fraction": (_F, True, "fraction of the trajectory or of N_T"),
         "freq_cm1": (_F, True, "Raman shift, cm^-1 (the full run's grid), increasing within each (test, fraction)"),
         "intensity": (_F, True, "intensity 45a2+7g2 (arb. units, the full run's scale)"),
+    },
+    # parity data (ramanscreen.tasks.parity): the alpha model's test set (Fig. 2B/2C); no rows for runs
+    # written without it or whose model had no test frames
+    "alpha_parity": {
+        "frame": (_I, True, "stored MD frame of the test structure (never in the model's training set)"),
+        "md_step": (_I, False, "MD step of that frame"),
+        "component": (_S, True, "Cartesian component of alpha: xx, yy, zz, xy, yz, zx"),
+        "kind": (_S, True, "diagonal (xx, yy, zz; Fig. 2B) or off-diagonal (xy, yz, zx; Fig. 2C)"),
+        "alpha_reference_A3": (_F, True, "reference alpha of the component (method: reference_method), A^3"),
+        "alpha_predicted_A3": (_F, True, "lambda-SOAP model's prediction (the values ml_metrics pooled), A^3"),
+        "alpha_committee_std_A3": (_F, False, "standard deviation of the calibrated committee, A^3 (null: no "
+                                   "committee)"),
+        "reference_method": (_S, True, "method of the reference alpha (not DFPT unless it says so)"),
+    },
+    # a distilled potential's held-out forces against its teacher (Fig. S1); no rows when the MD ran
+    # on the calculator itself
+    "force_parity": {
+        "frame": (_I, True, "index of the held-out teacher frame (the tail of the teacher MD, never fitted)"),
+        "atom": (_I, True, "atom index in the frame"),
+        "element": (_S, True, "element symbol of the atom"),
+        "component": (_S, True, "Cartesian component x, y or z (the cell's ASE frame)"),
+        "force_teacher_eV_A": (_F, True, "the teacher's force component (column teacher), eV/A"),
+        "force_distilled_eV_A": (_F, True, "the distilled potential's force component (column method), eV/A"),
+        "force_rmse_element_eV_A": (_F, False, "force RMSE of the element over all its held-out components "
+                                    "(not only the rows kept), eV/A"),
+        "n_components_element": (_I, False, "held-out force components of the element (the rows are a "
+                                 "deterministic subsample of them, at most tasks.parity.FORCE_PARITY_MAX_ROWS per run)"),
+        "method": (_S, True, "the distilled potential (distilled from the teacher, not DFT)"),
+        "teacher": (_S, False, "teacher model (as mlff_validation.teacher)"),
     },
 }
 #: Tables whose rows may carry extra numeric columns beyond :data:`COLUMNS`.
@@ -561,6 +597,30 @@ def _validate_convergence_spectra(t: pa.Table) -> None:
                              field="convergence_spectra.freq_cm1")
 
 
+def _validate_parity(t: pa.Table, table: str, key: tuple[str, ...]) -> None:
+    """No nulls in required columns, known components, and each ``key`` at most once."""
+    from ramanscreen.tasks.parity import COMPONENT_KIND, FORCE_COMPONENTS
+
+    for name, (_, required, _) in COLUMNS[table].items():
+        if required and t.column(name).null_count:
+            raise InputError("missing (null/NaN) value in a required column", field=f"{table}.{name}")
+    allowed = tuple(COMPONENT_KIND) if table == "alpha_parity" else FORCE_COMPONENTS
+    comps = t.column("component").to_pylist()
+    bad = [c for c in dict.fromkeys(comps) if c not in allowed]
+    if bad:
+        raise InputError(f"unknown component {bad[0]!r}", field=f"{table}.component", fix=f"use {', '.join(allowed)}")
+    if table == "alpha_parity":
+        kinds = t.column("kind").to_pylist()
+        wrong = [(c, k) for c, k in zip(comps, kinds, strict=True) if COMPONENT_KIND[c] != k]
+        if wrong:
+            raise InputError(f"component {wrong[0][0]} is {COMPONENT_KIND[wrong[0][0]]}, not {wrong[0][1]}",
+                             field=f"{table}.kind")
+    keys = list(zip(*(t.column(k).to_pylist() for k in key), strict=True))
+    if len(set(keys)) != len(keys):
+        raise InputError(f"a ({', '.join(key)}) appears twice", field=f"{table}.{key[-1]}",
+                         fix=f"one row per {', '.join(key)}")
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """``git describe`` of the checkout this module lives in, else the package version.
@@ -621,6 +681,8 @@ def build_tables(
     mlff_validation: Sequence[Mapping[str, Any]] | None = None,
     convergence: Sequence[Mapping[str, Any]] | None = None,
     convergence_spectra: Any = None,
+    alpha_parity: Any = None,
+    force_parity: Any = None,
     write_id: str | None = None,
 ) -> dict[str, pa.Table]:
     """Validate a run's results and build its Arrow tables (one per table of :data:`TABLES`), without touching disk.
@@ -736,6 +798,13 @@ def build_tables(
         tables["convergence_spectra"] = _build_table("convergence_spectra",
                                                      _long_columns(convergence_spectra, "convergence_spectra"))
         _validate_convergence_spectra(tables["convergence_spectra"])
+    for name, rows, key in (("alpha_parity", alpha_parity, ("frame", "component")),
+                            ("force_parity", force_parity, ("frame", "atom", "component"))):
+        if rows is None:
+            tables[name] = _empty(name)
+        else:
+            tables[name] = _build_table(name, _long_columns(rows, name))
+            _validate_parity(tables[name], name, key)
 
     mobile = mat.column("mobile_species")[0].as_py()
     species = set(tables["transport"].column("species").to_pylist())
@@ -829,6 +898,8 @@ def write_run(
     mlff_validation: Sequence[Mapping[str, Any]] | None = None,
     convergence: Sequence[Mapping[str, Any]] | None = None,
     convergence_spectra: Any = None,
+    alpha_parity: Any = None,
+    force_parity: Any = None,
 ) -> RunRecord:
     """Write (or replace) every table of one run and commit it atomically.
 
@@ -861,13 +932,18 @@ def write_run(
     convergence, convergence_spectra:
         The rows and the spectra of :func:`ramanscreen.tasks.convergence.convergence_study`
         (``ConvergenceResult.rows`` and ``.spectra_table()``), or None (zero rows).
+    alpha_parity, force_parity:
+        The columns of :func:`ramanscreen.tasks.parity.alpha_parity_rows` (the α model's test set)
+        and :func:`ramanscreen.tasks.parity.force_parity_rows` (a distilled potential's held-out
+        forces), or None (zero rows).
 
     Omitted tables are written with zero rows, so every committed run has every file.
     """
     tables = build_tables(
         campaign, material, run_id, meta=meta, spectrum=spectrum, transport=transport,
         descriptors=descriptors, ml_metrics=ml_metrics, msd=msd, vdos=vdos, mlff_validation=mlff_validation,
-        convergence=convergence, convergence_spectra=convergence_spectra,
+        convergence=convergence, convergence_spectra=convergence_spectra, alpha_parity=alpha_parity,
+        force_parity=force_parity,
     )
     root = _check_root(results_root)
     write_id = tables["materials"].column("write_id")[0].as_py()
