@@ -10,15 +10,20 @@ carry:
 * Fig. 3 — the Raman spectrum, with the ML committee band and the central-peak window shaded;
 * Fig. S2 — the atom-resolved VDOS; Fig. S3 — the MSD per species;
 * Fig. 2 — the α model's test metrics (R², RMSE of the diagonal and off-diagonal components);
+* from the ``alpha_parity`` table: Fig. 2B/2C — reference against predicted α of the model's
+  test frames, diagonal and off-diagonal panels with their R² and RMSE;
+* from the ``force_parity`` table (distilled potentials): Fig. S1 — held-out force components of
+  the distilled potential against its teacher (not DFT), one colour per element, each element's
+  RMSE over all held-out components in the legend;
 * from the ``convergence`` and ``convergence_spectra`` tables (:mod:`ramanscreen.tasks.convergence`):
   Figs. S5–S8 — the spectra of the α model refitted on ¼, ½ and all of N_T, overlaid; Figs.
   S9–S12 — the spectra of the first ¼, ½ and all of the trajectory; Fig. 2A / S4 — the learning
   curve, test RMSE of the refits against N_T; the convergence rows as a table, with the
   ranking's ``converged`` flag and its reason.
 
-A figure whose data the run did not record (parity points, the ML-vs-reference spectrum, force
-parity against DFT; the convergence figures of a run written without them) is listed under "Not
-in this report" with the reason, never drawn from anything else. Every number that does not
+A figure whose data the run did not record (the ML-vs-reference spectrum; the parity and
+convergence figures of a run written without them) is listed under "Not in this report" with the
+reason, never drawn from anything else. Every number that does not
 come from DFPT or DFT is labelled with its source (the ``mlff`` and ``reference_method`` columns).
 
 >>> import tempfile
@@ -56,11 +61,19 @@ PAPER_PRODUCTION_PS = 100.0
 PAPER_N_TRAIN = 300
 #: Figures of the paper whose data a run does not record yet: (figure, what it needs).
 NOT_RECORDED = (
-    ("Fig. 2B/2C parity plots", "per-frame reference and predicted α (not stored in the results)"),
     ("Fig. 2D ML vs reference spectrum", "a reference α(t) series over the trajectory (only N_T snapshots have one)"),
-    ("Fig. S1 force parity against DFT", "MLFF forces against DFT on held-out frames (a distilled potential's "
-     "errors against its teacher are in the mlff_validation rows above, where the run has them)"),
 )
+ALPHA_PARITY, FORCE_PARITY = "alpha_parity", "force_parity"
+#: The parity figures, by the table they are drawn from: (figure, what it needs). A run without
+#: that table's rows lists them under "Not in this report", as :data:`CONVERGENCE_FIGURES` does.
+PARITY_FIGURES = {
+    ALPHA_PARITY: ("Fig. 2B/2C parity plots",
+                   "reference and predicted α of the α model's test frames (alpha_parity; none for a run written "
+                   "before that table or whose model had no test frames)"),
+    FORCE_PARITY: ("Fig. S1 force parity",
+                   "held-out force components of a distilled potential against its teacher (force_parity; none "
+                   "when the MD ran on the calculator itself, whose forces are not compared with anything)"),
+}
 LEARNING_CURVE = "learning_curve"
 #: The convergence figures drawn from the ``convergence`` tables, by test (and the learning curve):
 #: (figure, what it needs). A run without that data lists them under "Not in this report".
@@ -117,6 +130,17 @@ def _fetch(con: Any, sql: str, key: tuple[str, str, str]) -> dict[str, np.ndarra
     return {k: np.asarray(v) for k, v in con.execute(sql, list(key)).fetchnumpy().items()}
 
 
+def _fetch_nullable(con: Any, sql: str, key: tuple[str, str, str]) -> dict[str, np.ndarray]:
+    """Like :func:`_fetch`, with NULL kept: numbers as float arrays with NaN, others as object
+    arrays with None."""
+    out = {}
+    for k, v in con.execute(sql, list(key)).fetchnumpy().items():
+        ma = np.ma.asarray(v)
+        out[k] = (np.ma.filled(ma.astype(float), np.nan) if ma.dtype.kind in "fiub"
+                  else np.array(ma.tolist(), dtype=object))
+    return out
+
+
 def _spectrum_png(con: Any, r: dict[str, Any]) -> str | None:
     d = _fetch(con, "SELECT freq_cm1, intensity, band_low, band_high FROM spectra WHERE campaign = $1 AND "
                     "material = $2 AND run_id = $3 ORDER BY freq_cm1", _key(r))
@@ -163,6 +187,89 @@ def _per_species_png(con: Any, r: dict[str, Any], table: str, x: str, y: str, *,
     ax.legend(fontsize=7)
     ax.set_title(f"{r['material']}: {title}", fontsize=9)
     return _png(fig)
+
+
+def _alpha_parity_png(con: Any, r: dict[str, Any]) -> tuple[str, str] | None:
+    """Fig. 2B/2C: reference against predicted α of the test frames, diagonal and off-diagonal
+    panels with R² and RMSE recomputed from the rows (the recorded test metrics); the image and
+    its caption, or None without rows."""
+    from ramanscreen.tasks.parity import COMPONENT_NAMES, DIAGONAL, OFF_DIAGONAL, parity_metrics
+
+    d = _fetch_nullable(con, "SELECT frame, component, kind, alpha_reference_A3, alpha_predicted_A3, alpha_committee_std_A3, "
+                    "reference_method FROM alpha_parity WHERE campaign = $1 AND material = $2 AND run_id = $3 "
+                    "ORDER BY frame, component", _key(r))
+    if d["frame"].size == 0:
+        return None
+    m = parity_metrics(d)
+    ref = ", ".join(sorted({str(x) for x in d["reference_method"] if x is not None}))
+    t, p, comp, std = d["alpha_reference_A3"], d["alpha_predicted_A3"], d["component"], d["alpha_committee_std_A3"]
+    fig = new_figure(figsize=(7.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, kind, name, fig_name in ((axes[0], DIAGONAL, "diag", "2B"), (axes[1], OFF_DIAGONAL, "offdiag", "2C")):
+        sel = d["kind"] == kind
+        for k, c in enumerate(COMPONENT_NAMES):
+            cs = sel & (comp == c)
+            if not cs.any():
+                continue
+            if np.isfinite(std[cs]).any():
+                ax.errorbar(t[cs], p[cs], yerr=np.nan_to_num(std[cs]), fmt="none", ecolor=f"C{k}", alpha=0.3, lw=0.6)
+            ax.scatter(t[cs], p[cs], s=8, color=f"C{k}", alpha=0.7, label=c)
+        if sel.any():
+            lo, hi = float(min(t[sel].min(), p[sel].min())), float(max(t[sel].max(), p[sel].max()))
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k-", lw=0.8)
+            ax.legend(fontsize=7, loc="upper left")
+        ax.text(0.97, 0.03, f"R² = {_num(m[f'r2_{name}'], '.3f')}\nRMSE = {_num(m[f'rmse_{name}_A3'])} Å³",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "0.7", "alpha": 0.9})
+        ax.set_xlabel("reference α (Å³)")
+        ax.set_ylabel("predicted α (Å³)")
+        ax.set_title(f"{kind} (Fig. {fig_name})", fontsize=9)
+    fig.suptitle(f"{r['material']}: α model on its test frames", fontsize=9)
+    n_frames = len(np.unique(d["frame"]))
+    caption = (f"{r['material']}: α parity (Fig. 2B/2C equivalent) on {n_frames} test frames, reference {ref}: "
+               f"diagonal R² {_num(m['r2_diag'], '.3f')}, RMSE {_num(m['rmse_diag_A3'])} Å³; off-diagonal R² "
+               f"{_num(m['r2_offdiag'], '.3f')}, RMSE {_num(m['rmse_offdiag_A3'])} Å³"
+               + ("; error bars: committee standard deviation" if np.isfinite(std).any() else ""))
+    return _png(fig), caption
+
+
+def _force_parity_png(con: Any, r: dict[str, Any]) -> tuple[str, str] | None:
+    """Fig. S1: the distilled potential's held-out force components against its teacher's, one
+    colour per element, each element's RMSE (over all its held-out components) in the legend;
+    the image and its caption, or None without rows."""
+    d = _fetch_nullable(con, "SELECT element, force_teacher_eV_A, force_distilled_eV_A, force_rmse_element_eV_A, "
+                    "n_components_element, method, teacher FROM force_parity WHERE campaign = $1 AND material = $2 "
+                    "AND run_id = $3 ORDER BY element, frame, atom, component", _key(r))
+    if d["element"].size == 0:
+        return None
+    method = ", ".join(sorted({str(x) for x in d["method"] if x is not None}))
+    teacher = ", ".join(sorted({str(x) for x in d["teacher"] if x is not None})) or "its teacher"
+    t, p = d["force_teacher_eV_A"], d["force_distilled_eV_A"]
+    fig = new_figure(figsize=(4.8, 4.0), layout="constrained")
+    ax = fig.subplots()
+    parts, sq, count = [], 0.0, 0
+    for k, el in enumerate(sorted(set(d["element"].tolist()))):
+        sel = d["element"] == el
+        rmse, n_all = d["force_rmse_element_eV_A"][sel][0], d["n_components_element"][sel][0]
+        # the full held-out set's RMSE; a row without it: the shown components'
+        rmse_el = float(rmse) if np.isfinite(rmse) else float(np.sqrt(np.mean((p[sel] - t[sel]) ** 2)))
+        n_el = int(n_all) if np.isfinite(n_all) else int(sel.sum())
+        sq, count = sq + rmse_el**2 * n_el, count + n_el
+        ax.scatter(t[sel], p[sel], s=4, color=f"C{k}", alpha=0.5, lw=0,
+                   label=f"{el}: RMSE {rmse_el:.3f} eV/Å")
+        parts.append(f"{el} {rmse_el:.3f} eV/Å ({int(sel.sum())} of {n_el} components shown)")
+    lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.set_xlabel(f"teacher force, {teacher} (eV/Å)")
+    ax.set_ylabel("distilled SNAP force (eV/Å)")
+    ax.legend(fontsize=7, loc="upper left", markerscale=3)
+    total = math.sqrt(sq / count) if count else float("nan")
+    ax.set_title(f"{r['material']}: held-out forces (Fig. S1), RMSE {total:.3f} eV/Å", fontsize=9)
+    caption = (f"{r['material']}: force parity (Fig. S1 equivalent) of {method} against its teacher {teacher} on "
+               f"held-out teacher frames (the reference is the teacher, not DFT unless the teacher is): RMSE {total:.3f} eV/Å over all components; per element "
+               + "; ".join(parts))
+    return _png(fig), caption
 
 
 def known_limits(meta: dict[str, Any]) -> list[str]:
@@ -391,7 +498,7 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                       _table(vrows, [("material", "material"), *_VALIDATION])]
         limits: list[str] = []
         figures: list[str] = []
-        without: dict[str, list[str]] = {}  # CONVERGENCE_FIGURES key -> the materials without its data
+        without: dict[str, list[str]] = {}  # CONVERGENCE_FIGURES / PARITY_FIGURES key -> materials without its data
         for r, meta in zip(rows, run_metas, strict=True):
             limits += [f"{r['material']}: {x}" for x in known_limits(meta)]
             if r.get("mlff_flagged"):
@@ -417,6 +524,14 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                                f"(against {html.escape(str(meta.get('reference_method')))})</p>")
             figures += [_img(uri, alt) for uri, alt in imgs if uri is not None]
             figures += [f"<p>{html.escape(alt)}: not recorded by this run</p>" for uri, alt in imgs if uri is None]
+            for table, draw in ((ALPHA_PARITY, _alpha_parity_png), (FORCE_PARITY, _force_parity_png)):
+                drawn = draw(con, r)
+                if drawn is None:
+                    without.setdefault(table, []).append(str(r["material"]))
+                    figures.append(f"<p>{html.escape(str(r['material']))}: {html.escape(PARITY_FIGURES[table][0])} "
+                                   "equivalent: not recorded by this run</p>")
+                else:
+                    figures.append(_img(*drawn))
             section, missed = _convergence_section(con, r, meta)
             figures += section
             for k in missed:
@@ -428,7 +543,8 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                   *(f"<li>{html.escape(f)}: needs {html.escape(why)}</li>" for f, why in NOT_RECORDED),
                   *(f"<li>{html.escape(f)}: needs {html.escape(why)}; not recorded by "
                     f"{html.escape(', '.join(without[k]))}</li>"
-                    for k, (f, why) in CONVERGENCE_FIGURES.items() if k in without), "</ul>"]
+                    for k, (f, why) in (*PARITY_FIGURES.items(), *CONVERGENCE_FIGURES.items()) if k in without),
+                  "</ul>"]
     finally:
         con.close()
     out = Path(out_dir) if out_dir is not None else Path(results_root) / "reports" / (campaign or "all")

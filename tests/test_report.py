@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from synthetic_results import SYNTHETIC, write_synthetic
 
-from ramanscreen.analytics.html_report import NOT_RECORDED, known_limits
+from ramanscreen.analytics.html_report import NOT_RECORDED, PARITY_FIGURES, known_limits
 
 
 def _root(tmp_path: Path) -> Path:
@@ -48,6 +48,10 @@ def test_report_command_writes_one_self_contained_page(tmp_path: Path) -> None:
     assert "N_T = 140" in text and "universal pretrained MLFF" in text
     for fig, _why in NOT_RECORDED:
         assert fig in text
+    # the synthetic runs carry no parity rows: Figs. 2B/2C and S1 are listed, not drawn
+    missing = text.split("<h2>Not in this report</h2>", 1)[1]
+    for fig, _why in PARITY_FIGURES.values():
+        assert f"{fig}: needs" in missing and "not recorded by AgI" in missing
 
 
 def test_known_limits_name_the_embedded_reference_and_a_distilled_potential() -> None:
