@@ -186,6 +186,26 @@ def test_convergence_and_block_error_are_written_and_a_short_run_is_flagged(scre
     assert "trajectory_length ½: no spectrum (50 α samples" in ranked["convergence_note"]
 
 
+def test_the_flow_writes_the_alpha_parity_of_its_test_frames(screened) -> None:
+    """The fit stage's test predictions reach alpha_parity through the flow: 4 test frames × 6
+    components, whose RMSE is the run's ml_metrics; MD on the calculator itself: no force_parity."""
+    from ramanscreen.analytics.db import connect
+
+    con = connect(screened["root"])
+    try:
+        n, frames, methods = con.execute("SELECT count(*), count(DISTINCT frame), list(DISTINCT reference_method) "
+                                         "FROM alpha_parity").fetchone()
+        rmse = dict(con.execute("SELECT kind, sqrt(avg((alpha_predicted_A3 - alpha_reference_A3) ^ 2)) "
+                                "FROM alpha_parity GROUP BY kind").fetchall())
+        recorded = con.execute("SELECT rmse_diag_A3, rmse_offdiag_A3 FROM ml_metrics").fetchone()
+        n_force = con.execute("SELECT count(*) FROM force_parity").fetchone()[0]
+    finally:
+        con.close()
+    assert (n, frames) == (24, 4) and len(methods) == 1 and "not DFPT" in methods[0]
+    assert (rmse["diagonal"], rmse["off-diagonal"]) == pytest.approx(recorded, rel=1e-12)
+    assert n_force == 0
+
+
 def test_progress_came_from_the_run_and_a_rerun_is_cached(screened) -> None:
     board = screened["board"]
     (row,) = board.snapshot()

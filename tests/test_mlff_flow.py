@@ -141,6 +141,27 @@ def test_distilled_potential_drives_the_material_flow_into_parquet(flows) -> Non
 
 
 @pytest.mark.slow
+def test_the_flow_writes_the_held_out_force_parity_beside_mlff_validation(flows) -> None:
+    """force_parity (Fig. S1) comes from the validation task: every held-out component of the
+    32-atom cell (below the bound), labelled, with the RMSE of the mlff_validation row."""
+    from ramanscreen.analytics.db import connect
+
+    con = connect(flows["root"])
+    try:
+        n, n_frames, methods, rmse = con.execute(
+            "SELECT count(*), count(DISTINCT frame), list(DISTINCT method), "
+            "sqrt(avg((force_distilled_eV_A - force_teacher_eV_A) ^ 2)) FROM force_parity "
+            "WHERE campaign = 'distilled'").fetchone()
+        v = con.execute("SELECT force_rmse_eV_A, n_holdout_frames, n_atoms FROM mlff_validation "
+                        "WHERE campaign = 'distilled'").fetchone()
+    finally:
+        con.close()
+    assert methods == ["snap-distilled-from-emt (not DFT)"]
+    assert n_frames == v[1] and n == 3 * v[1] * v[2]
+    assert rmse == pytest.approx(v[0], rel=1e-6)
+
+
+@pytest.mark.slow
 def test_refuse_flagged_refuses_a_flagged_potential_and_the_ranking_flags_it(flows, tmp_path) -> None:
     from ramanscreen.analytics.db import connect
     from ramanscreen.analytics.ranking import ranking
