@@ -67,6 +67,8 @@ def main() -> int:
     ap.add_argument("--materials", nargs="+", default=list(known), choices=list(known))
     ap.add_argument("--twojmax", type=int, default=6)
     ap.add_argument("--quadratic", action="store_true")
+    ap.add_argument("--pair-cutoff-a", type=float, default=SnapSettings.pair_cutoff_A,
+                    help="cutoff of the pair-spline term (Å); 0 = SNAP alone")
     ap.add_argument("--md-steps", type=int, default=TrainingSettings.md_steps,
                     help="teacher MD production steps for the training set (default: the campaign's)")
     ap.add_argument("--chgnet-steps", type=int, default=20)
@@ -78,7 +80,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load_start = _load()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_mlff_"))
-    snap = SnapSettings(twojmax=args.twojmax, quadratic=args.quadratic)
+    snap = SnapSettings(twojmax=args.twojmax, quadratic=args.quadratic, pair_cutoff_A=args.pair_cutoff_a)
     rows = []
     for name in args.materials:
         demo_m, paper_m = known[name]
@@ -138,6 +140,7 @@ def main() -> int:
     console = Console(width=200)
     kind = (f"{'quadratic' if args.quadratic else 'linear'}, twojmax 4 or {args.twojmax} by held-out RMSE"
             if args.twojmax > 4 else f"twojmax {args.twojmax}")
+    kind += f", pair spline to {args.pair_cutoff_a:g} Å" if args.pair_cutoff_a else ", no pair term"
     table = Table(title=f"Distilled SNAP ({kind}) vs CHGNet, one thread each; load average {load_start} → {load_end}")
     for col in ("material", "T (K)", "atoms", "CHGNet ms/step", "SNAP ms/step", "(LAMMPS only)", "speed-up",
                 "CPU ms/step CHGNet", "CPU ms/step SNAP", "CPU speed-up", "force RMSE (eV/Å)",

@@ -99,7 +99,8 @@ def test_teacher_md_frames_are_labelled_once_with_the_runs_own_results(tmp_path)
 
 def test_rows_times_coefficients_reproduce_lammps_pair_snap(tmp_path):
     """Energies, forces and stresses predicted from the compute snap rows equal what a stock
-    LAMMPS pair_style snap (+ ZBL) gives, for linear and quadratic SNAP, on a rotated triclinic cell."""
+    LAMMPS pair_style snap (+ ZBL) gives, for linear and quadratic SNAP, on a rotated triclinic cell;
+    with the pair-spline term (pair_style table) to the table's interpolation error."""
     rng = np.random.default_rng(1)
     base = cuau()
     frames = []
@@ -114,9 +115,12 @@ def test_rows_times_coefficients_reproduce_lammps_pair_snap(tmp_path):
     rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
     rot *= np.sign(np.linalg.det(rot))
     probe.set_cell(probe.cell.array @ rot.T, scale_atoms=True)  # a cell LAMMPS must rotate
-    for quadratic in (False, True):
-        pot = fit_snap(frames, SnapSettings(twojmax=4, cutoff_A=4.5, quadratic=quadratic)).potential
-        pot.write(tmp_path / f"q{int(quadratic)}")
+    for quadratic, pair_cutoff in ((False, 0.0), (True, 0.0), (False, 6.0), (True, 5.0)):
+        pot = fit_snap(frames, SnapSettings(twojmax=4, cutoff_A=4.5, quadratic=quadratic,
+                                            pair_cutoff_A=pair_cutoff)).potential
+        assert (pot.pair_coefficients is not None) == bool(pair_cutoff)
+        pot.write(tmp_path / f"q{int(quadratic)}p{pair_cutoff:g}")
+        assert SnapPotential.load(pot.path).fingerprint() == pot.fingerprint()
         pred = pot.predict([probe])[0]
         with LammpsSystem(probe, pot.elements) as s:
             s.lmp.commands_list([*pot.pair_commands(), "thermo_style custom step pe pxx pyy pzz pyz pxz pxy",
@@ -126,9 +130,11 @@ def test_rows_times_coefficients_reproduce_lammps_pair_snap(tmp_path):
             p = np.array([s.lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pyz", "pxz", "pxy")]) / EV_A3_TO_BAR
             p_mat = np.array([[p[0], p[5], p[4]], [p[5], p[1], p[3]], [p[4], p[3], p[2]]])
             sig = -(s.frame.rotation @ p_mat @ s.frame.rotation.T)
-        assert pred.get_potential_energy() == pytest.approx(e, abs=1e-8)
-        np.testing.assert_allclose(pred.get_forces(), f, atol=1e-9)
-        np.testing.assert_allclose(pred.get_stress(voigt=False), sig, atol=1e-9)
+        # exact for the SNAP; the pair term runs from a 6000-point table (spacing 1e-3 Å)
+        tol = 1e-6 if pair_cutoff else 1e-9
+        assert pred.get_potential_energy() == pytest.approx(e, abs=10 * tol)
+        np.testing.assert_allclose(pred.get_forces(), f, atol=tol)
+        np.testing.assert_allclose(pred.get_stress(voigt=False), sig, atol=tol)
         # the fit itself is close to the teacher it was fitted to
         assert error_stats(pot, frames).force_rmse_eV_A < 0.1
 
@@ -354,3 +360,41 @@ def test_chgnet_teacher_distils_a_tiny_cell(tmp_path):
     assert all(np.isfinite(read(tmp_path / "train.extxyz", ":")[k].get_stress()).all() for k in range(3))
     md = run_lammps_md(atoms, pot, LammpsMDSettings(temperature_k=500, dt_fs=10.0, steps=50, write_every=5), tmp_path / "md")
     assert md.metadata["n_frames"] == 11 and md.metadata["model"] == "snap-distilled-from-chgnet (not DFT)"
+
+
+def test_pair_spline_rows_are_the_gradients_of_its_energy():
+    """The pair term's force and virial rows are −∂E/∂r and −σV of its energy rows (central
+    differences), its splines vanish at the cutoff, and a pair never close enough gets none."""
+    from ramanscreen.tasks.mlff.pair import PairBasis
+
+    basis = PairBasis(["Na", "S"], {"Na-Na": 2.5, "Na-S": 2.3, "S-S": 5.6}, cutoff_A=6.0, knot_A=0.25)
+    assert basis.splined == ["Na-Na", "Na-S"]  # S–S starts 0.4 Å below the cutoff: no spline
+    assert all(" S-S " not in line for line in basis.pair_coeffs("t.table"))
+    atoms = bulk("NaCl", "rocksalt", a=5.6).repeat(2)
+    atoms.symbols[atoms.symbols == "Cl"] = "S"
+    atoms.rattle(0.1, seed=1)
+    coef = np.random.default_rng(0).normal(size=basis.n_columns) * 0.01
+    rot = np.eye(3)
+    energy, forces, virial = basis.rows(atoms, rot)
+
+    def e_of(a):
+        return basis.rows(a, rot)[0] @ coef
+
+    h = 1e-5
+    for ia, ax in ((0, 0), (3, 2), (7, 1)):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[ia, ax] += h
+        minus.positions[ia, ax] -= h
+        assert (forces @ coef)[3 * ia + ax] == pytest.approx(-(e_of(plus) - e_of(minus)) / (2 * h), abs=1e-8)
+    for (p, q), v in (((0, 0), 0), ((1, 2), 3), ((0, 1), 5)):
+        eps = np.zeros((3, 3))
+        eps[p, q] = eps[q, p] = 1.0 if p == q else 0.5
+
+        def strained(sign):
+            x = atoms.copy()
+            x.set_cell(atoms.cell.array @ (np.eye(3) + sign * h * eps), scale_atoms=True)
+            return e_of(x)
+
+        assert (virial @ coef)[v] == pytest.approx(-(strained(1) - strained(-1)) / (2 * h), abs=1e-7)
+    val, der = basis.basis("Na-S", np.array([5.9999, 6.0, 7.0]))
+    assert np.abs(val).max() < 1e-9 and np.abs(der).max() < 1e-5

@@ -61,6 +61,8 @@ def fit(
                                 help="Try twojmax 4 first and keep it when its held-out force RMSE is within 90 % "
                                      "of the 0.1 eV/Å limit (~3× faster MD)."),
     cutoff_a: float = typer.Option(SnapSettings.cutoff_A, "--cutoff-a", help="SNAP neighbour cutoff (Å)."),
+    pair_cutoff_a: float = typer.Option(SnapSettings.pair_cutoff_A, "--pair-cutoff-a",
+                                        help="Cutoff (Å) of the two-body spline fitted with the SNAP; 0: none."),
     n_atoms: int | None = typer.Option(None, "--n-atoms", help="Supercell size for a builder name."),
     seed: int = typer.Option(0, "--seed", help="Seed for MD velocities, rattling, straining, committee."),
     threads: int | None = typer.Option(None, "--threads", help="Teacher torch threads."),
@@ -77,7 +79,7 @@ def fit(
                           md_steps=md_steps, sample_every=sample_every, n_rattled=n_rattled, n_strained=n_strained,
                           seed=seed, num_threads=threads)
     settings = DistilSettings(training=ts, snap=SnapSettings(twojmax=twojmax, quadratic=quadratic, cutoff_A=cutoff_a,
-                                                             seed=seed),
+                                                             pair_cutoff_A=pair_cutoff_a, seed=seed),
                               training_file=None if training is None else str(training),
                               try_twojmax=(4,) if select else ())
     settings.validate()
@@ -103,7 +105,8 @@ def fit(
     ho = pot.info["holdout_errors"]
     flag = " [red]FLAGGED[/] (above {:.2g} eV/Å)".format(pot.info["force_rmse_limit_eV_A"]) if pot.info["flagged"] else ""
     out.print(f"{pot.path}: {pot.method}, {len(pot.elements)} elements, twojmax {pot.settings.twojmax} "
-              f"{'quadratic' if pot.settings.quadratic else 'linear'}; held-out force RMSE {ho['force_rmse_eV_A']:.3f} "
+              f"{'quadratic' if pot.settings.quadratic else 'linear'}"
+              f"{f' + pair spline to {pot.settings.pair_cutoff_A:g} Å' if pot.settings.pair_cutoff_A else ''}; held-out force RMSE {ho['force_rmse_eV_A']:.3f} "
               f"eV/Å (MAE {ho['force_mae_eV_A']:.3f}), energy RMSE {ho['energy_rmse_meV_atom']:.2f} meV/atom over "
               f"{ho['n_frames']} frames{flag}", markup=True)
 

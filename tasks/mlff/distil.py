@@ -206,6 +206,7 @@ def distil(
         pot = fit.potential
         hold_err = error_stats(pot, data.holdout)
         tried.append({"twojmax": snap.twojmax, "quadratic": snap.quadratic, "cutoff_A": snap.cutoff_A,
+                      "pair_cutoff_A": snap.pair_cutoff_A,
                       "holdout_force_rmse_eV_A": hold_err.force_rmse_eV_A})
         if hold_err.force_rmse_eV_A <= SELECT_MARGIN * FORCE_RMSE_LIMIT_EV_A or k == len(candidates) - 1:
             break
