@@ -283,6 +283,12 @@ def known_limits(meta: dict[str, Any]) -> list[str]:
     ref = str(meta.get("reference_method") or "")
     if "not dfpt" in ref.lower() or "embedded" in ref.lower():
         out.append(f"α reference: {ref} — an embedded model, not DFPT")
+        if "dipole" in ref.lower():  # its measured gap to DFT (tasks/data/dipole_vs_dft)
+            from ramanscreen.tasks.reference.compare import dipole_gap_line
+
+            gap = dipole_gap_line()
+            if gap:
+                out.append(gap)
     mlff = str(meta.get("mlff") or "")
     if mlff:
         low = mlff.lower()
@@ -463,6 +469,28 @@ def _table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...] | li
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _paper_section(rows: list[dict[str, Any]], metas: list[dict[str, Any]],
+                   validation: list[dict[str, Any]]) -> list[str]:
+    """The paper's qualitative result against this run (:mod:`ramanscreen.analytics.paper_check`):
+    a table, and for every expectation that does not hold what the run measured that bears on it."""
+    from ramanscreen.analytics.paper_check import paper_checks
+
+    rmse = {str(v["material"]): float(v["force_rmse_eV_A"]) for v in validation
+            if v.get("force_rmse_eV_A") is not None}
+    checks = paper_checks(rows, metas, force_rmse_eV_A=rmse)
+    if not checks:
+        return []
+    out = ["<h2>Against the paper's qualitative result</h2>",
+           _table([{"expectation": c.expectation, "material": c.material, "measured": c.measured, "holds": c.holds}
+                   for c in checks], [("expectation", "the paper finds"), ("material", "material"),
+                                      ("measured", "this run"), ("holds", "holds here")])]
+    for c in checks:
+        if c.why:
+            out.append(f"<p>What bears on it, for {html.escape(c.material)}:</p><ul class=limits>"
+                       + "".join(f"<li>{html.escape(w)}</li>" for w in c.why) + "</ul>")
+    return out
+
+
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px;text-align:right}th{background:#eee}
 figure{display:inline-block;margin:4px}img{max-width:100%}.limits li{color:#a30}h2{border-bottom:1px solid #ccc}"""
@@ -493,6 +521,7 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                  _table([{**meta, "material": r["material"]} for r, meta in zip(rows, run_metas, strict=True)],
                         [("material", "material"), *_PROVENANCE])]
         vrows = _records(con, "mlff_validation", campaign, order="material")
+        parts += _paper_section(rows, run_metas, vrows)
         if vrows:
             parts += ["<h2>Distilled potentials against their teacher (not DFT)</h2>",
                       _table(vrows, [("material", "material"), *_VALIDATION])]
