@@ -454,8 +454,44 @@ def experimental_features(results_root: Any, bands_cm1: Sequence[float], window_
     return cols
 
 
+def computed_features(results_root: Any, bands_cm1: Sequence[float], window_cm1: float = 30.0,
+                      settings: PeakSettings | None = None) -> dict[str, list[Any]]:
+    """Training rows for the regression from a results root's *computed* runs: every run of the
+    ``screening`` view with a σ, its Raman spectrum's peaks fitted (:func:`fit_peaks`), the
+    :func:`band_features` of ``bands_cm1`` and the run's ``cp_fraction``. Columns: ``campaign,
+    material, run_id, formula, temperature_k, pressure_gpa, sigma_S_cm, cp_fraction, mlff,
+    reference_method`` and the features. These are MD values (the ``mlff`` and
+    ``reference_method`` columns say which), not measurements."""
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.tasks.common import InputError
+
+    con = connect(results_root)
+    try:
+        keys = ["campaign", "material", "run_id", "formula", "temperature_k", "pressure_gpa", "sigma_S_cm",
+                "cp_fraction", "mlff", "reference_method"]
+        rows = con.execute(f"SELECT {', '.join(keys)} FROM screening WHERE sigma_S_cm IS NOT NULL "
+                           "ORDER BY campaign, material, run_id").fetchall()
+        bins = con.execute(
+            "SELECT s.campaign, s.material, s.run_id, list(s.freq_cm1 ORDER BY s.freq_cm1), "
+            "list(s.intensity ORDER BY s.freq_cm1) FROM spectra s GROUP BY ALL").fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise InputError("no computed runs with a conductivity", file=results_root,
+                         fix="run a campaign into this results root (ramanscreen screen FILE -r ROOT)")
+    spectra = {(c, m, r): (x, y) for c, m, r, x, y in bins}
+    cols: dict[str, list[Any]] = {k: [r[j] for r in rows] for j, k in enumerate(keys)}
+    for n, r in enumerate(rows):
+        x, y = spectra[(r[0], r[1], r[2])]
+        for k, v in band_features(fit_peaks(np.asarray(x), np.asarray(y), settings).table, bands_cm1,
+                                  window_cm1).items():
+            cols.setdefault(k, [float("nan")] * len(rows))[n] = v
+    return cols
+
+
 __all__ = [
     "BASELINES",
+    "computed_features",
     "PROFILES",
     "PeakFit",
     "PeakSettings",

@@ -390,7 +390,7 @@ def test_pair_spline_rows_are_the_gradients_of_its_energy():
         eps = np.zeros((3, 3))
         eps[p, q] = eps[q, p] = 1.0 if p == q else 0.5
 
-        def strained(sign):
+        def strained(sign, eps=eps):
             x = atoms.copy()
             x.set_cell(atoms.cell.array @ (np.eye(3) + sign * h * eps), scale_atoms=True)
             return e_of(x)

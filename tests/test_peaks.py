@@ -126,3 +126,33 @@ def test_features_from_a_manifest(tmp_path):
     f = pacsv.read_csv(tmp_path / "feat.csv").to_pydict()
     np.testing.assert_allclose(f["pos_640"], [630, 640, 650, 660], atol=0.2)
     np.testing.assert_allclose(f["area_frac_640"], 40 / 60, rtol=0.02)
+
+
+def test_regression_on_a_results_roots_computed_runs(tmp_path):
+    """``peaks regress ROOT --computed`` takes every computed run of the screening view: its σ,
+    its cp_fraction and the band features of its own computed spectrum, labelled as MD values."""
+    from synthetic_results import SYNTHETIC, write_synthetic
+
+    from ramanscreen.analytics.db import connect
+
+    root = tmp_path / "results"
+    for name in SYNTHETIC:
+        write_synthetic(root, "rep", name)
+    cols = pk.computed_features(root, [350.0], 30.0, pk.PeakSettings(baseline="none", profile="gaussian"))
+    con = connect(root)
+    try:
+        want = dict(con.execute("SELECT material, cp_fraction FROM screening").fetchall())
+    finally:
+        con.close()
+    assert sorted(cols["material"]) == sorted(SYNTHETIC)
+    assert dict(zip(cols["material"], cols["cp_fraction"], strict=True)) == pytest.approx(want)
+    pos = dict(zip(cols["material"], cols["pos_350"], strict=True))
+    # the antimonides' synthetic SbS4 band at 350 cm⁻¹ is found; AgI and Na3PS4 have none near it
+    assert pos["Na3SbS4"] == pytest.approx(350.0, abs=1.0) and pos["Na3SbS4-W"] == pytest.approx(350.0, abs=1.0)
+    assert np.isnan(pos["AgI"])
+    res = _cli("peaks", "regress", str(root), "--computed", "--band", "350", "--feature", "cp_fraction",
+               "--out", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    assert "4 computed runs" in res.stdout and "not measurements" in res.stdout
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["n"] == 4 and summary["features"] == ["cp_fraction"] and summary["coefficients"]["cp_fraction"] > 0

@@ -143,11 +143,12 @@ def regress(
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Write the coefficients and R² as JSON."),
     bands: list[float] | None = typer.Option(None, "--band", help="With a results root: band centre in cm⁻¹ giving pos_/fwhm_/area_frac_ features (repeat)."),
     window_cm1: float = typer.Option(30.0, "--window-cm1", help="With a results root: a band's peak must lie within this distance of its centre."),
+    computed: bool = typer.Option(False, "--computed", help="With a results root: its computed runs (MD σ, the computed spectra's band features and cp_fraction) instead of the imported experimental spectra."),
     profile: str = _PROFILE, baseline: str = _BASELINE, baseline_order: int = _ORDER, prominence: float = _PROM,
     min_distance_cm1: float = _DIST, max_peaks: int = _MAXP, range_cm1: tuple[float, float] | None = _RANGE,
 ) -> None:
     """Multi-linear regression of (log10) TARGET on peak features: coefficients ± SE, R², cross-validated R²."""
-    from ramanscreen.tasks.peaks import experimental_features, linear_regression
+    from ramanscreen.tasks.peaks import computed_features, experimental_features, linear_regression
     from ramanscreen.tasks.surrogate import _read_columns, apply_transform, default_transform
 
     if features_table.is_dir():
@@ -155,14 +156,22 @@ def regress(
             raise InputError("a results root needs the bands to build features from", file=features_table,
                              field="--band", fix="pass --band CM1 for each band, e.g. --band 250 --band 640")
         s = _settings(profile, baseline, baseline_order, prominence, min_distance_cm1, max_peaks, range_cm1)
-        cols = experimental_features(features_table, bands, window_cm1, s)
-        out.print(f"note: {len(cols['material'])} experimental spectra with a measured σ from {features_table}", markup=False)
+        if computed:
+            cols = computed_features(features_table, bands, window_cm1, s)
+            labels = sorted({f"{m} / {r}" for m, r in zip(cols["mlff"], cols["reference_method"], strict=True)})
+            out.print(f"note: {len(cols['material'])} computed runs from {features_table}: σ from MD and α "
+                      f"({'; '.join(labels)}), not measurements", markup=False)
+        else:
+            cols = experimental_features(features_table, bands, window_cm1, s)
+            out.print(f"note: {len(cols['material'])} experimental spectra with a measured σ from {features_table}",
+                      markup=False)
     else:
         cols = _read_columns(features_table)
     if target not in cols:
         raise InputError(f"no target column '{target}'", file=features_table, field="--target", fix=f"columns: {', '.join(cols)}")
     transform = transform or default_transform(target)
-    skip = {target, "temperature_k", "pressure_gpa", "row", "peak", "campaign", "material", "spectrum_id", "run_id"}
+    skip = {target, "temperature_k", "pressure_gpa", "row", "peak", "campaign", "material", "spectrum_id", "run_id",
+            "mlff", "reference_method", "formula"}
     if not feature:
         feature = [k for k, v in cols.items() if k not in skip and all(isinstance(x, (int, float)) or x is None for x in v)]
     for f in feature:
