@@ -445,11 +445,20 @@ def experimental_features(results_root: Any, bands_cm1: Sequence[float], window_
         raise InputError("no experimental spectra with a measured conductivity", file=results_root,
                          fix="import some with `ramanscreen experiment import FILE --results-root R --material M "
                              "--sigma-s-cm S`")
-    spectra = {(m, c, i): (x, y) for m, c, i, x, y in bins}
+    spectra = {(c, m, i): (x, y) for m, c, i, x, y in bins}
+    return _with_band_features(keys, rows, spectra, bands_cm1, window_cm1, settings)
+
+
+def _with_band_features(keys: Sequence[str], rows: Sequence[Sequence[Any]],
+                        spectra: Mapping[tuple[Any, Any, Any], tuple[Any, Any]], bands_cm1: Sequence[float],
+                        window_cm1: float, settings: PeakSettings | None) -> dict[str, list[Any]]:
+    """Columns ``keys`` of ``rows`` plus the :func:`band_features` of each row's spectrum, looked up
+    in ``spectra`` by the row's first three values (frequencies and intensities as lists)."""
     cols: dict[str, list[Any]] = {k: [r[j] for r in rows] for j, k in enumerate(keys)}
     for n, r in enumerate(rows):
-        x, y = spectra[(r[1], r[0], r[2])]
-        for k, v in band_features(fit_peaks(x, y, settings).table, bands_cm1, window_cm1).items():
+        x, y = spectra[(r[0], r[1], r[2])]
+        table = fit_peaks(np.asarray(x, float), np.asarray(y, float), settings).table
+        for k, v in band_features(table, bands_cm1, window_cm1).items():
             cols.setdefault(k, [float("nan")] * len(rows))[n] = v
     return cols
 
@@ -480,13 +489,7 @@ def computed_features(results_root: Any, bands_cm1: Sequence[float], window_cm1:
         raise InputError("no computed runs with a conductivity", file=results_root,
                          fix="run a campaign into this results root (ramanscreen screen FILE -r ROOT)")
     spectra = {(c, m, r): (x, y) for c, m, r, x, y in bins}
-    cols: dict[str, list[Any]] = {k: [r[j] for r in rows] for j, k in enumerate(keys)}
-    for n, r in enumerate(rows):
-        x, y = spectra[(r[0], r[1], r[2])]
-        for k, v in band_features(fit_peaks(np.asarray(x), np.asarray(y), settings).table, bands_cm1,
-                                  window_cm1).items():
-            cols.setdefault(k, [float("nan")] * len(rows))[n] = v
-    return cols
+    return _with_band_features(keys, rows, spectra, bands_cm1, window_cm1, settings)
 
 
 __all__ = [
