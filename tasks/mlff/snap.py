@@ -12,8 +12,12 @@ and the normal equations solved with a small relative ridge. A bootstrap committ
 fits on the same rows gives the force spread that :mod:`ramanscreen.tasks.mlff.refine` uses as
 the extrapolation measure.
 
+A two-body spline term (:mod:`ramanscreen.tasks.mlff.pair`, ``pair_cutoff_A``) adds its own
+columns to the rows and is fitted in the same problem.
+
 The output is what a stock LAMMPS runs: ``NAME.snapcoeff`` and ``NAME.snapparam``, the pair
-lines in ``NAME.lmp`` (``pair_style hybrid/overlay zbl … snap``), and ``NAME.json`` with the
+term's ``NAME.table``, the pair lines in ``NAME.lmp`` (``pair_style hybrid/overlay zbl … snap
+table``), and ``NAME.json`` with the
 provenance (teacher, elements, reference energies, RMSEs). Everything it predicts is labelled
 :func:`method_label`, a distilled potential, not DFT.
 """
