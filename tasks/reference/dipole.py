@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +53,42 @@ ION_POLARIZABILITY_A3: dict[str, float] = {
 #: force field uses the same form with a = 0.39, Ren & Ponder, J. Phys. Chem. B 107, 5933
 #: (2003)). With a = 0.572 the pair response stays finite at any distance.
 THOLE_A = 0.572
+
+#: Method label of the model with a bond-polarizability term switched on (still not DFPT).
+DIPOLE_BOND_MODEL_METHOD = "thole-dipole-model + bond term (embedded, not DFPT)"
+#: Centre–ligand distance below which a pair counts as a bond of the bond term (Å).
+BOND_TERM_CUTOFF_A = 2.8
+
+
+def bond_term_alpha(atoms: Atoms, bond_terms: Mapping[str, Sequence[float]],
+                    cutoff_A: float = BOND_TERM_CUTOFF_A) -> np.ndarray:
+    """Isotropic bond-polarizability (charge-flow) term: Σ_bonds dᾱ/dr · (r − r0) · I (Å³).
+
+    ``bond_terms``: ``{"P-S": (r0_A, dalpha_dr_A2)}``; every pair of a centre (first element)
+    and a ligand (second) closer than ``cutoff_A`` (minimum image) is a bond. Zero at r = r0, so
+    it leaves the equilibrium α of the point dipoles alone and adds only what stretching bonds
+    does to the electron density between them: the source of the strong, polarized ν1 lines of
+    PS₄/SbS₄ that induced point dipoles miss (docs/reference.md, "Dipole model against DFT").
+
+    >>> from ase import Atoms
+    >>> ps = Atoms("PS", positions=[[0, 0, 0], [2.1, 0, 0]], cell=[10, 10, 10], pbc=True)
+    >>> round(float(bond_term_alpha(ps, {"P-S": (2.0, 5.0)})[0, 0]), 6)
+    0.5
+    """
+    from ase.geometry import get_distances
+
+    symbols = np.array(atoms.get_chemical_symbols())
+    total = 0.0
+    for pair, values in bond_terms.items():
+        centre, ligand = pair.split("-")
+        r0, slope = (float(v) for v in values)
+        ci, li = np.flatnonzero(symbols == centre), np.flatnonzero(symbols == ligand)
+        if not len(ci) or not len(li):
+            continue
+        _, dist = get_distances(atoms.positions[ci], atoms.positions[li], cell=atoms.cell, pbc=atoms.pbc)
+        r = dist[dist < cutoff_A]
+        total += slope * float(np.sum(r - r0))
+    return total * np.eye(3)
 
 
 def _ewald_parameters(real_cutoff_A: float, tol: float) -> tuple[float, float]:
@@ -130,7 +166,14 @@ class DipoleModel:
     #: Real-space Ewald cutoff (Å) and the relative accuracy of the Ewald sums.
     real_cutoff_A: float = 11.0
     ewald_tol: float = 1e-8
+    #: Optional isotropic bond-polarizability term, off by default (:func:`bond_term_alpha`),
+    #: e.g. the values fitted to CP2K in ``tasks/data/dipole_vs_dft/summary.json``.
+    bond_terms: Mapping[str, Sequence[float]] | None = None
     method: str = DIPOLE_MODEL_METHOD
+
+    def __post_init__(self) -> None:
+        if self.bond_terms and self.method == DIPOLE_MODEL_METHOD:
+            self.method = DIPOLE_BOND_MODEL_METHOD
 
     def ion_polarizabilities(self, symbols: Sequence[str]) -> np.ndarray:
         table = {**ION_POLARIZABILITY_A3, **(self.polarizabilities_A3 or {})}
@@ -226,6 +269,8 @@ class DipoleModel:
             ) from None
         alpha = mu.reshape(n, 3, 3).sum(axis=0)
         alpha = 0.5 * (alpha + alpha.T)
+        if self.bond_terms:
+            alpha = alpha + bond_term_alpha(atoms, self.bond_terms)
         eps = epsilon_from_alpha(alpha, volume)
         return ReferenceResult(
             alpha_A3=alpha,
@@ -236,5 +281,6 @@ class DipoleModel:
                 "epsilon_inf_trace3": float(np.trace(eps) / 3.0),
                 "thole_a": self.thole_a,
                 "polarizability_overrides_A3": dict(self.polarizabilities_A3 or {}),
+                **({"bond_terms": {k: list(v) for k, v in self.bond_terms.items()}} if self.bond_terms else {}),
             },
         )
