@@ -21,8 +21,12 @@ carry:
   curve, test RMSE of the refits against N_T; the convergence rows as a table, with the
   ranking's ``converged`` flag and its reason.
 
-A figure whose data the run did not record (the ML-vs-reference spectrum; the parity and
-convergence figures of a run written without them) is listed under "Not in this report" with the
+* from the ``reference_spectrum`` table: Fig. 2D — the ML-predicted and the reference spectrum of
+  the same α frames overlaid (log intensity), with their L2 difference and both cp_fractions,
+  labelled with the reference method (not DFPT for the embedded model);
+
+A figure whose data the run did not record (Fig. 2D of a run without a reference α series; the
+parity and convergence figures of a run written without them) is listed under "Not in this report" with the
 reason, never drawn from anything else. Every number that does not
 come from DFPT or DFT is labelled with its source (the ``mlff`` and ``reference_method`` columns).
 
@@ -60,10 +64,17 @@ from ramanscreen.tasks.convergence import LENGTH, TRAINING
 PAPER_PRODUCTION_PS = 100.0
 PAPER_N_TRAIN = 300
 #: Figures of the paper whose data a run does not record yet: (figure, what it needs).
-NOT_RECORDED = (
-    ("Fig. 2D ML vs reference spectrum", "a reference α(t) series over the trajectory (only N_T snapshots have one)"),
-)
+NOT_RECORDED: tuple[tuple[str, str], ...] = ()
 ALPHA_PARITY, FORCE_PARITY = "alpha_parity", "force_parity"
+REFERENCE_SPECTRUM = "reference_spectrum"
+#: Fig. 2D, drawn from the ``reference_spectrum`` table: (figure, what it needs). A run without its
+#: rows lists it under "Not in this report", as :data:`PARITY_FIGURES` does.
+REFERENCE_FIGURES = {
+    REFERENCE_SPECTRUM: ("Fig. 2D ML vs reference spectrum",
+                         "a reference α(t) series on the first α samples of the trajectory (reference_spectrum, "
+                         "[reference] series_frames > 0: the default only for the embedded dipole model, 0 for the "
+                         "DFT backends; none for a run written before that table)"),
+}
 #: The parity figures, by the table they are drawn from: (figure, what it needs). A run without
 #: that table's rows lists them under "Not in this report", as :data:`CONVERGENCE_FIGURES` does.
 PARITY_FIGURES = {
@@ -269,6 +280,45 @@ def _force_parity_png(con: Any, r: dict[str, Any]) -> tuple[str, str] | None:
     caption = (f"{r['material']}: force parity (Fig. S1 equivalent) of {method} against its teacher {teacher} on "
                f"held-out teacher frames (the reference is the teacher, not DFT unless the teacher is): RMSE {total:.3f} eV/Å over all components; per element "
                + "; ".join(parts))
+    return _png(fig), caption
+
+
+def _reference_spectrum_png(con: Any, r: dict[str, Any]) -> tuple[str, str] | None:
+    """Fig. 2D: the ML-predicted and the reference spectrum of the same α frames overlaid (both
+    divided by the reference's area over the cp_fraction window, log intensity axis, the ω → 0
+    bins below the run's ``cp_lo_cm1`` left out), with the L2 difference and both cp_fractions;
+    the image and its caption, or None without rows."""
+    d = _fetch_nullable(con, "SELECT freq_cm1, intensity_ml, intensity_reference, l2_difference, l2_shape_difference, "
+                        "cp_fraction_ml, cp_fraction_reference, n_frames, duration_ps, reference_method, note "
+                        "FROM reference_spectrum WHERE campaign = $1 AND material = $2 AND run_id = $3 "
+                        "ORDER BY freq_cm1", _key(r))
+    if d["freq_cm1"].size == 0:
+        return None
+    f, ml, ref = d["freq_cm1"], d["intensity_ml"], d["intensity_reference"]
+    method = ", ".join(sorted({str(x) for x in d["reference_method"] if x is not None}))
+    label = method if "dfpt" in method.lower() else f"{method} (not DFPT)"
+    lo = r.get("cp_lo_cm1") or float(f[min(1, f.size - 1)])
+    top = float(min(r.get("cp_top_cm1") or math.inf, f.max()))
+    keep = (f >= lo) & (f <= top) & (ml > 0) & (ref > 0)
+    fig = new_figure(figsize=(6.4, 3.2), layout="constrained")
+    ax = fig.subplots()
+    if r.get("cp_hi_cm1") is not None:
+        ax.axvspan(lo, r["cp_hi_cm1"], color="0.88", zorder=0, label="central-peak window")
+    ax.plot(f[keep], ref[keep], color="k", lw=1.3, label=f"reference: {label}")
+    ax.plot(f[keep], ml[keep], color="C0", lw=1.0, label="ML-predicted α")
+    ax.set_yscale("log")
+    ax.set_xlim(0, top)
+    ax.set_xlabel("Raman shift (cm⁻¹)")
+    ax.set_ylabel("intensity (reference area = 1)")
+    ax.legend(fontsize=7)
+    n, ps = int(d["n_frames"][0]), float(d["duration_ps"][0])
+    ax.set_title(f"{r['material']}: ML vs reference spectrum, same {n} α frames (Fig. 2D)", fontsize=9)
+    note = next((str(x) for x in d["note"] if x is not None), None)
+    caption = (f"{r['material']}: ML-predicted against reference spectrum (Fig. 2D equivalent) on the same {n} α "
+               f"samples ({_num(ps)} ps from the start of production), same spectrum settings; reference: {label}: "
+               f"L2 difference {_num(d['l2_difference'][0])} (shape only {_num(d['l2_shape_difference'][0])}), "
+               f"cp_fraction ML {_num(d['cp_fraction_ml'][0])}, reference {_num(d['cp_fraction_reference'][0])}"
+               + (f"; {note}" if note else ""))
     return _png(fig), caption
 
 
@@ -553,11 +603,13 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                                f"(against {html.escape(str(meta.get('reference_method')))})</p>")
             figures += [_img(uri, alt) for uri, alt in imgs if uri is not None]
             figures += [f"<p>{html.escape(alt)}: not recorded by this run</p>" for uri, alt in imgs if uri is None]
-            for table, draw in ((ALPHA_PARITY, _alpha_parity_png), (FORCE_PARITY, _force_parity_png)):
+            for table, draw in ((REFERENCE_SPECTRUM, _reference_spectrum_png), (ALPHA_PARITY, _alpha_parity_png),
+                                (FORCE_PARITY, _force_parity_png)):
                 drawn = draw(con, r)
                 if drawn is None:
                     without.setdefault(table, []).append(str(r["material"]))
-                    figures.append(f"<p>{html.escape(str(r['material']))}: {html.escape(PARITY_FIGURES[table][0])} "
+                    name = {**PARITY_FIGURES, **REFERENCE_FIGURES}[table][0]
+                    figures.append(f"<p>{html.escape(str(r['material']))}: {html.escape(name)} "
                                    "equivalent: not recorded by this run</p>")
                 else:
                     figures.append(_img(*drawn))
@@ -572,7 +624,8 @@ def write_html_report(results_root: str | os.PathLike[str], campaign: str | None
                   *(f"<li>{html.escape(f)}: needs {html.escape(why)}</li>" for f, why in NOT_RECORDED),
                   *(f"<li>{html.escape(f)}: needs {html.escape(why)}; not recorded by "
                     f"{html.escape(', '.join(without[k]))}</li>"
-                    for k, (f, why) in (*PARITY_FIGURES.items(), *CONVERGENCE_FIGURES.items()) if k in without),
+                    for k, (f, why) in (*REFERENCE_FIGURES.items(), *PARITY_FIGURES.items(),
+                                        *CONVERGENCE_FIGURES.items()) if k in without),
                   "</ul>"]
     finally:
         con.close()

@@ -168,6 +168,24 @@ SELECT * FROM query(CASE WHEN len(getvariable('force_parity_files')) > 0
           NULL::VARCHAR AS method, NULL::VARCHAR AS teacher WHERE false'
     END);
 
+-- Fig. 2D as data (ramanscreen.tasks.convergence.compare_reference_spectrum; columns: docs/results.md):
+-- one row per (run, frequency bin), the ML-predicted and the reference spectrum of the same consecutive
+-- alpha frames ([reference] series_frames), divided by one number (the reference's area over the
+-- cp_fraction window), with the L2 difference, both cp_fractions and the reference_method repeated on
+-- every row. Runs with series_frames = 0, or written before this table, have none.
+SET VARIABLE reference_spectrum_files = existing_committed_files('reference_spectrum');
+CREATE OR REPLACE VIEW reference_spectrum AS
+SELECT * FROM query(CASE WHEN len(getvariable('reference_spectrum_files')) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''reference_spectrum_files''), hive_partitioning = true,
+          union_by_name = true, hive_types = {''campaign'': VARCHAR, ''material'': VARCHAR, ''run_id'': VARCHAR})'
+    ELSE 'SELECT NULL::VARCHAR AS campaign, NULL::VARCHAR AS material, NULL::VARCHAR AS run_id,
+          NULL::DOUBLE AS freq_cm1, NULL::DOUBLE AS intensity_ml, NULL::DOUBLE AS intensity_reference,
+          NULL::DOUBLE AS l2_difference, NULL::DOUBLE AS l2_shape_difference, NULL::DOUBLE AS cp_fraction_ml,
+          NULL::DOUBLE AS cp_fraction_reference, NULL::BIGINT AS n_frames, NULL::DOUBLE AS duration_ps,
+          NULL::BIGINT AS first_frame, NULL::BIGINT AS frame_stride, NULL::VARCHAR AS reference_method,
+          NULL::VARCHAR AS note WHERE false'
+    END);
+
 -- Per run: the block (sub-trajectory) standard error of cp_fraction, a column of descriptors
 -- (ramanscreen.tasks.spectra.block_uncertainty); NULL for runs written before it, or whose blocks
 -- were too short for the windows.

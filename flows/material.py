@@ -6,10 +6,12 @@ Order (each arrow a Prefect task on the Dask cluster, all cached on their inputs
       → pick N snapshots → transport (MSD, D, σ, VDOS), beside the references
       → reference α (one task per snapshot, or per [reference] frames_per_task of them for a
         cheap backend; fanned out, retried with backoff)
+      → reference α of the first [reference] series_frames α samples (Fig. 2D; after those)
       → fit the λ-SOAP committee
       → predict α over the sampled frames (chunks, in parallel)
       → Raman spectrum + committee band + block error + descriptors ┐
-      → convergence (¼, ½ of the run and of N_T)                    ┴→ Parquet
+      → convergence (¼, ½ of the run and of N_T)                    ┤
+      → ML vs reference spectrum of the series frames (Fig. 2D)     ┴→ Parquet
 
 :func:`screen_material` submits this graph onto the task runner of the *current* flow run, so
 the campaign flow can run several materials at once (one thread each) over one shared Dask
@@ -32,6 +34,7 @@ from ramanscreen.flows.cluster import on_pool
 from ramanscreen.flows.config import Campaign, Material
 from ramanscreen.flows.progress import report, track
 from ramanscreen.flows.stages import artifact_key, configure_caching, write_task
+from ramanscreen.tasks.convergence import MIN_SERIES_FRAMES
 from ramanscreen.tasks.results import run_pressure_gpa
 
 
@@ -180,6 +183,20 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
                                  [str(wd / "reference" / f"frame_{f:06d}") for f in batch],
                                  str(batch[0]) if len(batch) == 1 else f"{batch[0]}+{len(batch) - 1}")
                 for batch in ref.batches(frames)]
+    # Fig. 2D: the reference α of the first series_frames α samples, queued after the N_T snapshots
+    # (the fit waits for those, not for these)
+    series = ref.series(md_res["n_frames"], int(md.alpha_stride))
+    if len(series) < MIN_SERIES_FRAMES:
+        if series:
+            logger.info("%s: %d α samples for the reference α series, fewer than %d: no Fig. 2D", name, len(series),
+                        MIN_SERIES_FRAMES)
+        series = []
+    series_task = reference.with_options(task_run_name="reference-series[{material}:{label}]")
+    with on_pool("reference"), dask.annotate(priority=-1):
+        series_refs = [series_task.submit(name, md_res["traj_path"], batch, ref.backend, dict(ref.options),
+                                          [str(wd / "reference_series" / f"frame_{f:06d}") for f in batch],
+                                          f"{batch[0]}+{len(batch) - 1}")
+                       for batch in ref.series_batches(series)]
     # transport needs only the MD: it runs on the ml pool while the references are computed
     with on_pool("ml"):
         transport = stage_tasks["transport"].submit(name, md_res["traj_path"], structure_res["symbols"],
@@ -216,11 +233,23 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
             material.temperature_k, trans_res.D_cm2_s.get(material.mobile[0]), dataclasses.asdict(campaign.spectrum),
             dataclasses.asdict(campaign.transport)).result()
 
+    ref_spec_res = None
+    if series_refs:
+        report(name, "analysis", f"ML vs reference spectrum of {len(series)} α samples (Fig. 2D)")
+        series_results: list[dict[str, Any]] = []
+        for r in series_refs:
+            series_results.extend(r.result())
+        with on_pool("ml"):
+            ref_spec_res = stage_tasks["reference_spectrum"].submit(
+                name, preds, series_results, series, md_res["alpha_dt_fs"],
+                dataclasses.asdict(campaign.spectrum)).result()
+
     report(name, "parquet")
     meta = run_record(campaign, material, structure_res, fit_res, md_res)
     with on_pool("ml"):
         write_task.submit(str(campaign.results_root), campaign.name, name, run_id, meta, spec_res, trans_res,
-                          fit_res, validation_rows, convergence=conv_res, force_parity=force_parity).result()
+                          fit_res, validation_rows, convergence=conv_res, force_parity=force_parity,
+                          reference_spectrum=ref_spec_res).result()
 
     mobile = material.mobile[0]
     summary = {
@@ -234,6 +263,8 @@ def screen_material(campaign: Campaign, material: Material, stage_tasks: dict[st
         "md_label": campaign.mlff.md_label, "cell": md_res.get("cell"),
         "mlff_flagged": None if validation_rows is None else any(r["flagged"] for r in validation_rows),
         "mlff_force_rmse_eV_A": None if validation_rows is None else validation_rows[0]["force_rmse_eV_A"],
+        "reference_spectrum": None if ref_spec_res is None else {
+            k: ref_spec_res[k] for k in ("n_frames", "l2_difference", "cp_fraction_ml", "cp_fraction_reference")},
     }
     create_markdown_artifact(markdown=material_markdown(campaign, material, summary),
                              key=artifact_key(campaign.name, name), description=f"{name}: descriptors and plots")
@@ -315,6 +346,11 @@ def material_markdown(campaign: Campaign, material: Material, s: dict[str, Any])
     if s.get("mlff_flagged") is not None:
         lines.append(f"| distilled potential force RMSE vs teacher (eV/Å) | {_num(s['mlff_force_rmse_eV_A'])}"
                      f"{' (flagged)' if s['mlff_flagged'] else ''} |")
+    rs = s.get("reference_spectrum")
+    if rs:
+        lines.append(f"| ML vs reference spectrum, {rs['n_frames']} α samples (Fig. 2D): L2 / cp_fraction ML / "
+                     f"reference | {_num(rs['l2_difference'])} / {_num(rs['cp_fraction_ml'])} / "
+                     f"{_num(rs['cp_fraction_reference'])} |")
     for k, v in s["ml_metrics"].items():
         lines.append(f"| α model {k} | {_num(v)} |")
     for k, v in s["descriptors"].items():

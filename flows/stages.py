@@ -45,6 +45,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "transport": ("ramanscreen.tasks.transport", "ramanscreen.tasks.trajectory"),
     "convergence": ("ramanscreen.tasks.convergence", "ramanscreen.tasks.spectra", "ramanscreen.tasks.transport",
                     "ramanscreen.tasks.trajectory", "ramanscreen.tasks.polarizability"),
+    "reference_spectrum": ("ramanscreen.tasks.convergence", "ramanscreen.tasks.spectra"),
 }
 #: Modules every stage depends on.
 COMMON_MODULES = ("ramanscreen.tasks.common", "ramanscreen.tasks.schema")
@@ -533,6 +534,34 @@ def convergence_task(material: str, chunks: list[dict[str, Any]], alpha_dt_fs: f
     return {"rows": res.rows, "spectra": res.spectra_table()}
 
 
+@task(name="reference-spectrum", task_run_name="reference-spectrum[{material}]")
+def reference_spectrum_task(material: str, chunks: list[dict[str, Any]], references: list[dict[str, Any]],
+                            frames: list[int], alpha_dt_fs: float, settings: dict[str, Any]) -> dict[str, Any]:
+    """Fig. 2D: the spectrum of the ML-predicted α of the first ``len(frames)`` α samples (the
+    prediction chunks' series) against the spectrum of the reference α of the same stored
+    frames (``references``, from :func:`reference_task`), same spectrum settings
+    (:func:`ramanscreen.tasks.convergence.compare_reference_spectrum`): the ``reference_spectrum``
+    columns. ``frames`` are the α samples' stored frames (0, stride, 2·stride, …)."""
+    from ramanscreen.tasks.convergence import compare_reference_spectrum
+    from ramanscreen.tasks.spectra import SpectrumSettings
+
+    by_frame = {int(r["frame"]): r for r in references}
+    missing = [f for f in frames if f not in by_frame]
+    if missing:
+        raise ValueError(f"{material}: no reference α for series frames {missing[:5]}")
+    alpha, _ = _load_chunks(chunks)
+    if len(alpha) < len(frames):
+        raise ValueError(f"{material}: {len(alpha)} predicted α samples, fewer than the {len(frames)} series frames")
+    ref = np.array([by_frame[f]["alpha_A3"] for f in frames], dtype=float)
+    methods = sorted({str(by_frame[f]["method"]) for f in frames})
+    res = compare_reference_spectrum(alpha[:len(frames)], ref, alpha_dt_fs, reference_method=", ".join(methods),
+                                     settings=SpectrumSettings(**settings))
+    stride = int(frames[1] - frames[0]) if len(frames) > 1 else 1
+    return {"table": res.table(first_frame=int(frames[0]), frame_stride=stride), "l2_difference": res.l2_difference,
+            "cp_fraction_ml": res.cp_fraction_ml, "cp_fraction_reference": res.cp_fraction_reference,
+            "n_frames": res.n_frames, "note": res.note}
+
+
 # ------------------------------------------------------------------------------- results
 
 
@@ -554,18 +583,21 @@ def write_task(results_root: str, campaign: str, material: str, run_id: str, met
                spectrum: dict[str, Any], transport: Any, fit: dict[str, Any],
                mlff_validation: list[dict[str, Any]] | None = None,
                convergence: dict[str, Any] | None = None,
-               force_parity: dict[str, Any] | None = None) -> dict[str, Any]:
+               force_parity: dict[str, Any] | None = None,
+               reference_spectrum: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write (or atomically replace) the run's Parquet tables keyed by (campaign, material, run_id).
     The stage results go in as they come (``write_run`` takes the spectrum and the
     ``TransportResult`` whole), so every documented column is filled; the α parity rows come
-    with the fit (``fit["parity"]``), the force parity with the validation."""
+    with the fit (``fit["parity"]``), the force parity with the validation, the Fig. 2D spectra
+    with :func:`reference_spectrum_task` (None: no reference α series)."""
     from ramanscreen.tasks.results import write_run
 
     rec = write_run(results_root, campaign, material, run_id, meta=meta, spectrum=spectrum_columns(spectrum),
                     transport=transport, descriptors=spectrum["descriptors"], ml_metrics=fit["metrics"],
                     msd=transport, vdos=transport, mlff_validation=mlff_validation,
                     convergence=(convergence or {}).get("rows"), convergence_spectra=(convergence or {}).get("spectra"),
-                    alpha_parity=fit.get("parity"), force_parity=force_parity)
+                    alpha_parity=fit.get("parity"), force_parity=force_parity,
+                    reference_spectrum=(reference_spectrum or {}).get("table"))
     return {"write_id": rec.write_id, "rows": dict(rec.rows)}
 
 
@@ -583,4 +615,5 @@ STAGE_TASKS = {
     "spectrum": spectrum_task,
     "transport": transport_task,
     "convergence": convergence_task,
+    "reference_spectrum": reference_spectrum_task,
 }

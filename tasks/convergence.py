@@ -27,6 +27,10 @@ For each (test, fraction) a row records
   α model's test frames (the learning curve of Figs. 2A/S4; the full fraction is the model itself);
 * ``note``: why a value is missing (e.g. a quarter of a short run is too coarse for the windows).
 
+:func:`compare_reference_spectrum` (Fig. 2D) compares the ML-predicted spectrum with the spectrum
+of the *reference* α of the same consecutive α frames (``[reference] series_frames``, affordable
+for the embedded dipole model): the ``reference_spectrum`` table.
+
 :func:`assess_convergence` turns the rows into the ranking's ``converged`` flag under the
 thresholds of :class:`ramanscreen.analytics.ranking.Thresholds` (``[ranking]``): the ½ rows of
 both tests are checked (the ¼ rows are data for the figures).
@@ -61,13 +65,17 @@ import numpy as np
 
 from ramanscreen.tasks.common import InputError
 from ramanscreen.tasks.spectra import (
+    MIN_FRAMES,
     RamanSpectrum,
     SpectrumSettings,
     central_peak_descriptors,
     on_grid,
     raman_spectrum,
+    window_fraction,
 )
 
+#: The shortest reference α series compared (fewer samples: no spectrum; :data:`ramanscreen.tasks.spectra.MIN_FRAMES`).
+MIN_SERIES_FRAMES = MIN_FRAMES
 #: Fractions of the trajectory and of N_T the campaign computes (the paper's ¼, ½, full).
 FRACTIONS = (0.25, 0.5, 1.0)
 #: The fraction whose rows decide ``converged`` (its change to the full run).
@@ -137,6 +145,107 @@ def spectrum_l2_change(
         return float("nan")
     d = sub / a_sub - ref / a_ref
     return float(math.sqrt(np.trapezoid(d * d, x) / np.trapezoid((ref / a_ref) ** 2, x)))
+
+
+@dataclass(frozen=True)
+class ReferenceSpectrumComparison:
+    """The ML-predicted and the reference spectrum of the same α frames (Fig. 2D), and how they differ.
+
+    ``intensity_ml`` and ``intensity_reference`` are on one grid ``freq_cm1`` and divided by the
+    *same* number, the reference spectrum's area over the cp_fraction window [omega_min_cm1,
+    host end] (so the reference has unit area there and an amplitude error of the ML α shows).
+    ``l2_difference`` = ‖I_ml − I_ref‖₂ / ‖I_ref‖₂ over that window (trapezoid rule), on these
+    commonly normalised intensities; ``l2_shape_difference`` the scale-free
+    :func:`spectrum_l2_change` (each spectrum at unit area). ``cp_fraction_ml`` /
+    ``cp_fraction_reference``: the ``fraction_below_omega_c`` formula
+    (:func:`ramanscreen.tasks.spectra.window_fraction`) on each. ``note``: set when the series is
+    too short or too coarse for the windows (:meth:`SpectrumSettings.check_sampling`'s reason):
+    the numbers are then computed all the same, on the bins there are.
+    """
+
+    freq_cm1: np.ndarray
+    intensity_ml: np.ndarray
+    intensity_reference: np.ndarray
+    l2_difference: float
+    l2_shape_difference: float
+    cp_fraction_ml: float
+    cp_fraction_reference: float
+    n_frames: int
+    duration_ps: float
+    reference_method: str
+    note: str | None = None
+
+    def table(self, **extra: Any) -> dict[str, Any]:
+        """Columns of the ``reference_spectrum`` table: one row per frequency bin, the metrics
+        (and ``extra`` scalars, e.g. ``first_frame``) repeated on every row."""
+        n = len(self.freq_cm1)
+        scalars = {"l2_difference": self.l2_difference, "l2_shape_difference": self.l2_shape_difference,
+                   "cp_fraction_ml": self.cp_fraction_ml, "cp_fraction_reference": self.cp_fraction_reference,
+                   "n_frames": self.n_frames, "duration_ps": self.duration_ps,
+                   "reference_method": self.reference_method, "note": self.note, **extra}
+        return {"freq_cm1": np.asarray(self.freq_cm1, dtype=np.float64),
+                "intensity_ml": np.asarray(self.intensity_ml, dtype=np.float64),
+                "intensity_reference": np.asarray(self.intensity_reference, dtype=np.float64),
+                **{k: [v] * n for k, v in scalars.items()}}
+
+
+def compare_reference_spectrum(
+    ml_alpha_A3: Any,
+    reference_alpha_A3: Any,
+    dt_fs: float,
+    *,
+    reference_method: str,
+    settings: SpectrumSettings | None = None,
+) -> ReferenceSpectrumComparison:
+    """Fig. 2D: the Raman spectrum of the ML-predicted α series against the spectrum of the
+    reference α of the *same* frames (both (n, 3, 3) in Å³, ``dt_fs`` apart), with the same
+    spectrum settings (:func:`ramanscreen.tasks.spectra.raman_spectrum`, the campaign's ``settings``).
+
+    Identical series give L2 = 0 and equal cp_fraction; ML α = c · reference α scales the
+    intensity by c², so L2 = |c² − 1| while the shape (and cp_fraction) is unchanged:
+
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.normal(size=(512, 3, 3)); a = a + a.transpose(0, 2, 1)
+    >>> s = SpectrumSettings(omega_min_cm1=20.0, omega_c_cm1=100.0, host_window_cm1=(100.0, 1000.0))
+    >>> same = compare_reference_spectrum(a, a, 10.0, reference_method="ref", settings=s)
+    >>> same.l2_difference, same.cp_fraction_ml == same.cp_fraction_reference, same.note
+    (0.0, True, None)
+    >>> big = compare_reference_spectrum(1.1 * a, a, 10.0, reference_method="ref", settings=s)
+    >>> round(big.l2_difference, 12), round(big.l2_shape_difference, 12), round(big.cp_fraction_ml - big.cp_fraction_reference, 12)
+    (0.21, 0.0, 0.0)
+    """
+    s = settings if settings is not None else SpectrumSettings()
+    ml = np.asarray(ml_alpha_A3, dtype=np.float64)
+    ref = np.asarray(reference_alpha_A3, dtype=np.float64)
+    if ml.shape != ref.shape:
+        raise InputError(f"the ML α series has shape {ml.shape}, the reference series {ref.shape}",
+                         field="reference_alpha_A3", fix="give the reference α of exactly the ML series' frames")
+    note = None
+    try:
+        s.check_sampling(dt_fs, len(ref))
+    except InputError as exc:
+        if len(ref) < MIN_SERIES_FRAMES:
+            raise
+        note = f"{len(ref)} α samples ({len(ref) * dt_fs / 1000.0:.3g} ps): {exc.message}"
+    sp_ml = raman_spectrum(ml, dt_fs, **s.spectrum_kwargs())
+    sp_ref = raman_spectrum(ref, dt_fs, **s.spectrum_kwargs())
+    nu = np.asarray(sp_ref.freq_cm1)
+    top = min(float(s.host_window_cm1[1]), float(nu[-1]))
+    sel = (nu >= s.omega_min_cm1) & (nu <= top)
+    area = float(np.trapezoid(sp_ref.intensity[sel], nu[sel])) if sel.sum() > 1 else 0.0
+    scale = area if area > 0 else 1.0
+    i_ml, i_ref = sp_ml.intensity / scale, sp_ref.intensity / scale
+    norm = float(np.trapezoid(i_ref[sel] ** 2, nu[sel])) if sel.sum() > 1 else 0.0
+    l2 = (float(math.sqrt(np.trapezoid((i_ml[sel] - i_ref[sel]) ** 2, nu[sel]) / norm)) if norm > 0
+          else float("nan"))
+    shape = spectrum_l2_change(sp_ref, sp_ml.freq_cm1, sp_ml.intensity, omega_min_cm1=s.omega_min_cm1,
+                               host_window_cm1=s.host_window_cm1)
+    cp = window_fraction(nu, np.stack([sp_ml.intensity, sp_ref.intensity]), **s.descriptor_kwargs())
+    return ReferenceSpectrumComparison(freq_cm1=nu, intensity_ml=i_ml, intensity_reference=i_ref, l2_difference=l2,
+                                       l2_shape_difference=shape, cp_fraction_ml=float(cp[0]),
+                                       cp_fraction_reference=float(cp[1]), n_frames=int(len(ref)),
+                                       duration_ps=len(ref) * dt_fs / 1000.0, reference_method=str(reference_method),
+                                       note=note)
 
 
 def _cp_fraction(spec: RamanSpectrum, settings: SpectrumSettings) -> float:
@@ -501,8 +610,10 @@ __all__ = [
     "TESTS",
     "TRAINING",
     "ConvergenceResult",
+    "ReferenceSpectrumComparison",
     "TrainingSubsets",
     "assess_convergence",
+    "compare_reference_spectrum",
     "convergence_study",
     "length_convergence",
     "refit_subsets",

@@ -1,7 +1,7 @@
 """Campaign results as hive-partitioned Parquet tables, written atomically and schema-versioned.
 
 One *run* is one material simulated once in one campaign; it is keyed by
-``(campaign, material, run_id)``. :func:`write_run` writes all twelve tables of a run:
+``(campaign, material, run_id)``. :func:`write_run` writes all thirteen tables of a run:
 
 ========== ====================================================== ======================
 table      rows                                                   required columns
@@ -29,6 +29,9 @@ alpha_parity one per (alpha test frame, component): Fig. 2B/2C   frame, componen
 force_parity one per held-out force component kept (bounded),    frame, atom, element,
            distilled potentials only: Fig. S1                     component, force_teacher_eV_A,
                                                                   force_distilled_eV_A, method
+reference_spectrum one per frequency bin of the ML and the         freq_cm1, intensity_ml,
+           reference spectrum of the same α frames: Fig. 2D       intensity_reference,
+                                                                  n_frames, reference_method
 ========== ====================================================== ======================
 
 Every row also carries ``campaign``, ``material``, ``run_id``, ``write_id`` and
@@ -119,10 +122,11 @@ BOOKKEEPING_COLUMNS = (*KEY_COLUMNS, "write_id", "schema_version")
 
 #: Data tables (written first) in write order; ``materials`` is written last, as the commit.
 DATA_TABLES = ("spectra", "transport", "descriptors", "ml_metrics", "msd", "vdos", "mlff_validation", "convergence",
-               "convergence_spectra", "alpha_parity", "force_parity")
+               "convergence_spectra", "alpha_parity", "force_parity", "reference_spectrum")
 TABLES = ("materials", *DATA_TABLES)
 #: Tables added after runs were first written: a results root written before them lacks them.
-OPTIONAL_TABLES = ("mlff_validation", "convergence", "convergence_spectra", "alpha_parity", "force_parity")
+OPTIONAL_TABLES = ("mlff_validation", "convergence", "convergence_spectra", "alpha_parity", "force_parity",
+                   "reference_spectrum")
 COMMIT_FILE = "run.parquet"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
@@ -336,6 +340,27 @@ COLUMNS: dict[str, dict[str, tuple[pa.DataType, bool, str]]] = {
                                  "deterministic subsample of them, at most tasks.parity.FORCE_PARITY_MAX_ROWS per run)"),
         "method": (_S, True, "the distilled potential (distilled from the teacher, not DFT)"),
         "teacher": (_S, False, "teacher model (as mlff_validation.teacher)"),
+    },
+    # the ML-predicted against the reference spectrum of the same consecutive alpha frames (Fig. 2D,
+    # ramanscreen.tasks.convergence.compare_reference_spectrum); no rows with [reference] series_frames = 0
+    "reference_spectrum": {
+        "freq_cm1": (_F, True, "Raman shift, cm^-1 (the grid of both spectra), strictly increasing"),
+        "intensity_ml": (_F, True, "spectrum of the ML-predicted alpha of the frames, divided by the reference "
+                         "spectrum's area over [omega_min_cm1, host end] (the same number for both columns)"),
+        "intensity_reference": (_F, True, "spectrum of the reference alpha of the same frames, same settings, "
+                                "unit area over [omega_min_cm1, host end]"),
+        "l2_difference": (_F, False, "||I_ml - I_ref||_2 / ||I_ref||_2 over [omega_min_cm1, host end] of the two "
+                          "columns (scale errors included)"),
+        "l2_shape_difference": (_F, False, "the same, each spectrum at unit area (shape only; as "
+                                "convergence.spectrum_l2_change)"),
+        "cp_fraction_ml": (_F, False, "fraction_below_omega_c of the ML spectrum"),
+        "cp_fraction_reference": (_F, False, "fraction_below_omega_c of the reference spectrum"),
+        "n_frames": (_I, True, "alpha samples in the series (both spectra)"),
+        "duration_ps": (_F, False, "length of the series, ps"),
+        "first_frame": (_I, False, "stored MD frame of the first alpha sample (0: the start of production)"),
+        "frame_stride": (_I, False, "stored MD frames between consecutive alpha samples (md alpha_stride)"),
+        "reference_method": (_S, True, "method of the reference alpha (not DFPT unless it says so)"),
+        "note": (_S, False, "why the windows are not fully resolved by so short a series (null: they are)"),
     },
 }
 #: Tables whose rows may carry extra numeric columns beyond :data:`COLUMNS`.
@@ -621,6 +646,22 @@ def _validate_parity(t: pa.Table, table: str, key: tuple[str, ...]) -> None:
                          fix=f"one row per {', '.join(key)}")
 
 
+def _validate_reference_spectrum(t: pa.Table) -> None:
+    """No nulls in required columns, a strictly increasing grid, one series (one n_frames and
+    reference_method) per run."""
+    for name, (_, required, _) in COLUMNS["reference_spectrum"].items():
+        if required and t.column(name).null_count:
+            raise InputError("missing (null/NaN) value in a required column", field=f"reference_spectrum.{name}")
+    f = np.asarray(t.column("freq_cm1").to_pylist(), dtype=float)
+    if f.size > 1 and not np.all(np.diff(f) > 0):
+        raise InputError("freq_cm1 is not strictly increasing (a bin twice, or two series)",
+                         field="reference_spectrum.freq_cm1", fix="one row per frequency bin of one series")
+    for name in ("n_frames", "reference_method"):
+        if len(set(t.column(name).to_pylist())) > 1:
+            raise InputError(f"more than one {name} in one run's series", field=f"reference_spectrum.{name}",
+                             fix="one reference α series per run")
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """``git describe`` of the checkout this module lives in, else the package version.
@@ -683,6 +724,7 @@ def build_tables(
     convergence_spectra: Any = None,
     alpha_parity: Any = None,
     force_parity: Any = None,
+    reference_spectrum: Any = None,
     write_id: str | None = None,
 ) -> dict[str, pa.Table]:
     """Validate a run's results and build its Arrow tables (one per table of :data:`TABLES`), without touching disk.
@@ -805,6 +847,12 @@ def build_tables(
         else:
             tables[name] = _build_table(name, _long_columns(rows, name))
             _validate_parity(tables[name], name, key)
+    if reference_spectrum is None:
+        tables["reference_spectrum"] = _empty("reference_spectrum")
+    else:
+        tables["reference_spectrum"] = _build_table("reference_spectrum",
+                                                    _long_columns(reference_spectrum, "reference_spectrum"))
+        _validate_reference_spectrum(tables["reference_spectrum"])
 
     mobile = mat.column("mobile_species")[0].as_py()
     species = set(tables["transport"].column("species").to_pylist())
@@ -900,6 +948,7 @@ def write_run(
     convergence_spectra: Any = None,
     alpha_parity: Any = None,
     force_parity: Any = None,
+    reference_spectrum: Any = None,
 ) -> RunRecord:
     """Write (or replace) every table of one run and commit it atomically.
 
@@ -936,6 +985,9 @@ def write_run(
         The columns of :func:`ramanscreen.tasks.parity.alpha_parity_rows` (the α model's test set)
         and :func:`ramanscreen.tasks.parity.force_parity_rows` (a distilled potential's held-out
         forces), or None (zero rows).
+    reference_spectrum:
+        The columns of :meth:`ramanscreen.tasks.convergence.ReferenceSpectrumComparison.table`
+        (Fig. 2D: the ML and the reference spectrum of the same α frames), or None (zero rows).
 
     Omitted tables are written with zero rows, so every committed run has every file.
     """
@@ -943,7 +995,7 @@ def write_run(
         campaign, material, run_id, meta=meta, spectrum=spectrum, transport=transport,
         descriptors=descriptors, ml_metrics=ml_metrics, msd=msd, vdos=vdos, mlff_validation=mlff_validation,
         convergence=convergence, convergence_spectra=convergence_spectra, alpha_parity=alpha_parity,
-        force_parity=force_parity,
+        force_parity=force_parity, reference_spectrum=reference_spectrum,
     )
     root = _check_root(results_root)
     write_id = tables["materials"].column("write_id")[0].as_py()

@@ -41,6 +41,7 @@ backend = "dipole"
 n_train = 8
 n_test = 4
 retries = 0
+series_frames = 48
 
 [model]
 committee = 2
@@ -204,6 +205,51 @@ def test_the_flow_writes_the_alpha_parity_of_its_test_frames(screened) -> None:
     assert (n, frames) == (24, 4) and len(methods) == 1 and "not DFPT" in methods[0]
     assert (rmse["diagonal"], rmse["off-diagonal"]) == pytest.approx(recorded, rel=1e-12)
     assert n_force == 0
+
+
+def test_the_flow_writes_the_reference_spectrum_of_its_first_alpha_samples(screened) -> None:
+    """Fig. 2D through the flow: [reference] series_frames = 48 gives the first 48 α samples a
+    reference α; the table's reference intensities are the spectrum of those frames' reference α
+    (recomputed here with the dipole model), its ML intensities that of the α series the spectrum
+    stage wrote (alpha.txt, its first 48 samples), both divided by the reference's area."""
+    import numpy as np
+    from ase.io.trajectory import Trajectory
+
+    from ramanscreen.analytics.db import connect
+    from ramanscreen.tasks.convergence import spectrum_l2_change
+    from ramanscreen.tasks.reference import get_backend
+    from ramanscreen.tasks.spectra import SpectrumSettings, raman_spectrum, read_alpha, window_fraction
+
+    con = connect(screened["root"])
+    try:
+        d = {k: np.asarray(v) for k, v in con.execute(
+            "SELECT freq_cm1, intensity_ml, intensity_reference, l2_difference, l2_shape_difference, cp_fraction_ml, "
+            "cp_fraction_reference, n_frames, duration_ps, first_frame, frame_stride, reference_method "
+            "FROM reference_spectrum ORDER BY freq_cm1").fetchnumpy().items()}
+    finally:
+        con.close()
+    assert len(d["freq_cm1"]) > 10 and set(d["n_frames"]) == {48} and set(d["first_frame"]) == {0}
+    assert set(d["frame_stride"]) == {1} and d["duration_ps"][0] == pytest.approx(48 * 10.0 / 1000.0)
+    assert "not DFPT" in d["reference_method"][0]
+    s = SpectrumSettings(omega_min_cm1=100.0, omega_c_cm1=300.0, host_window_cm1=(300.0, 1500.0))
+    wd = Path(screened["first"]["workdir"])
+    with Trajectory(str(next(wd.rglob("md/md.traj")))) as traj:
+        frames = [traj[i] for i in range(48)]
+    dipole = get_backend("dipole")
+    ref = raman_spectrum(np.array([dipole.compute(a).alpha_A3 for a in frames]), 10.0, **s.spectrum_kwargs())
+    ml = raman_spectrum(read_alpha(wd / "alpha.txt")[:48], 10.0, **s.spectrum_kwargs())
+    np.testing.assert_allclose(d["freq_cm1"], ref.freq_cm1)
+    sel = (ref.freq_cm1 >= 100.0) & (ref.freq_cm1 <= min(1500.0, ref.freq_cm1[-1]))
+    area = np.trapezoid(ref.intensity[sel], ref.freq_cm1[sel])
+    np.testing.assert_allclose(d["intensity_reference"], ref.intensity / area, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(d["intensity_ml"], ml.intensity / area, rtol=1e-6, atol=1e-12)
+    assert np.trapezoid(d["intensity_reference"][sel], d["freq_cm1"][sel]) == pytest.approx(1.0)
+    cp_ml, cp_ref = window_fraction(ref.freq_cm1, np.stack([ml.intensity, ref.intensity]), **s.descriptor_kwargs())
+    assert (d["cp_fraction_ml"][0], d["cp_fraction_reference"][0]) == pytest.approx((cp_ml, cp_ref), rel=1e-6)
+    assert d["l2_shape_difference"][0] == pytest.approx(spectrum_l2_change(ref, ml.freq_cm1, ml.intensity,
+                                                                           omega_min_cm1=100.0,
+                                                                           host_window_cm1=(300.0, 1500.0)), rel=1e-5)
+    assert 0.0 < d["l2_difference"][0] < 10.0  # an ML model is not its reference
 
 
 def test_progress_came_from_the_run_and_a_rerun_is_cached(screened) -> None:

@@ -26,7 +26,8 @@ def test_layout_schema_version_and_roundtrip(tmp_path) -> None:
     rec = write_synthetic(tmp_path, "camp", "AgI")
     assert rec.rows == {"materials": 1, "spectra": FREQ.size, "transport": 2, "descriptors": 1,
                         "ml_metrics": 1, "msd": 102, "vdos": 6, "mlff_validation": 0, "convergence": 0,
-                        "convergence_spectra": 0, "alpha_parity": 0, "force_parity": 0}
+                        "convergence_spectra": 0, "alpha_parity": 0, "force_parity": 0,
+                        "reference_spectrum": 0}
     commit = tmp_path / "materials/campaign=camp/material=AgI/run_id=r1/run.parquet"
     assert rec.paths["materials"] == commit and commit.is_file()
     data = tmp_path / f"spectra/campaign=camp/material=AgI/run_id=r1/{rec.write_id}.parquet"
@@ -290,7 +291,7 @@ def test_optional_tables_are_written_empty(tmp_path) -> None:
                                                             reference_method="ref", n_train=4))
     assert rec.rows == {"materials": 1, "spectra": 0, "transport": 0, "descriptors": 0, "ml_metrics": 0,
                         "msd": 0, "vdos": 0, "mlff_validation": 0, "convergence": 0, "convergence_spectra": 0,
-                        "alpha_parity": 0, "force_parity": 0}
+                        "alpha_parity": 0, "force_parity": 0, "reference_spectrum": 0}
     assert all(p.is_file() for p in rec.paths.values())
     assert sql(tmp_path, "SELECT count(*) FROM spectra") == [(0,)]
     assert sql(tmp_path, "SELECT count(*) FROM mlff_validation") == [(0,)]
@@ -298,6 +299,7 @@ def test_optional_tables_are_written_empty(tmp_path) -> None:
     assert sql(tmp_path, "SELECT count(*) FROM convergence_spectra") == [(0,)]
     assert sql(tmp_path, "SELECT count(*) FROM alpha_parity") == [(0,)]
     assert sql(tmp_path, "SELECT count(*) FROM force_parity") == [(0,)]
+    assert sql(tmp_path, "SELECT count(*) FROM reference_spectrum") == [(0,)]
     assert sql(tmp_path, "SELECT material, D_cm2_s, cp_fraction FROM screening") == [("X", None, None)]
 
 
@@ -307,12 +309,14 @@ def test_a_root_written_before_the_parity_tables_reads_them_empty(tmp_path) -> N
     from ramanscreen.analytics.db import connect
 
     write_synthetic(tmp_path, "camp", "AgI")
-    for table in ("alpha_parity", "force_parity"):
+    for table in ("alpha_parity", "force_parity", "reference_spectrum"):
         shutil.rmtree(tmp_path / table)  # as an older writer left the root
     con = connect(tmp_path)
     try:
         assert con.execute("SELECT count(*), count(alpha_reference_A3) FROM alpha_parity").fetchall() == [(0, 0)]
         assert con.execute("SELECT count(*), count(force_teacher_eV_A) FROM force_parity").fetchall() == [(0, 0)]
+        assert con.execute("SELECT count(*), count(intensity_reference), count(l2_difference) "
+                           "FROM reference_spectrum").fetchall() == [(0, 0, 0)]
     finally:
         con.close()
 

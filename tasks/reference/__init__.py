@@ -60,7 +60,13 @@ from ramanscreen.tasks.reference.cp2k import Cp2kBackend, parse_cp2k_polarizabil
 from ramanscreen.tasks.reference.dataset import AlphaDataset, read_alpha_dataset, write_alpha_dataset
 from ramanscreen.tasks.reference.dipole import DIPOLE_MODEL_METHOD, ION_POLARIZABILITY_A3, THOLE_A, DipoleModel
 from ramanscreen.tasks.reference.qe import QEBackend, find_pseudopotentials, parse_qe_dielectric
-from ramanscreen.tasks.reference.registry import BACKENDS, ReferenceSettings, compute_references, get_backend
+from ramanscreen.tasks.reference.registry import (
+    BACKENDS,
+    ReferenceSettings,
+    compute_references,
+    default_series_frames,
+    get_backend,
+)
 from ramanscreen.tasks.reference.selection import select_snapshots, structure_features
 from ramanscreen.tasks.reference.vasp import VASP_METHOD, import_vasp
 
@@ -79,6 +85,7 @@ __all__ = [
     "ReferenceConvergenceError",
     "ReferenceResult",
     "ReferenceSettings",
+    "default_series_frames",
     "alpha_from_epsilon",
     "compute_references",
     "epsilon_from_alpha",

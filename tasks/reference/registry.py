@@ -56,6 +56,27 @@ def compute_references(
     return results
 
 
+#: Backends cheap enough (~0.03–0.15 s a 64-atom frame) for a reference α series by default.
+CHEAP_BACKENDS = ("dipole",)
+#: The default ``series_frames`` of a cheap backend: 128 α samples (the default campaign's cost
+#: budget: 4 materials × 128 frames × ≲0.15 s on the reference pool).
+DEFAULT_SERIES_FRAMES = 128
+#: A cheap backend's series frames per reference task, at least (~3 s of the dipole model).
+SERIES_MIN_FRAMES_PER_TASK = 32
+
+
+def default_series_frames(backend: str) -> int:
+    """The default ``[reference] series_frames`` of ``backend``: :data:`DEFAULT_SERIES_FRAMES`
+    for a cheap embedded backend (the dipole model), 0 (no reference α series, Fig. 2D not
+    drawn) for the DFT backends (``qe``, ``cp2k``; an imported VASP dataset has no backend to
+    run), whose ~minutes a frame a series of consecutive frames would multiply.
+
+    >>> default_series_frames("dipole"), default_series_frames("cp2k"), default_series_frames("qe")
+    (128, 0, 0)
+    """
+    return DEFAULT_SERIES_FRAMES if backend.lower().strip() in CHEAP_BACKENDS else 0
+
+
 @dataclass(frozen=True)
 class ReferenceSettings:
     """How a campaign gets its reference α (the ``[reference]`` section).
@@ -63,6 +84,8 @@ class ReferenceSettings:
     >>> s = ReferenceSettings(n_train=8, n_test=2)
     >>> s.n_snapshots, s.make_backend().method
     (10, 'thole-dipole-model (embedded, not DFPT)')
+    >>> s.n_series_frames, ReferenceSettings(backend="cp2k").n_series_frames, ReferenceSettings(series_frames=32).n_series_frames
+    (128, 0, 32)
     >>> ReferenceSettings(backend="cp2k", options={"cutof_ry": 300})
     Traceback (most recent call last):
     ...
@@ -84,6 +107,11 @@ class ReferenceSettings:
                                    "calculation); more for a cheap backend such as the embedded dipole model "
                                    "(~0.1 s a frame), whose per-task orchestration cost would otherwise dominate",
                                    ge=1)
+    series_frames: int | None = setting(None, doc="consecutive α samples (every alpha_stride-th stored MD frame from "
+                                        "the start of production) that also get a reference α, for the ML-vs-reference "
+                                        "spectrum (Fig. 2D, table reference_spectrum); 0: none; default (unset): "
+                                        f"{DEFAULT_SERIES_FRAMES} for the embedded dipole model, 0 for the DFT backends",
+                                        ge=0, le=10**6)
 
     def __post_init__(self) -> None:
         check(self)
@@ -93,6 +121,35 @@ class ReferenceSettings:
     def n_snapshots(self) -> int:
         """Snapshots to compute: ``n_train + n_test``."""
         return self.n_train + self.n_test
+
+    @property
+    def n_series_frames(self) -> int:
+        """``series_frames``, or :func:`default_series_frames` of the backend when unset."""
+        return default_series_frames(self.backend) if self.series_frames is None else int(self.series_frames)
+
+    def series(self, n_stored: int, alpha_stride: int) -> list[int]:
+        """The stored MD frames of the reference α series: the first ``n_series_frames`` α
+        samples (frames 0, alpha_stride, 2·alpha_stride, … of the ``n_stored`` stored frames).
+
+        >>> ReferenceSettings(series_frames=4).series(100, 10), ReferenceSettings(series_frames=4).series(25, 10)
+        ([0, 10, 20, 30], [0, 10, 20])
+        """
+        return list(range(0, n_stored, max(1, int(alpha_stride))))[:self.n_series_frames]
+
+    def series_batches(self, frames: Sequence[int]) -> list[list[int]]:
+        """The reference α series' frames in tasks: groups of ``frames_per_task``, and for a cheap
+        backend (:data:`CHEAP_BACKENDS`) of at least :data:`SERIES_MIN_FRAMES_PER_TASK` (one frame
+        a task would be mostly orchestration).
+
+        >>> [len(b) for b in ReferenceSettings(frames_per_task=20).series_batches(range(128))]
+        [32, 32, 32, 32]
+        >>> [len(b) for b in ReferenceSettings(backend="cp2k").series_batches(range(3))]
+        [1, 1, 1]
+        """
+        k = self.frames_per_task
+        if self.backend.lower().strip() in CHEAP_BACKENDS:
+            k = max(k, SERIES_MIN_FRAMES_PER_TASK)
+        return [list(frames[i:i + k]) for i in range(0, len(frames), k)]
 
     def batches(self, frames: Sequence[int]) -> list[list[int]]:
         """``frames`` in consecutive groups of ``frames_per_task`` (one reference task each).
