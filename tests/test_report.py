@@ -57,7 +57,11 @@ def test_report_command_writes_one_self_contained_page(tmp_path: Path) -> None:
 def test_known_limits_name_the_embedded_reference_and_a_distilled_potential() -> None:
     lim = known_limits({"reference_method": "thole-dipole-model (embedded, not DFPT)", "mlff": "snap distilled from chgnet",
                         "md_production_ps": 120.0, "n_train": 300})
-    assert lim == ["α reference: thole-dipole-model (embedded, not DFPT) — an embedded model, not DFPT",
+    from ramanscreen.tasks.reference.compare import dipole_gap_line
+
+    gap = dipole_gap_line()  # the dipole model's measured gap to CP2K (tasks/data/dipole_vs_dft)
+    assert gap is not None and "α RMSE" in gap
+    assert lim == ["α reference: thole-dipole-model (embedded, not DFPT) — an embedded model, not DFPT", gap,
                    "MD forces: snap distilled from chgnet — a distilled potential, not DFT"]
 
 
