@@ -13,6 +13,21 @@ import numpy as np
 
 from ramanscreen.tasks.results import write_run
 
+
+def write_rattled_nacl(path: Path, n_frames: int, rng: np.random.Generator) -> Path:
+    """An ASE trajectory of ``n_frames`` conventional rock-salt NaCl cells (a = 5.64 Å), every
+    atom displaced by N(0, 0.15 Å) drawn from ``rng``: structures the dipole model and a small
+    α model can be run on in seconds."""
+    from ase.build import bulk
+    from ase.io.trajectory import Trajectory
+
+    with Trajectory(str(path), "w") as traj:
+        for _ in range(n_frames):
+            f = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+            f.positions += rng.normal(0, 0.15, f.positions.shape)
+            traj.write(f)
+    return path
+
 REPO = Path(__file__).resolve().parents[1]
 
 FREQ = np.arange(0.0, 1000.0 + 1e-9, 2.0)  # cm^-1

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.io.trajectory import Trajectory as AseTrajectory
+from synthetic_results import write_rattled_nacl
 
 from ramanscreen.analytics.db import connect
 from ramanscreen.analytics.html_report import NOT_RECORDED, PARITY_FIGURES, write_html_report
@@ -38,12 +39,7 @@ def fitted(tmp_path_factory):
     fit stage on N_TRAIN of them (the rest are its test frames)."""
     work = tmp_path_factory.mktemp("alpha")
     rng = np.random.default_rng(0)
-    traj_path = work / "md.traj"
-    with AseTrajectory(str(traj_path), "w") as traj:
-        for _ in range(N_FRAMES):
-            f = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
-            f.positions += rng.normal(0, 0.15, f.positions.shape)
-            traj.write(f)
+    traj_path = write_rattled_nacl(work / "md.traj", N_FRAMES, rng)
     frames = list(range(N_FRAMES))
     refs = reference_task.fn("NaCl", str(traj_path), frames, "dipole", {}, [str(work / f"ref{i}") for i in frames],
                              "all")

@@ -9,8 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from ase.build import bulk
-from ase.io.trajectory import Trajectory as AseTrajectory
+from synthetic_results import write_rattled_nacl
 
 from ramanscreen.analytics.db import connect
 from ramanscreen.analytics.html_report import NOT_RECORDED, REFERENCE_FIGURES, write_html_report
@@ -100,12 +99,7 @@ def compared(tmp_path_factory):
     with more samples than the series), and the reference-spectrum stage on both."""
     work = tmp_path_factory.mktemp("refspec")
     rng = np.random.default_rng(0)
-    traj_path = work / "md.traj"
-    with AseTrajectory(str(traj_path), "w") as traj:
-        for _ in range(N_SERIES + 8):
-            f = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
-            f.positions += rng.normal(0, 0.15, f.positions.shape)
-            traj.write(f)
+    traj_path = write_rattled_nacl(work / "md.traj", N_SERIES + 8, rng)
     frames = list(range(N_SERIES))
     refs = reference_task.fn("NaCl", str(traj_path), frames, "dipole", {}, [str(work / f"ref{i}") for i in frames],
                              "series")
